@@ -1,0 +1,256 @@
+"""relayd settings: TOML file -> typed, validated settings.
+
+Every error names the key and says what to fix, e.g.
+``relayd.toml: hybrid_connections[1].max_listeners: must be an integer from 1 to 10000, got "x"``.
+"""
+
+import os
+import tomllib
+from dataclasses import dataclass, field
+from pathlib import Path
+from urllib.parse import urlsplit
+
+from relayd import auth
+
+DEFAULT_LISTEN = "tcp:9090:interface=127.0.0.1"
+DEFAULT_PUBLIC_URL = None
+
+
+class ConfigError(Exception):
+    """A bad configuration; the message names the key and the fix."""
+
+
+@dataclass
+class RuleSpec:
+    name: str
+    key: str
+    rights: frozenset
+    secondary_key: str | None = None
+
+    def to_rule(self):
+        return auth.Rule(self.name, self.key, self.rights, self.secondary_key)
+
+    def __repr__(self):
+        return "RuleSpec(name=%r, rights=%r)" % (self.name, sorted(self.rights))
+
+
+@dataclass
+class EntitySpec:
+    path: str
+    kind: str = "hybrid_connection"
+    requires_client_authorization: bool = True
+    max_listeners: int = 25
+    rules: list = field(default_factory=list)
+
+
+@dataclass
+class Limits:
+    # Largest control-channel message a listener may send (renewToken, HTTP responses).
+    control_message_max: int = 1024 * 1024
+    # Handshake (HTTP upgrade request) must complete within this many seconds.
+    open_handshake_timeout: float = 10.0
+    # Largest HTTP request header block on the WebSocket / HTTP doors.
+    max_header_bytes: int = 32 * 1024
+    # Concurrent TCP connections the relay accepts in all (0 = unlimited).
+    max_connections: int = 10000
+    # Seconds between pings on an idle listener control channel; a missing pong closes it.
+    control_ping_interval: float = 30.0
+    control_ping_timeout: float = 30.0
+    # Bytes of socket read size and write buffer per data leg (the per-leg memory bound).
+    leg_buffer: int = 256 * 1024
+
+
+@dataclass
+class Settings:
+    listen: list = field(default_factory=lambda: [DEFAULT_LISTEN])
+    public_url: str | None = DEFAULT_PUBLIC_URL
+    data_dir: str = ""
+    create_on_listen: bool = False
+    accept_timeout: float = 30.0
+    rules: list = field(default_factory=list)
+    entities: list = field(default_factory=list)
+    limits: Limits = field(default_factory=Limits)
+    source: str = "<defaults>"
+
+
+def default_data_dir():
+    env = os.environ.get("RELAYD_DATA_DIR")
+    if env:
+        return env
+    base = os.environ.get("XDG_DATA_HOME") or os.path.join(os.path.expanduser("~"), ".local", "share")
+    return os.path.join(base, "relayd")
+
+
+class _Reader:
+    def __init__(self, source):
+        self.source = source
+
+    def fail(self, where, problem):
+        raise ConfigError("%s: %s: %s" % (self.source, where, problem))
+
+    def table(self, data, where, known):
+        if not isinstance(data, dict):
+            self.fail(where, "must be a table")
+        for key in data:
+            if key not in known:
+                self.fail(
+                    "%s.%s" % (where, key) if where else key,
+                    "unknown key; expected one of: %s" % ", ".join(sorted(known)),
+                )
+        return data
+
+    def string(self, data, key, where, default=None, required=False):
+        if key not in data:
+            if required:
+                self.fail("%s.%s" % (where, key), "is required")
+            return default
+        value = data[key]
+        if not isinstance(value, str) or not value:
+            self.fail("%s.%s" % (where, key), "must be a non-empty string, got %r" % (value,))
+        return value
+
+    def boolean(self, data, key, where, default):
+        value = data.get(key, default)
+        if not isinstance(value, bool):
+            self.fail("%s.%s" % (where, key), "must be true or false, got %r" % (value,))
+        return value
+
+    def number(self, data, key, where, default, low, high, integer=False):
+        value = data.get(key, default)
+        kind = int if integer else (int, float)
+        if isinstance(value, bool) or not isinstance(value, kind) or not low <= value <= high:
+            self.fail(
+                "%s.%s" % (where, key),
+                "must be %s from %s to %s, got %r"
+                % ("an integer" if integer else "a number", low, high, value),
+            )
+        return value
+
+    def rule(self, data, where):
+        self.table(data, where, {"name", "key", "secondary_key", "rights"})
+        name = self.string(data, "name", where, required=True)
+        key = self.string(data, "key", where, required=True)
+        if len(key) < 16:
+            self.fail(where + ".key", "is too short; use at least 16 characters (relayd key new makes one)")
+        secondary = self.string(data, "secondary_key", where)
+        rights = data.get("rights", [])
+        if not isinstance(rights, list) or not rights:
+            self.fail(where + ".rights", 'must be a non-empty list such as ["Listen", "Send"]')
+        try:
+            rights = auth.normalize_rights(rights)
+        except ValueError as e:
+            self.fail(where + ".rights", str(e))
+        return RuleSpec(name, key, rights, secondary)
+
+    def rules(self, items, where):
+        if not isinstance(items, list):
+            self.fail(where, "must be an array of tables ([[%s]])" % where)
+        specs = [self.rule(item, "%s[%d]" % (where, i)) for i, item in enumerate(items)]
+        names = [r.name.lower() for r in specs]
+        for name in names:
+            if names.count(name) > 1:
+                self.fail(where, "rule name %r is used twice" % name)
+        return specs
+
+
+def validate_entity_path(path):
+    """Return an error string for a bad entity path, else None."""
+    if not path or path != path.strip("/") or "//" in path:
+        return "must be a non-empty path without leading, trailing or double slashes"
+    if len(path) > 260:
+        return "must be at most 260 characters"
+    if path.startswith("$"):
+        return "must not start with '$' (reserved for relayd's own paths)"
+    for ch in path:
+        if not (ch.isalnum() or ch in "-._/~"):
+            return "may contain only letters, digits, '-', '.', '_', '~' and '/', found %r" % ch
+    return None
+
+
+def _listen_endpoint(value, where, reader):
+    if not isinstance(value, str) or ":" not in value:
+        reader.fail(where, "must be a Twisted endpoint string such as %r, got %r" % (DEFAULT_LISTEN, value))
+    kind = value.split(":", 1)[0]
+    if kind not in ("tcp", "ssl", "tcp6", "unix"):
+        reader.fail(where, "endpoint type %r is not supported; use tcp:, tcp6:, ssl: or unix:" % kind)
+    return value
+
+
+def parse(data, source="<config>"):
+    """Turn a TOML document (already decoded) into :class:`Settings`."""
+    r = _Reader(source)
+    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits"})
+    relay = r.table(data.get("relay", {}), "relay",
+                    {"listen", "public_url", "data_dir", "create_on_listen", "accept_timeout"})
+    settings = Settings(source=source)
+    listen = relay.get("listen", [DEFAULT_LISTEN])
+    if isinstance(listen, str):
+        listen = [listen]
+    if not isinstance(listen, list) or not listen:
+        r.fail("relay.listen", "must be a non-empty list of endpoint strings")
+    settings.listen = [_listen_endpoint(v, "relay.listen[%d]" % i, r) for i, v in enumerate(listen)]
+    public_url = r.string(relay, "public_url", "relay")
+    if public_url is not None:
+        parts = urlsplit(public_url)
+        if parts.scheme not in ("ws", "wss", "http", "https") or not parts.hostname:
+            r.fail("relay.public_url", "must be an absolute ws://, wss://, http:// or https:// URL, got %r" % public_url)
+        if parts.query or parts.fragment:
+            r.fail("relay.public_url", "must not have a query or fragment")
+        settings.public_url = public_url.rstrip("/")
+    settings.data_dir = r.string(relay, "data_dir", "relay", default_data_dir())
+    settings.create_on_listen = r.boolean(relay, "create_on_listen", "relay", False)
+    settings.accept_timeout = r.number(relay, "accept_timeout", "relay", 30.0, 1, 3600)
+    settings.rules = r.rules(data.get("rules", []), "rules")
+
+    lim = r.table(data.get("limits", {}), "limits", set(Limits.__dataclass_fields__))
+    defaults = Limits()
+    settings.limits = Limits(
+        control_message_max=r.number(lim, "control_message_max", "limits", defaults.control_message_max, 1024, 1 << 30, True),
+        open_handshake_timeout=r.number(lim, "open_handshake_timeout", "limits", defaults.open_handshake_timeout, 0.1, 600),
+        max_header_bytes=r.number(lim, "max_header_bytes", "limits", defaults.max_header_bytes, 1024, 1 << 20, True),
+        max_connections=r.number(lim, "max_connections", "limits", defaults.max_connections, 0, 1 << 20, True),
+        control_ping_interval=r.number(lim, "control_ping_interval", "limits", defaults.control_ping_interval, 0, 3600),
+        control_ping_timeout=r.number(lim, "control_ping_timeout", "limits", defaults.control_ping_timeout, 0, 3600),
+        leg_buffer=r.number(lim, "leg_buffer", "limits", defaults.leg_buffer, 4096, 64 << 20, True),
+    )
+
+    entities = data.get("hybrid_connections", [])
+    if not isinstance(entities, list):
+        r.fail("hybrid_connections", "must be an array of tables ([[hybrid_connections]])")
+    seen = set()
+    for i, item in enumerate(entities):
+        where = "hybrid_connections[%d]" % i
+        r.table(item, where, {"path", "requires_client_authorization", "max_listeners", "rules"})
+        path = r.string(item, "path", where, required=True)
+        problem = validate_entity_path(path)
+        if problem:
+            r.fail(where + ".path", problem)
+        if path.lower() in seen:
+            r.fail(where + ".path", "entity %r is declared twice" % path)
+        seen.add(path.lower())
+        settings.entities.append(
+            EntitySpec(
+                path=path,
+                requires_client_authorization=r.boolean(item, "requires_client_authorization", where, True),
+                max_listeners=r.number(item, "max_listeners", where, 25, 1, 10000, True),
+                rules=r.rules(item.get("rules", []), where + ".rules"),
+            )
+        )
+    return settings
+
+
+def load(path):
+    """Read and validate a TOML config file."""
+    source = str(path)
+    try:
+        with open(path, "rb") as f:
+            data = tomllib.load(f)
+    except FileNotFoundError:
+        raise ConfigError("%s: file not found" % source)
+    except tomllib.TOMLDecodeError as e:
+        raise ConfigError("%s: not valid TOML: %s" % (source, e))
+    settings = parse(data, source)
+    base = Path(path).resolve().parent
+    if not os.path.isabs(settings.data_dir) and "data_dir" in data.get("relay", {}):
+        settings.data_dir = str(base / settings.data_dir)
+    return settings

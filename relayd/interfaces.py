@@ -1,0 +1,55 @@
+"""Contracts between the switchboard and the transports (front doors and listener legs).
+
+The switchboard knows listeners and pending rendezvous only through these interfaces;
+it never imports a transport, Twisted web or Autobahn.
+"""
+
+from zope.interface import Attribute, Interface
+
+
+class IListenerChannel(Interface):
+    """A listener's control channel, registered on one entity."""
+
+    entity_path = Attribute("The path of the entity this listener is registered on.")
+    listener_id = Attribute("Identifier of this listener (sb-hc-id or generated).")
+
+    def offer(rendezvous):
+        """Tell the listener that a sender is waiting (send the `accept` or `request` message).
+
+        Must not raise for a live channel; a channel that can no longer deliver returns False.
+        """
+
+    def close(code, reason):
+        """Close the control channel with a WebSocket close code and a reason."""
+
+
+class IClosable(Interface):
+    """Anything the switchboard may close when an entity is deleted (data legs, pending requests)."""
+
+    def close(code, reason):
+        """Close with a WebSocket close code (or the transport's equivalent) and a reason."""
+
+
+class ILeg(Interface):
+    """One side of a spliced connection (see relayd.pipe).
+
+    Messages are forwarded frame by frame as they arrive, never buffered whole:
+    ``begin_message`` / ``frame_begin`` / ``frame_data`` ... / ``end_message``.
+    """
+
+    transport = Attribute("The Twisted transport (an IPushProducer / IConsumer).")
+
+    def begin_message(is_binary):
+        """Start a message of the given type."""
+
+    def frame_begin(length):
+        """Start a frame of ``length`` payload bytes within the current message."""
+
+    def frame_data(data):
+        """Write part of the current frame's payload."""
+
+    def end_message():
+        """Finish the current message."""
+
+    def close(code, reason):
+        """Close this leg with a close code and reason."""

@@ -1,0 +1,71 @@
+"""The data path: two legs spliced with producer/consumer backpressure.
+
+A leg (:class:`relayd.interfaces.ILeg`) delivers what it reads to its peer frame by frame,
+as it arrives; nothing is buffered whole.  Flow control is TCP's own: each leg's transport
+is registered as a *streaming producer* on the peer's transport, so when the peer's write
+buffer goes over its high-water mark Twisted pauses reading on this leg, and resumes when
+the peer has drained.  A reader that stops reading therefore stalls its writer, and the
+relay holds at most about one read and one write buffer per direction per pair
+(see ``docs/protocol.rst``, "Memory bound").
+"""
+
+from zope.interface import implementer
+from twisted.internet.interfaces import IPushProducer
+
+
+@implementer(IPushProducer)
+class _PauseReading:
+    """Lets the peer's transport pause/resume reading on ``transport``.
+
+    ``stopProducing`` is deliberately a no-op: a transport calls it on its producer when it
+    disconnects, and closing the other leg is the splice's job (with a proper close code),
+    not an abrupt drop.
+    """
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.paused = False
+
+    def pauseProducing(self):
+        if not self.paused:
+            self.paused = True
+            self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        if self.paused:
+            self.paused = False
+            self.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
+
+
+def splice(a, b):
+    """Join legs ``a`` and ``b``: each forwards to the other, with backpressure both ways."""
+    a.peer = b
+    b.peer = a
+    pa = _PauseReading(a.transport)
+    pb = _PauseReading(b.transport)
+    a.transport.registerProducer(pb, True)
+    b.transport.registerProducer(pa, True)
+    a.pause_reader, b.pause_reader = pa, pb
+
+
+def unsplice(leg):
+    """Detach ``leg`` from its peer (called when the leg closes); resumes the peer's reading."""
+    peer = getattr(leg, "peer", None)
+    leg.peer = None
+    for side in (leg, peer):
+        if side is None:
+            continue
+        transport = getattr(side, "transport", None)
+        if transport is not None and getattr(transport, "producer", None) is not None:
+            try:
+                transport.unregisterProducer()
+            except Exception:
+                pass
+    if peer is not None:
+        reader = getattr(peer, "pause_reader", None)
+        if reader is not None:
+            reader.resumeProducing()
+        peer.peer = None

@@ -1,0 +1,249 @@
+"""The rendezvous switchboard: listeners per entity, pending rendezvous, deadlines, balancing.
+
+No socket code lives here.  Transports register listener control channels
+(:class:`relayd.interfaces.IListenerChannel`) and ask for a rendezvous when a sender
+arrives; the switchboard picks a live listener at random (fair over time), hands it the
+rendezvous through ``offer()``, and resolves the sender's Deferred when the listener
+accepts, rejects, or the accept deadline passes.  Time comes from an injected
+``IReactorTime`` so that every deadline is tested with ``twisted.internet.task.Clock``.
+"""
+
+import random
+import secrets
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+DEFAULT_MAX_LISTENERS = 25
+ACCEPT_TIMEOUT = 30.0
+MAX_SENDER_ID = 128
+
+
+class SwitchboardError(Exception):
+    """A rendezvous could not be made.  ``status`` is the HTTP status a front door returns."""
+
+    status = 500
+
+    def __init__(self, message, status=None):
+        super().__init__(message)
+        self.message = message
+        if status is not None:
+            self.status = status
+
+
+class TooManyListeners(SwitchboardError):
+    status = 403
+
+
+class NoListener(SwitchboardError):
+    status = 404
+
+
+class RendezvousGone(SwitchboardError):
+    status = 403
+
+
+class Rejected(SwitchboardError):
+    """The listener rejected the rendezvous with its own status and description."""
+
+
+class AcceptTimeout(SwitchboardError):
+    status = 504
+
+
+class SenderGone(SwitchboardError):
+    status = 410
+
+
+class Rendezvous:
+    """One pending pairing of a sender with a listener.
+
+    ``key`` is the one-time unguessable identifier that goes into the address the listener
+    must connect to; ``id`` is the tracing id shown to the listener (the sender's
+    ``sb-hc-id`` when given, else ``key``).  ``result`` fires with whatever the listener's
+    leg passes to :meth:`accept`, or fails with a :class:`SwitchboardError`.
+    """
+
+    def __init__(self, switchboard, entity_path, kind, key, sender_id, details, listener):
+        self._switchboard = switchboard
+        self.entity_path = entity_path
+        self.kind = kind
+        self.key = key
+        self.id = sender_id or key
+        self.details = details
+        self.listener = listener
+        self.result = defer.Deferred(lambda d: self.cancel())
+        self._timer = None
+        self.done = False
+
+    def _finish(self):
+        self.done = True
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self._switchboard._pending.pop(self.key, None)
+
+    def accept(self, leg):
+        """The listener connected its rendezvous leg: fire the sender's Deferred with it."""
+        if self.done:
+            raise RendezvousGone("rendezvous %s is already completed" % (self.id,))
+        self._finish()
+        self.result.callback(leg)
+
+    def reject(self, status, description):
+        """The listener declined: the sender fails with the listener's status."""
+        if self.done:
+            raise RendezvousGone("rendezvous %s is already completed" % (self.id,))
+        self._finish()
+        self.result.errback(Rejected(description, status))
+
+    def expire(self):
+        if self.done:
+            return
+        self._finish()
+        self.result.errback(
+            AcceptTimeout(
+                "the listener did not accept the connection within %d seconds"
+                % (self._switchboard.accept_timeout,)
+            )
+        )
+
+    def cancel(self):
+        """The sender went away before the listener accepted."""
+        if self.done:
+            return
+        self._finish()
+        if not self.result.called:
+            self.result.errback(SenderGone("the sender disconnected before the listener accepted"))
+
+
+class Switchboard:
+    """Listeners per entity path, pending rendezvous by key, and online/offline events."""
+
+    log = Logger()
+
+    def __init__(self, clock, accept_timeout=ACCEPT_TIMEOUT, rng=None):
+        self.clock = clock
+        self.accept_timeout = accept_timeout
+        self._rng = rng or random.SystemRandom()
+        self._listeners = {}  # entity key -> list of IListenerChannel
+        self._pending = {}  # rendezvous key -> Rendezvous
+        self._closables = {}  # entity key -> set of IClosable (data legs)
+        self._observers = []
+
+    @staticmethod
+    def _entity_key(path):
+        return path.strip("/").lower()
+
+    # -- observers ---------------------------------------------------------------------
+
+    def add_observer(self, observer):
+        """``observer(event, entity_path, listener_count)`` with event "online" / "offline"."""
+        self._observers.append(observer)
+
+    def _notify(self, event, path):
+        count = self.listener_count(path)
+        for observer in list(self._observers):
+            try:
+                observer(event, path, count)
+            except Exception:
+                self.log.failure("switchboard observer failed")
+
+    # -- listeners ---------------------------------------------------------------------
+
+    def add_listener(self, path, channel, max_listeners=DEFAULT_MAX_LISTENERS):
+        key = self._entity_key(path)
+        live = self._listeners.setdefault(key, [])
+        if channel in live:
+            return
+        if max_listeners and len(live) >= max_listeners:
+            raise TooManyListeners(
+                "entity '%s' already has %d listeners, its maximum (max_listeners); "
+                "close a listener or raise max_listeners" % (path, len(live))
+            )
+        live.append(channel)
+        self._notify("online", path)
+
+    def remove_listener(self, path, channel):
+        key = self._entity_key(path)
+        live = self._listeners.get(key)
+        if not live or channel not in live:
+            return
+        live.remove(channel)
+        if not live:
+            del self._listeners[key]
+        self._notify("offline", path)
+
+    def listener_count(self, path):
+        return len(self._listeners.get(self._entity_key(path), ()))
+
+    def listener_counts(self):
+        return {key: len(live) for key, live in self._listeners.items()}
+
+    # -- rendezvous --------------------------------------------------------------------
+
+    def new_key(self):
+        return secrets.token_hex(16)
+
+    def open_rendezvous(self, path, kind="accept", sender_id=None, details=None, timeout=None):
+        """Pick a listener and offer it a rendezvous.  Returns the :class:`Rendezvous`.
+
+        Raises :class:`NoListener` when no live listener takes the offer.
+        """
+        if sender_id is not None and len(sender_id) > MAX_SENDER_ID:
+            raise SwitchboardError(
+                "sb-hc-id is longer than %d characters" % (MAX_SENDER_ID,), status=400
+            )
+        candidates = list(self._listeners.get(self._entity_key(path), ()))
+        while candidates:
+            listener = self._rng.choice(candidates)
+            candidates.remove(listener)
+            rv = Rendezvous(self, path, kind, self.new_key(), sender_id, details or {}, listener)
+            self._pending[rv.key] = rv
+            if listener.offer(rv) is False:
+                self._pending.pop(rv.key, None)
+                continue
+            wait = self.accept_timeout if timeout is None else timeout
+            rv._timer = self.clock.callLater(wait, rv.expire)
+            return rv
+        raise NoListener("no listener is connected to '%s'" % (path,))
+
+    def find(self, key):
+        """The pending rendezvous with this key, or raise :class:`RendezvousGone`."""
+        rv = self._pending.get(key)
+        if rv is None:
+            raise RendezvousGone(
+                "the rendezvous id is unknown, already used, or its accept deadline passed"
+            )
+        return rv
+
+    def pending_count(self):
+        return len(self._pending)
+
+    # -- entity lifecycle --------------------------------------------------------------
+
+    def track(self, path, closable):
+        """Remember a data leg so that deleting the entity closes it.  Returns an untrack callable."""
+        key = self._entity_key(path)
+        self._closables.setdefault(key, set()).add(closable)
+
+        def untrack():
+            legs = self._closables.get(key)
+            if legs is not None:
+                legs.discard(closable)
+                if not legs:
+                    del self._closables[key]
+
+        return untrack
+
+    def close_entity(self, path, code=1001, reason="the entity was deleted or disabled"):
+        """Close every listener and data leg of an entity and fail its pending rendezvous."""
+        key = self._entity_key(path)
+        for rv in [rv for rv in self._pending.values() if self._entity_key(rv.entity_path) == key]:
+            rv._finish()
+            rv.result.errback(SwitchboardError(reason, status=404))
+        for channel in list(self._listeners.get(key, ())):
+            channel.close(code, reason)
+            self.remove_listener(path, channel)
+        for leg in list(self._closables.pop(key, ())):
+            leg.close(code, reason)

@@ -1,0 +1,122 @@
+"""``twistd relayd``: options and the one place that wires every part together."""
+
+import sys
+
+from twisted.application import service
+from twisted.internet import endpoints, reactor
+from twisted.logger import Logger
+from twisted.python import usage
+
+from relayd import config
+from relayd.namespace import Namespace, SqliteStore
+from relayd.switchboard import Switchboard
+from relayd.transports.front import FrontDoorFactory
+from relayd.transports.hybrid.websocket import HybridFactory
+from relayd.web.site import make_site
+
+
+class Options(usage.Options):
+    synopsis = "[--config relayd.toml] [--listen ENDPOINT ...] [--data-dir DIR]"
+    longdesc = (
+        "Run the relay.  With no options it listens on 127.0.0.1:9090, keeps its state in "
+        "the default data directory and creates a namespace root key on first start "
+        "(show it with: relayd key show)."
+    )
+    optParameters = [
+        ["config", "c", None, "TOML configuration file (see docs/configuration.rst)"],
+        ["data-dir", "d", None, "state directory (default: $RELAYD_DATA_DIR or ~/.local/share/relayd)"],
+        ["public-url", None, None, "base URL clients use to reach the relay, e.g. wss://relay.example.com"],
+    ]
+    optFlags = [
+        ["create-on-listen", None, "create an unknown hybrid connection when a listener with a Manage token listens on it"],
+    ]
+
+    def __init__(self):
+        super().__init__()
+        self["listen"] = []
+
+    def opt_listen(self, endpoint):
+        """Twisted server endpoint to listen on (repeatable), e.g. tcp:9090:interface=127.0.0.1"""
+        self["listen"].append(endpoint)
+
+    def postOptions(self):
+        try:
+            if self["config"]:
+                settings = config.load(self["config"])
+            else:
+                settings = config.parse({}, "<defaults>")
+            overrides = {}
+            if self["listen"]:
+                overrides["listen"] = self["listen"]
+            if self["public-url"]:
+                overrides["public_url"] = self["public-url"]
+            if overrides:
+                merged = config.parse({"relay": overrides}, "command line")
+                for key in overrides:
+                    setattr(settings, key, getattr(merged, key))
+            if self["data-dir"]:
+                settings.data_dir = self["data-dir"]
+            if self["create-on-listen"]:
+                settings.create_on_listen = True
+        except config.ConfigError as e:
+            raise usage.UsageError(str(e))
+        self.settings = settings
+
+
+class RelayService(service.Service):
+    log = Logger()
+
+    def __init__(self, settings, reactor=reactor):
+        self.settings = settings
+        self.reactor = reactor
+        self.ports = []
+        self.store = SqliteStore(settings.data_dir)
+        self.namespace = Namespace(self.store, settings)
+        self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout)
+        self.namespace.on_removed(lambda entity: self.switchboard.close_entity(entity.path))
+        self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
+        self.site = make_site(self.namespace, self.switchboard, settings, reactor)
+        self.front = FrontDoorFactory(
+            self.hybrid, self.site, reactor,
+            max_head=settings.limits.max_header_bytes,
+            head_timeout=settings.limits.open_handshake_timeout,
+            max_connections=settings.limits.max_connections,
+        )
+
+    def startService(self):
+        super().startService()
+        s = self.settings
+        if self.namespace.generated_root:
+            self.log.info(
+                "created the namespace root rule {rule} with a new random key in {path}; "
+                "show it with: relayd key show --data-dir {dir}",
+                rule=self.namespace.rules[0].name, path=self.store.path, dir=s.data_dir,
+            )
+        self.log.info("relayd: {n} entities, data in {dir}", n=len(self.namespace.entities()), dir=s.data_dir)
+        for description in s.listen:
+            endpoint = endpoints.serverFromString(self.reactor, description)
+            d = endpoint.listen(self.front)
+            d.addCallbacks(self._listening, self._listen_failed, errbackArgs=(description,))
+
+    def _listening(self, port):
+        self.ports.append(port)
+        addr = port.getHost()
+        self.log.info("relayd listening on {host}:{port}", host=getattr(addr, "host", addr),
+                      port=getattr(addr, "port", ""))
+
+    def _listen_failed(self, failure, description):
+        self.log.failure("relayd cannot listen on {endpoint}", failure, endpoint=description)
+        print("relayd: cannot listen on %s: %s" % (description, failure.getErrorMessage()),
+              file=sys.stderr)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def stopService(self):
+        super().stopService()
+        ports, self.ports = self.ports, []
+        from twisted.internet import defer
+        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+
+
+def makeService(options):
+    return RelayService(options.settings)

@@ -1,0 +1,482 @@
+"""Hybrid Connections WebSocket front door (Autobahn): ``/$hc/{path}[/suffix]?sb-hc-action=...``.
+
+Wire protocol (Azure Relay Hybrid Connections, relayd flavour):
+
+* ``sb-hc-action=listen`` — a listener's control channel.  Needs a token with Listen.
+  The relay sends ``accept`` (and, for HTTP relaying, ``request``) JSON text messages; the
+  listener may send ``renewToken``.  The channel closes with 1008 when the token expires
+  (unless renewed), 1001 when the entity is deleted; the relay pings it when idle.
+* ``sb-hc-action=connect`` — a sender.  Needs a token with Send unless the entity allows
+  anonymous senders.  The handshake stays open until a listener accepts (then 101), rejects
+  (the listener's status) or the accept deadline passes (504).
+* ``sb-hc-action=accept&sb-hc-id=KEY`` — the listener's rendezvous leg for one sender
+  (the address comes from the ``accept`` message).  With ``sb-hc-statusCode`` and
+  ``sb-hc-statusDescription`` it rejects instead; that handshake ends with 410.
+
+After pairing, frames are relayed as they arrive (see :mod:`relayd.pipe`).  Handshake
+errors are HTTP 400/401/403/404/500 with a tracking id in the status description.
+"""
+
+import json
+from urllib.parse import unquote, urlsplit
+
+from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
+from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from relayd import access, auth, pipe
+from relayd.interfaces import IClosable, IListenerChannel, ILeg
+from relayd.namespace import Entity
+from relayd.switchboard import SwitchboardError
+from relayd.transports.hybrid import messages
+
+HC_PREFIX = "/$hc/"
+MAX_REASON = 512
+
+
+class Denied(Exception):
+    def __init__(self, status, message):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+
+
+def raw_headers(request_head):
+    """Header (name, value) pairs from a raw HTTP request head, with the sender's own casing."""
+    lines = request_head.decode("iso-8859-1").split("\r\n")[1:]
+    headers = []
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t" and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    return headers
+
+
+_CANONICAL = {
+    "sec-websocket-key": "Sec-WebSocket-Key",
+    "sec-websocket-version": "Sec-WebSocket-Version",
+    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
+    "host": "Host",
+    "origin": "Origin",
+    "user-agent": "User-Agent",
+    "upgrade": "Upgrade",
+    "connection": "Connection",
+}
+
+_NOT_FORWARDED = {"sec-websocket-extensions", "servicebusauthorization"}
+
+
+def connect_headers(pairs, drop_authorization):
+    """The ``connectHeaders`` object: every header the sender sent, except extensions and tokens."""
+    out = {}
+    for name, value in pairs:
+        low = name.lower()
+        if low in _NOT_FORWARDED or (drop_authorization and low == "authorization"):
+            continue
+        name = _CANONICAL.get(low, name)
+        out[name] = out[name] + ", " + value if name in out else value
+    return out
+
+
+@implementer(IListenerChannel, IClosable, ILeg)
+class HybridProtocol(WebSocketServerProtocol):
+    """One WebSocket on the HC door; its role (control channel, sender, accept leg) is set in onConnect."""
+
+    _log = Logger()
+
+    role = None
+    entity = None
+    peer = None
+    pause_reader = None
+    listener_id = None
+    _untrack = None
+    _rendezvous = None
+    _token_timer = None
+    _accept_leg = None
+
+    # -- handshake ----------------------------------------------------------------------
+
+    def onConnect(self, request):
+        try:
+            return self._route(request)
+        except Denied as e:
+            tracking = access.tracking_id()
+            self._log.info(
+                "HC {action} on {path} from {peer} denied: {status} {message} (tracking {tracking})",
+                action=request.params.get("sb-hc-action", ["?"])[0], path=request.path,
+                peer=self.peer, status=e.status, message=e.message, tracking=tracking,
+            )
+            raise ConnectionDeny(e.status, access.with_tracking(e.message, tracking))
+        except Exception:
+            self._log.failure("HC handshake failed unexpectedly")
+            raise ConnectionDeny(500, access.with_tracking("internal error in the relay"))
+
+    def _param(self, request, name):
+        values = request.params.get(name)
+        return values[0] if values else None
+
+    def _route(self, request):
+        f = self.factory
+        path = unquote(request.path)
+        if not path.startswith(HC_PREFIX):
+            raise Denied(404, "WebSocket paths start with /$hc/ followed by the hybrid connection path")
+        rel = path[len(HC_PREFIX):]
+        action = (self._param(request, "sb-hc-action") or "").lower()
+        if action not in ("listen", "connect", "accept", "request"):
+            raise Denied(400, "sb-hc-action must be listen, connect or accept, got %r" % action)
+        self.head_pairs = raw_headers(self.http_request_data)
+        self.request = request
+        if action == "accept" or action == "request":
+            return self._on_accept(request, rel, action)
+        entity, suffix = f.namespace.resolve(rel)
+        token = auth.extract_token(self._param(request, "sb-hc-token"), request.headers)
+        if entity is None and action == "listen" and f.namespace.create_on_listen and rel:
+            entity = self._create_on_listen(rel, token, request)
+            suffix = ""
+        if entity is None:
+            raise Denied(404, "no hybrid connection at '%s'" % rel.strip("/"))
+        self.entity = entity
+        self.suffix = suffix
+        if action == "listen":
+            return self._on_listen(request, token)
+        return self._on_sender(request, token)
+
+    def _hosts(self, request):
+        public = self.factory.public_url
+        return access.candidate_hosts(request.host, urlsplit(public).hostname if public else None)
+
+    def _check(self, request, entity, token, right):
+        try:
+            return access.authorize(
+                self.factory.namespace, entity, token, right, self._hosts(request),
+                self.factory.clock.seconds(),
+            )
+        except auth.AuthError as e:
+            raise Denied(e.status, str(e))
+
+    def _create_on_listen(self, rel, token, request):
+        path = rel.strip("/")
+        candidate = Entity(path)
+        verified = self._check(request, candidate, token, auth.MANAGE)
+        self._log.info("creating hybrid connection {path} on first listen (rule {rule})",
+                       path=path, rule=verified.rule.name)
+        try:
+            return self.factory.namespace.add(candidate)
+        except Exception as e:
+            raise Denied(400, str(e))
+
+    # -- listener control channel -------------------------------------------------------
+
+    def _on_listen(self, request, token):
+        f = self.factory
+        verified = self._check(request, self.entity, token, auth.LISTEN)
+        self.role = "listen"
+        self.entity_path = self.entity.path
+        self.listener_id = self._param(request, "sb-hc-id") or access.tracking_id()
+        self.maxMessagePayloadSize = f.limits.control_message_max
+        self.maxFramePayloadSize = f.limits.control_message_max
+        self.autoPingInterval = f.limits.control_ping_interval
+        self.autoPingTimeout = f.limits.control_ping_timeout
+        try:
+            f.switchboard.add_listener(self.entity.path, self, self.entity.max_listeners)
+        except SwitchboardError as e:
+            raise Denied(e.status, e.message)
+        self._arm_token_timer(verified.expires)
+        self._log.info("listener {id} online on {path} from {peer}",
+                       id=self.listener_id, path=self.entity.path, peer=self.peer)
+        return None
+
+    def _arm_token_timer(self, expires):
+        if self._token_timer is not None and self._token_timer.active():
+            self._token_timer.cancel()
+        delay = max(0.0, expires - self.factory.clock.seconds())
+        self._token_timer = self.factory.clock.callLater(delay, self._token_expired)
+
+    def _token_expired(self):
+        self._token_timer = None
+        self._log.info("listener {id} on {path}: token expired, closing", id=self.listener_id,
+                       path=self.entity_path)
+        self.close(1008, "the listener's token expired; send renewToken before it does")
+
+    def offer(self, rendezvous):
+        if self.state != self.STATE_OPEN:
+            return False
+        self.sendMessage(self.factory.offer_message(rendezvous).encode("utf-8"), isBinary=False)
+        return True
+
+    def _on_control_message(self, payload, is_binary):
+        try:
+            kind, fields = messages.decode(payload)
+        except messages.MessageError as e:
+            self._log.info("listener {id}: bad control message: {err}", id=self.listener_id, err=e)
+            return
+        if kind == "renewToken":
+            try:
+                verified = self._check(self.request, self.entity, fields["token"], auth.LISTEN)
+            except Denied as e:
+                self.close(1008, "renewToken rejected: %s" % e.message)
+                return
+            self._arm_token_timer(verified.expires)
+            return
+        handler = self.factory.response_handler
+        if handler is not None:
+            handler(self, fields)
+
+    # -- sender -------------------------------------------------------------------------
+
+    def _on_sender(self, request, token):
+        f = self.factory
+        dropped_authorization = False
+        if self.entity.requires_client_authorization:
+            self._check(request, self.entity, token, auth.SEND)
+            dropped_authorization = not (
+                self._param(request, "sb-hc-token") or "servicebusauthorization" in request.headers
+            )
+        self.role = "connect"
+        self.maxMessagePayloadSize = 0
+        self.maxFramePayloadSize = 0
+        query = urlsplit(self.http_request_uri).query
+        details = {
+            "suffix": self.suffix,
+            "query": query,
+            "headers": connect_headers(self.head_pairs, dropped_authorization),
+            "host": request.host,
+            "peer": self.transport.getPeer(),
+        }
+        try:
+            rv = f.switchboard.open_rendezvous(
+                self.entity.path, "accept", self._param(request, "sb-hc-id"), details
+            )
+        except SwitchboardError as e:
+            raise Denied(e.status, e.message)
+        self._rendezvous = rv
+        offered = list(request.protocols)
+
+        def paired(leg):
+            self._rendezvous = None
+            self._accept_leg = leg
+            protocol = leg.selected_protocol
+            return protocol if protocol in offered else None
+
+        def failed(failure):
+            self._rendezvous = None
+            failure.trap(SwitchboardError)
+            e = failure.value
+            raise ConnectionDeny(e.status, access.with_tracking(e.message))
+
+        return rv.result.addCallbacks(paired, failed)
+
+    # -- accept leg ---------------------------------------------------------------------
+
+    def _on_accept(self, request, rel, action):
+        f = self.factory
+        key = self._param(request, "sb-hc-id")
+        if not key:
+            raise Denied(400, "the accept address must carry sb-hc-id; use the address from the accept message as is")
+        try:
+            rv = f.switchboard.find(key)
+        except SwitchboardError as e:
+            raise Denied(e.status, e.message)
+        if action == "request" or rv.kind != "accept":
+            return f.request_leg(self, request, rv)
+        status = self._param(request, "sb-hc-statusCode")
+        if status is not None:
+            description = (self._param(request, "sb-hc-statusDescription") or "Rejected by the listener")[:MAX_REASON]
+            try:
+                code = int(status)
+            except ValueError:
+                code = 0
+            if not 400 <= code <= 599:
+                raise Denied(400, "sb-hc-statusCode must be an HTTP error status from 400 to 599")
+            rv.reject(code, description)
+            raise Denied(410, "the connection was rejected as asked")
+        self.role = "accept"
+        self.entity_path = rv.entity_path
+        self.maxMessagePayloadSize = 0
+        self.maxFramePayloadSize = 0
+        self._rendezvous = rv
+        self.selected_protocol = request.protocols[0] if request.protocols else None
+        return self.selected_protocol
+
+    # -- open / messages / close ----------------------------------------------------------
+
+    def onOpen(self):
+        if self.role == "accept":
+            rv, self._rendezvous = self._rendezvous, None
+            if rv.done:
+                self.close(1001, "the sender went away before the connection was accepted")
+                return
+            rv.accept(self)  # completes the sender's handshake; its onOpen splices both legs
+        elif self.role == "connect":
+            leg, self._accept_leg = self._accept_leg, None
+            if leg is None or leg.state != leg.STATE_OPEN:
+                self.close(1011, "internal error: the accept leg is gone")
+                return
+            self._start_data_leg()
+            leg._start_data_leg()
+            pipe.splice(self, leg)
+
+    def _start_data_leg(self):
+        buffer_size = self.factory.limits.leg_buffer
+        if hasattr(self.transport, "bufferSize"):
+            self.transport.bufferSize = buffer_size
+        self._untrack = self.factory.switchboard.track(self.entity_path, self)
+
+    # Data legs: stream frames to the peer as they arrive.  Control channels buffer
+    # whole (size-limited) messages as Autobahn does by default.
+
+    def onMessageBegin(self, isBinary):
+        if self.role in ("connect", "accept"):
+            if self.peer is not None:
+                self.peer.begin_message(isBinary)
+        else:
+            super().onMessageBegin(isBinary)
+
+    def onMessageFrameBegin(self, length):
+        if self.role in ("connect", "accept"):
+            if self.peer is not None:
+                self.peer.frame_begin(length)
+        else:
+            super().onMessageFrameBegin(length)
+
+    def onMessageFrameData(self, payload):
+        if self.role in ("connect", "accept"):
+            if self.peer is not None:
+                self.peer.frame_data(payload)
+        else:
+            super().onMessageFrameData(payload)
+
+    def onMessageFrameEnd(self):
+        if self.role not in ("connect", "accept"):
+            super().onMessageFrameEnd()
+
+    def onMessageEnd(self):
+        if self.role in ("connect", "accept"):
+            if self.peer is not None:
+                self.peer.end_message()
+        else:
+            super().onMessageEnd()
+
+    def onMessage(self, payload, isBinary):
+        if self.role == "listen":
+            self._on_control_message(payload, isBinary)
+
+    def onCloseFrame(self, code, reasonRaw):
+        peer = self.peer
+        if peer is not None:
+            pipe.unsplice(self)
+            try:
+                reason = reasonRaw.decode("utf-8") if reasonRaw else None
+            except UnicodeDecodeError:
+                reason = None
+            peer.close(code, reason)
+        return super().onCloseFrame(code, reasonRaw)
+
+    def connectionLost(self, reason):
+        try:
+            self._cleanup()
+        finally:
+            super().connectionLost(reason)
+
+    def _cleanup(self):
+        if self._token_timer is not None and self._token_timer.active():
+            self._token_timer.cancel()
+        self._token_timer = None
+        if self.role == "listen":
+            self.factory.switchboard.remove_listener(self.entity_path, self)
+            self._log.info("listener {id} offline on {path}", id=self.listener_id, path=self.entity_path)
+        rv, self._rendezvous = self._rendezvous, None
+        if rv is not None and not rv.done:
+            rv.cancel()
+        if self._untrack is not None:
+            self._untrack()
+            self._untrack = None
+        peer = self.peer
+        if peer is not None:
+            pipe.unsplice(self)
+            peer.close(1001, "the other side of the relayed connection went away")
+        closer = getattr(self, "on_lost", None)
+        if closer is not None:
+            closer()
+
+    # -- ILeg (what the peer calls) / IClosable -------------------------------------------
+
+    def begin_message(self, is_binary):
+        self.beginMessage(isBinary=is_binary)
+
+    def frame_begin(self, length):
+        self.beginMessageFrame(length)
+
+    def frame_data(self, data):
+        self.sendMessageFrameData(data)
+
+    def end_message(self):
+        self.endMessage()
+
+    def close(self, code, reason):
+        if self.state == self.STATE_OPEN:
+            if code in (None, 1005):
+                self.sendCloseFrame(isReply=False)
+            else:
+                if code in (1006, 1015) or not (1000 <= code <= 4999):
+                    code = 1001
+                reason_utf8 = (reason or "").encode("utf-8")[:123] or None
+                self.sendCloseFrame(code=code, reasonUtf8=reason_utf8, isReply=False)
+        elif self.state == self.STATE_CONNECTING:
+            self.dropConnection(abort=True)
+
+
+class HybridFactory(WebSocketServerFactory):
+    """Shared state of the HC door: namespace, switchboard, settings."""
+
+    protocol = HybridProtocol
+
+    def __init__(self, namespace, switchboard, settings, clock):
+        super().__init__(url=None, server="relayd")
+        self.namespace = namespace
+        self.switchboard = switchboard
+        self.settings = settings
+        self.limits = settings.limits
+        self.public_url = settings.public_url
+        self.clock = clock
+        self.response_handler = None  # set by the HTTP relaying door
+        self.request_leg = self._no_request_leg
+        self.setProtocolOptions(
+            perMessageCompressionAccept=lambda offers: None,
+            openHandshakeTimeout=self.limits.open_handshake_timeout,
+            closeHandshakeTimeout=5,
+            maxConnections=self.limits.max_connections,
+            utf8validateIncoming=True,
+            failByDrop=False,
+            autoFragmentSize=0,
+        )
+
+    def _no_request_leg(self, protocol, request, rv):
+        raise Denied(400, "this rendezvous is not an HTTP request")
+
+    def base_url(self, host):
+        if self.public_url:
+            return self.public_url
+        return "ws://%s" % (host or "localhost")
+
+    def offer_message(self, rv):
+        d = rv.details
+        if rv.kind == "accept":
+            address = messages.rendezvous_address(
+                self.base_url(d.get("host")), rv.entity_path, d.get("suffix"), d.get("query"),
+                "accept", rv.key,
+            )
+            peer = d.get("peer")
+            return messages.encode_accept(
+                address, rv.id, d.get("headers", {}),
+                getattr(peer, "host", None), getattr(peer, "port", None),
+            )
+        return d["encode"](self.base_url(d.get("host")))
