@@ -42,8 +42,8 @@ class _PauseReading:
 
 def splice(a, b):
     """Join legs ``a`` and ``b``: each forwards to the other, with backpressure both ways."""
-    a.peer = b
-    b.peer = a
+    a.partner = b
+    b.partner = a
     pa = _PauseReading(a.transport)
     pb = _PauseReading(b.transport)
     a.transport.registerProducer(pb, True)
@@ -53,8 +53,8 @@ def splice(a, b):
 
 def unsplice(leg):
     """Detach ``leg`` from its peer (called when the leg closes); resumes the peer's reading."""
-    peer = getattr(leg, "peer", None)
-    leg.peer = None
+    peer = getattr(leg, "partner", None)
+    leg.partner = None
     for side in (leg, peer):
         if side is None:
             continue
@@ -68,4 +68,4 @@ def unsplice(leg):
         reader = getattr(peer, "pause_reader", None)
         if reader is not None:
             reader.resumeProducing()
-        peer.peer = None
+        peer.partner = None

@@ -137,7 +137,7 @@ class InProcessRelay:
         self.http_url = "http://127.0.0.1:%d" % port
 
 
-@pytest_twisted.async_fixture
+@pytest_twisted.async_yield_fixture
 async def relay(tmp_path):
     """A relay running in the test's reactor, listening on an ephemeral loopback port."""
     from twisted.internet import reactor

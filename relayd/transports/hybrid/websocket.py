@@ -94,7 +94,7 @@ class HybridProtocol(WebSocketServerProtocol):
 
     role = None
     entity = None
-    peer = None
+    partner = None
     pause_reader = None
     listener_id = None
     _untrack = None
@@ -151,7 +151,7 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def _hosts(self, request):
         public = self.factory.public_url
-        return access.candidate_hosts(request.host, urlsplit(public).hostname if public else None)
+        return access.candidate_hosts(request.headers.get("host"), urlsplit(public).hostname if public else None)
 
     def _check(self, request, entity, token, right):
         try:
@@ -241,6 +241,7 @@ class HybridProtocol(WebSocketServerProtocol):
                 self._param(request, "sb-hc-token") or "servicebusauthorization" in request.headers
             )
         self.role = "connect"
+        self.entity_path = self.entity.path
         self.maxMessagePayloadSize = 0
         self.maxFramePayloadSize = 0
         query = urlsplit(self.http_request_uri).query
@@ -248,9 +249,13 @@ class HybridProtocol(WebSocketServerProtocol):
             "suffix": self.suffix,
             "query": query,
             "headers": connect_headers(self.head_pairs, dropped_authorization),
-            "host": request.host,
+            "host": request.headers.get("host"),
             "peer": self.transport.getPeer(),
         }
+        # The accept deadline (switchboard) bounds this handshake from here on.
+        if self.openHandshakeTimeoutCall is not None:
+            self.openHandshakeTimeoutCall.cancel()
+            self.openHandshakeTimeoutCall = None
         try:
             rv = f.switchboard.open_rendezvous(
                 self.entity.path, "accept", self._param(request, "sb-hc-id"), details
@@ -335,22 +340,22 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def onMessageBegin(self, isBinary):
         if self.role in ("connect", "accept"):
-            if self.peer is not None:
-                self.peer.begin_message(isBinary)
+            if self.partner is not None:
+                self.partner.begin_message(isBinary)
         else:
             super().onMessageBegin(isBinary)
 
     def onMessageFrameBegin(self, length):
         if self.role in ("connect", "accept"):
-            if self.peer is not None:
-                self.peer.frame_begin(length)
+            if self.partner is not None:
+                self.partner.frame_begin(length)
         else:
             super().onMessageFrameBegin(length)
 
     def onMessageFrameData(self, payload):
         if self.role in ("connect", "accept"):
-            if self.peer is not None:
-                self.peer.frame_data(payload)
+            if self.partner is not None:
+                self.partner.frame_data(payload)
         else:
             super().onMessageFrameData(payload)
 
@@ -360,8 +365,8 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def onMessageEnd(self):
         if self.role in ("connect", "accept"):
-            if self.peer is not None:
-                self.peer.end_message()
+            if self.partner is not None:
+                self.partner.end_message()
         else:
             super().onMessageEnd()
 
@@ -370,7 +375,7 @@ class HybridProtocol(WebSocketServerProtocol):
             self._on_control_message(payload, isBinary)
 
     def onCloseFrame(self, code, reasonRaw):
-        peer = self.peer
+        peer = self.partner
         if peer is not None:
             pipe.unsplice(self)
             try:
@@ -399,7 +404,7 @@ class HybridProtocol(WebSocketServerProtocol):
         if self._untrack is not None:
             self._untrack()
             self._untrack = None
-        peer = self.peer
+        peer = self.partner
         if peer is not None:
             pipe.unsplice(self)
             peer.close(1001, "the other side of the relayed connection went away")

@@ -1,0 +1,500 @@
+"""The listener side of a hybrid connection: :class:`HybridListener`.
+
+::
+
+    def on_accept(request):              # an AcceptRequest
+        if request.path_suffix != "/ok":
+            return False                 # reject with 403
+        d = request.accept()             # Deferred[RelayedConnection]
+        d.addCallback(lambda conn: setattr(conn, "on_message", conn.send))   # echo
+        # (returning None or True leaves the answer to the code above)
+
+    listener = HybridListener(reactor, ConnectionInfo.parse(cs), "echo", on_accept,
+                              on_status=lambda status, detail: print(status, detail))
+    yield listener.start()               # fires once the control channel is online
+    ...
+    yield listener.stop()
+
+The control channel is ``ws(s)://host/$hc/{path}?sb-hc-action=listen&sb-hc-id=...`` with a
+Listen token in the ``ServiceBusAuthorization`` header.  The listener
+
+* reconnects whenever the channel fails or closes (the relay closes it with 1008 when the
+  token expires, 1001 when the entity is deleted) or cannot be opened (401, 404, refused,
+  ...), after a delay drawn with "full jitter" from ``[0, min(cap, base * 2**n))`` where
+  ``(base, cap) = backoff`` and ``n`` counts the failures since the channel was last
+  online (see :class:`Backoff`);
+* renews its token with ``{"renewToken": {"token": ...}}`` at 80% of ``token_ttl`` (only
+  when it has a key to sign with; a fixed ``SharedAccessSignature`` cannot be renewed);
+* pings the relay every ``keepalive`` seconds and drops (then reconnects) a channel whose
+  pong does not come back within ``keepalive`` seconds;
+* answers the relay's HTTP ``request`` messages on the control channel with 501, since it
+  only handles WebSocket rendezvous.
+
+``on_status(status, detail)`` is called with:
+
+=============  ==========================================================================
+``connecting`` an attempt starts; detail: the control channel URL (no token in it)
+``online``     the channel is open; detail: the listener id (``sb-hc-id``)
+``error``      an attempt failed; detail: a :class:`RelayConnectError` (``.status`` is the
+               HTTP status, None when no HTTP answer came; ``.description``)
+``offline``    an open channel closed; detail: :class:`ChannelClosed` ``(code, reason)``
+``retry``      the next attempt is scheduled; detail: the delay in seconds
+``renewed``    a renewToken was sent; detail: the new token's expiry (Unix seconds)
+=============  ==========================================================================
+
+Time (backoff, renewals) comes from ``clock`` (default: the reactor), so these are tested
+with :class:`twisted.internet.task.Clock`.
+"""
+
+import json
+import math
+import random
+import uuid
+from collections import namedtuple
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from relayd.client.sender import RelayConnectError, RelayedConnection, open_websocket
+
+RENEW_AT = 0.8
+CONTROL_MESSAGE_MAX = 1024 * 1024
+
+ChannelClosed = namedtuple("ChannelClosed", "code reason")
+
+
+class Backoff:
+    """Capped exponential backoff with full jitter.
+
+    The n-th delay (n = 0, 1, ...) since the last :meth:`reset` is uniform in
+    ``[0, min(cap, base * 2**n))``.  ``rng`` is any object with ``random()``.
+    """
+
+    def __init__(self, base=1.0, cap=60.0, rng=None):
+        if base <= 0 or cap < base:
+            raise ValueError("backoff needs 0 < base <= cap, got base=%r cap=%r" % (base, cap))
+        self.base = float(base)
+        self.cap = float(cap)
+        self.rng = rng or random.SystemRandom()
+        self.attempt = 0
+
+    def ceiling(self, attempt=None):
+        n = self.attempt if attempt is None else attempt
+        return min(self.cap, self.base * 2 ** min(n, 64))
+
+    def next(self):
+        delay = self.rng.random() * self.ceiling()
+        self.attempt += 1
+        return delay
+
+    def reset(self):
+        self.attempt = 0
+
+
+class AlreadyAnswered(Exception):
+    """accept() or reject() on a request that was already accepted or rejected."""
+
+
+class AcceptRequest:
+    """A sender waiting for this listener (from an ``accept`` control message).
+
+    ``id``: the rendezvous id (the sender's ``sb-hc-id`` when it gave one);
+    ``address``: where to accept; ``connect_headers``: the sender's handshake headers;
+    ``path_suffix``: what the sender put after the entity path (``"/a/b"`` or ``""``);
+    ``query``: the sender's query parameters without ``sb-hc-*`` (a dict, last value wins);
+    ``remote_endpoint``: ``{"address": ..., "port": ...}`` of the sender as the relay saw it;
+    ``subprotocols``: the WebSocket subprotocols the sender offered.
+    """
+
+    def __init__(self, listener, fields):
+        if not isinstance(fields, dict) or not isinstance(fields.get("address"), str):
+            raise ValueError("accept message without an address: %r" % (fields,))
+        self.listener = listener
+        self.address = fields["address"]
+        self.id = fields.get("id")
+        headers = fields.get("connectHeaders") or {}
+        self.connect_headers = dict(headers) if isinstance(headers, dict) else {}
+        remote = fields.get("remoteEndpoint") or {}
+        self.remote_endpoint = dict(remote) if isinstance(remote, dict) else {}
+        parts = urlsplit(self.address)
+        rel = unquote(parts.path)
+        if rel.startswith("/$hc/"):
+            rel = rel[len("/$hc/"):]
+        entity = listener.path.strip("/")
+        if rel.lower().startswith(entity.lower()):
+            self.path_suffix = rel[len(entity):]
+        else:
+            self.path_suffix = ""
+        self.query = {k: v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                      if not k.lower().startswith("sb-hc-")}
+        offered = self.header("Sec-WebSocket-Protocol") or ""
+        self.subprotocols = [p.strip() for p in offered.split(",") if p.strip()]
+        self.answer = None  # "accepted" / "rejected" once answered
+
+    def header(self, name):
+        """A connect header by name, case-insensitively (None when absent)."""
+        low = name.lower()
+        for key, value in self.connect_headers.items():
+            if key.lower() == low:
+                return value
+        return None
+
+    @property
+    def answered(self):
+        return self.answer is not None
+
+    def accept(self, handler=None, subprotocol=None):
+        """Accept: open the rendezvous WebSocket to ``address`` as is.
+
+        ``handler`` may be None (use the returned connection directly), a callable taking
+        the :class:`RelayedConnection` (called as soon as it is open, before any message is
+        delivered), or a Twisted protocol factory (its protocol is attached to the
+        connection as a byte stream, see :meth:`RelayedConnection.attach`).
+        ``subprotocol`` is echoed in Sec-WebSocket-Protocol (pick one the sender offered,
+        see ``subprotocols``).  Fires with the connection; fails with
+        :class:`RelayConnectError` (e.g. 403/404 when the sender gave up meanwhile).
+        """
+        if self.answered:
+            return defer.fail(AlreadyAnswered("request %s was already %s" % (self.id, self.answer)))
+        self.answer = "accepted"
+        listener = self.listener
+        d = open_websocket(listener.reactor, self.address, RelayedConnection,
+                           protocols=[subprotocol] if subprotocol else None,
+                           timeout=listener.accept_timeout)
+        listener._track_pending(d)
+
+        def opened(conn):
+            listener._track_connection(conn)
+            if handler is not None:
+                if hasattr(handler, "buildProtocol"):
+                    proto = handler.buildProtocol(conn.transport.getPeer())
+                    if proto is None:
+                        conn.close(1011, "the listener refused the connection")
+                        return conn
+                    conn.attach(proto)
+                else:
+                    handler(conn)
+            return conn
+
+        return d.addCallback(opened)
+
+    def reject(self, status=403, description="Rejected by the listener"):
+        """Reject with an HTTP error ``status`` (400-599) and ``description``, which the
+        sender gets as its handshake's status.  Fires with None when the relay confirmed
+        (the handshake ends in 410 by design); fails with :class:`RelayConnectError`."""
+        if self.answered:
+            return defer.fail(AlreadyAnswered("request %s was already %s" % (self.id, self.answer)))
+        status = int(status)
+        if not 400 <= status <= 599:
+            return defer.fail(ValueError("reject status must be from 400 to 599, got %d" % status))
+        self.answer = "rejected"
+        description = " ".join(str(description or "").split())  # one line
+        url = "%s%ssb-hc-statusCode=%d&sb-hc-statusDescription=%s" % (
+            self.address, "&" if "?" in self.address else "?", status, quote(description, safe=""))
+        d = open_websocket(self.listener.reactor, url, RelayedConnection,
+                           timeout=self.listener.accept_timeout)
+        self.listener._track_pending(d)
+
+        def opened(conn):
+            conn.abort()
+            raise RelayConnectError(101, "the relay opened a WebSocket for a reject request")
+
+        def failed(failure):
+            failure.trap(RelayConnectError)
+            if failure.value.status == 410:
+                return None
+            return failure
+
+        return d.addCallbacks(opened, failed)
+
+    def __repr__(self):
+        return "<AcceptRequest id=%r suffix=%r query=%r>" % (self.id, self.path_suffix, self.query)
+
+
+class HybridListener:
+    """A listener on one hybrid connection (see the module docstring)."""
+
+    _log = Logger()
+
+    def __init__(self, reactor, info, path, on_accept, *, on_status=None, token_ttl=3600,
+                 keepalive=30, backoff=(1, 60), clock=None, rng=None, listener_id=None,
+                 connect_timeout=30, accept_timeout=30):
+        if token_ttl <= 0:
+            raise ValueError("token_ttl must be a positive number of seconds")
+        self.reactor = reactor
+        self.clock = clock if clock is not None else reactor
+        self.info = info
+        self.path = info.resolve_path(path)
+        self.on_accept = on_accept
+        self.on_status = on_status
+        self.token_ttl = token_ttl
+        self.keepalive = keepalive
+        self.backoff = Backoff(backoff[0], backoff[1], rng)
+        self.listener_id = listener_id or str(uuid.uuid4())
+        self.connect_timeout = connect_timeout
+        self.accept_timeout = accept_timeout
+        self.channel = None  # the open control channel (a RelayedConnection)
+        self.last_status = None
+        self.token_expires = None
+        self._running = False
+        self._attempt = None
+        self._retry_call = None
+        self._renew_call = None
+        self._token_time = None
+        self._online_waiters = []
+        self._pending = set()
+        self._connections = set()
+
+    # -- public ----------------------------------------------------------------------------
+
+    def start(self):
+        """Open the control channel (and keep it open).  Fires with this listener when it
+        is online the first time; fails with CancelledError if stopped before that."""
+        if not self._running:
+            self._running = True
+            self.backoff.reset()
+            self._connect()
+        return self.when_online()
+
+    def when_online(self):
+        """A Deferred firing with this listener as soon as (or if already) online."""
+        if self.channel is not None:
+            return defer.succeed(self)
+        d = defer.Deferred(lambda d: self._online_waiters.remove(d) if d in self._online_waiters else None)
+        self._online_waiters.append(d)
+        return d
+
+    def stop(self):
+        """Stop reconnecting, close the control channel and every accepted connection.
+        Fires when all of them have closed."""
+        self._running = False
+        for call in (self._retry_call, self._renew_call):
+            if call is not None and call.active():
+                call.cancel()
+        self._retry_call = self._renew_call = None
+        waiting = []
+        if self._attempt is not None:
+            attempt, self._attempt = self._attempt, None
+            attempt.cancel()
+        for d in list(self._pending):
+            d.cancel()
+        channel, self.channel = self.channel, None
+        if channel is not None:
+            waiting.append(channel.close(1000, "the listener stopped"))
+        for conn in list(self._connections):
+            if conn.is_open:
+                waiting.append(conn.close(1001, "the listener stopped"))
+            else:
+                waiting.append(conn.closed)
+        waiters, self._online_waiters = self._online_waiters, []
+        for d in waiters:
+            d.errback(defer.CancelledError("the listener was stopped before it was online"))
+        return defer.gatherResults(waiting).addCallback(lambda _: None)
+
+    @property
+    def state(self):
+        """"online", "connecting", "waiting" (for the next attempt) or "stopped"."""
+        if self.channel is not None:
+            return "online"
+        if self._attempt is not None:
+            return "connecting"
+        if self._retry_call is not None and self._retry_call.active():
+            return "waiting"
+        return "stopped"
+
+    @property
+    def connections(self):
+        """The accepted connections still open."""
+        return set(self._connections)
+
+    # -- status ----------------------------------------------------------------------------
+
+    def _set_status(self, status, detail):
+        self.last_status = (status, detail)
+        if self.on_status is not None:
+            try:
+                self.on_status(status, detail)
+            except Exception:
+                self._log.failure("on_status callback failed")
+
+    # -- connecting ------------------------------------------------------------------------
+
+    def control_url(self):
+        return self.info.hc_url(self.path, query=[("sb-hc-action", "listen"), ("sb-hc-id", self.listener_id)])
+
+    def _fresh_token(self):
+        now = self.clock.seconds()
+        token = self.info.token_for(self.path, self.token_ttl, now=now)
+        self._token_time = now
+        self.token_expires = int(math.ceil(now + self.token_ttl)) if self.info.key else None
+        return token
+
+    def _connect(self):
+        self._retry_call = None
+        if not self._running:
+            return
+        url = self.control_url()
+        self._set_status("connecting", url)
+        headers = {}
+        try:
+            token = self._fresh_token()
+        except Exception as e:
+            self._set_status("error", RelayConnectError(None, "cannot make a token: %s" % e))
+            self._schedule_retry()
+            return
+        if token:
+            headers["ServiceBusAuthorization"] = token
+        options = {"maxMessagePayloadSize": CONTROL_MESSAGE_MAX, "maxFramePayloadSize": CONTROL_MESSAGE_MAX}
+        if self.keepalive:
+            options.update(autoPingInterval=self.keepalive, autoPingTimeout=self.keepalive)
+        d = open_websocket(self.reactor, url, RelayedConnection, headers=headers,
+                           timeout=self.connect_timeout, options=options)
+        self._attempt = d
+        d.addCallbacks(self._connected, self._attempt_failed, callbackArgs=(d,), errbackArgs=(d,))
+
+    def _connected(self, conn, attempt):
+        if attempt is not self._attempt:
+            conn.abort()
+            return
+        self._attempt = None
+        self.channel = conn
+        conn.on_close = lambda code, reason: self._channel_closed(conn, code, reason)
+        conn.on_message = self._on_control_message
+        self.backoff.reset()
+        self._set_status("online", self.listener_id)
+        self._schedule_renew()
+        waiters, self._online_waiters = self._online_waiters, []
+        for d in waiters:
+            d.callback(self)
+
+    def _attempt_failed(self, failure, attempt):
+        if attempt is not self._attempt:
+            return None
+        self._attempt = None
+        err = failure.value
+        if not isinstance(err, RelayConnectError):
+            self._log.failure("listener attempt failed unexpectedly", failure)
+            err = RelayConnectError(None, failure.getErrorMessage())
+        self._set_status("error", err)
+        self._schedule_retry()
+        return None
+
+    def _schedule_retry(self):
+        if not self._running:
+            return
+        delay = self.backoff.next()
+        self._set_status("retry", delay)
+        self._retry_call = self.clock.callLater(delay, self._connect)
+
+    def _channel_closed(self, conn, code, reason):
+        current = conn is self.channel
+        if current:
+            self.channel = None
+            if self._renew_call is not None and self._renew_call.active():
+                self._renew_call.cancel()
+            self._renew_call = None
+        self._set_status("offline", ChannelClosed(code, reason))
+        if current and self._running:
+            self._schedule_retry()
+
+    # -- token renewal ---------------------------------------------------------------------
+
+    def renew_delay(self):
+        """Seconds from now until the next renewToken (80% into the token's lifetime)."""
+        return max(0.0, self._token_time + RENEW_AT * self.token_ttl - self.clock.seconds())
+
+    def _schedule_renew(self):
+        if self.info.key is None or self._token_time is None:
+            return
+        self._renew_call = self.clock.callLater(self.renew_delay(), self._renew)
+
+    def _renew(self):
+        self._renew_call = None
+        channel = self.channel
+        if channel is None or not channel.is_open:
+            return
+        try:
+            token = self._fresh_token()
+            channel.send(json.dumps({"renewToken": {"token": token}}))
+        except Exception:
+            self._log.failure("renewing the listener token failed")
+        else:
+            self._set_status("renewed", self.token_expires)
+        self._schedule_renew()
+
+    # -- control messages ------------------------------------------------------------------
+
+    def _on_control_message(self, data):
+        if not isinstance(data, str):
+            self._log.info("listener {id}: ignoring a binary control message", id=self.listener_id)
+            return
+        try:
+            msg = json.loads(data)
+        except ValueError:
+            self._log.info("listener {id}: control message is not JSON: {data!r}", id=self.listener_id,
+                           data=data[:200])
+            return
+        if not isinstance(msg, dict):
+            return
+        if "accept" in msg:
+            self._on_accept_message(msg["accept"])
+        elif "request" in msg:
+            self._on_request_message(msg["request"])
+        else:
+            self._log.info("listener {id}: ignoring control message {kinds}", id=self.listener_id,
+                           kinds=sorted(msg))
+
+    def _on_accept_message(self, fields):
+        try:
+            request = AcceptRequest(self, fields)
+        except ValueError as e:
+            self._log.info("listener {id}: bad accept message: {err}", id=self.listener_id, err=e)
+            return
+        d = defer.maybeDeferred(self.on_accept, request)
+
+        def decided(result):
+            if result is False and not request.answered:
+                return request.reject(403, "Rejected by the listener")
+            return None
+
+        def failed(failure):
+            self._log.failure("on_accept failed for {request}", failure, request=request)
+            if not request.answered:
+                return request.reject(500, "The listener failed to handle the connection")
+            return None
+
+        def report(failure):
+            if not failure.check(defer.CancelledError):
+                self._log.info("listener {id}: answering {request} failed: {err}", id=self.listener_id,
+                               request=request, err=failure.getErrorMessage())
+
+        d.addCallbacks(decided, failed)
+        d.addErrback(report)
+
+    def _on_request_message(self, fields):
+        channel = self.channel
+        if not isinstance(fields, dict) or "method" not in fields or channel is None:
+            return
+        response = {"response": {"requestId": fields.get("id"), "statusCode": 501,
+                                 "statusDescription": "Not Implemented",
+                                 "responseHeaders": {}, "body": False}}
+        try:
+            channel.send(json.dumps(response))
+        except Exception:
+            pass
+
+    # -- accepted connections ----------------------------------------------------------------
+
+    def _track_pending(self, d):
+        self._pending.add(d)
+
+        def done(result):
+            self._pending.discard(d)
+            return result
+
+        d.addBoth(done)
+
+    def _track_connection(self, conn):
+        self._connections.add(conn)
+        conn.closed.addCallback(lambda _: self._connections.discard(conn))
