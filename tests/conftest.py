@@ -18,7 +18,7 @@ LISTEN_KEY = "bGlzdGVuLW9ubHkta2V5LWZvci10ZXN0cw=="
 
 BASE_CONFIG = """
 [relay]
-listen = ["tcp:0:interface=127.0.0.1"]
+listen = {listen}
 data_dir = "data"
 {relay_extra}
 
@@ -34,7 +34,7 @@ rights = ["Send"]
 
 [[rules]]
 name = "listener"
-key = "{listen}"
+key = "{listen_key}"
 rights = ["Listen"]
 
 [[hybrid_connections]]
@@ -59,12 +59,25 @@ path = "scoped"
 """
 
 
-def write_config(directory, extra="", relay_extra=""):
+def write_config(directory, extra="", relay_extra="", listen='["tcp:0:interface=127.0.0.1"]'):
     path = os.path.join(str(directory), "relayd.toml")
     with open(path, "w") as f:
-        f.write(BASE_CONFIG.format(root=ROOT_KEY, send=SEND_KEY, listen=LISTEN_KEY,
-                                   extra=textwrap.dedent(extra), relay_extra=relay_extra))
+        f.write(BASE_CONFIG.format(root=ROOT_KEY, send=SEND_KEY, listen_key=LISTEN_KEY,
+                                   extra=textwrap.dedent(extra), relay_extra=relay_extra,
+                                   listen=listen))
     return path
+
+
+def require_tool(path_or_name, why):
+    """Skip with a reason when a tool is missing locally; under CI (CI=true) fail instead."""
+    import shutil
+
+    if os.path.exists(path_or_name) or shutil.which(path_or_name):
+        return
+    message = "%s not found: %s" % (path_or_name, why)
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must install it: see .ci/run)")
+    pytest.skip(message)
 
 
 def twistd_path():

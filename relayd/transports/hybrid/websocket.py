@@ -22,7 +22,7 @@ from urllib.parse import unquote, urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
-from twisted.internet import defer
+from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from zope.interface import implementer
 
@@ -251,6 +251,7 @@ class HybridProtocol(WebSocketServerProtocol):
             "headers": connect_headers(self.head_pairs, dropped_authorization),
             "host": request.headers.get("host"),
             "peer": self.transport.getPeer(),
+            "secure": ISSLTransport.providedBy(self.transport),
         }
         # The accept deadline (switchboard) bounds this handshake from here on.
         if self.openHandshakeTimeoutCall is not None:
@@ -467,16 +468,16 @@ class HybridFactory(WebSocketServerFactory):
     def _no_request_leg(self, protocol, request, rv):
         raise Denied(400, "this rendezvous is not an HTTP request")
 
-    def base_url(self, host):
+    def base_url(self, host, secure=False):
         if self.public_url:
             return self.public_url
-        return "ws://%s" % (host or "localhost")
+        return "%s://%s" % ("wss" if secure else "ws", host or "localhost")
 
     def offer_message(self, rv):
         d = rv.details
         if rv.kind == "accept":
             address = messages.rendezvous_address(
-                self.base_url(d.get("host")), rv.entity_path, d.get("suffix"), d.get("query"),
+                self.base_url(d.get("host"), d.get("secure")), rv.entity_path, d.get("suffix"), d.get("query"),
                 "accept", rv.key,
             )
             peer = d.get("peer")
@@ -484,4 +485,4 @@ class HybridFactory(WebSocketServerFactory):
                 address, rv.id, d.get("headers", {}),
                 getattr(peer, "host", None), getattr(peer, "port", None),
             )
-        return d["encode"](self.base_url(d.get("host")))
+        return d["encode"](self.base_url(d.get("host"), d.get("secure")))
