@@ -283,7 +283,7 @@ class HybridListener:
         if channel is not None:
             waiting.append(channel.close(1000, "the listener stopped"))
         for conn in list(self._connections):
-            if conn.is_open:
+            if conn.is_connected:
                 waiting.append(conn.close(1001, "the listener stopped"))
             else:
                 waiting.append(conn.closed)
@@ -412,7 +412,7 @@ class HybridListener:
     def _renew(self):
         self._renew_call = None
         channel = self.channel
-        if channel is None or not channel.is_open:
+        if channel is None or not channel.is_connected:
             return
         try:
             token = self._fresh_token()

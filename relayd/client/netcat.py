@@ -46,17 +46,17 @@ class _Stdio(Protocol):
         self.lost = defer.Deferred()
 
     def dataReceived(self, data):
-        if self.conn.is_open:
+        if self.conn.is_connected:
             self.conn.send(data)
 
     def readConnectionLost(self):
         # end of stdin: finish the connection (the close frame follows what was sent)
-        if self.conn.is_open:
+        if self.conn.is_connected:
             self.conn.close(1000)
 
     def writeConnectionLost(self):
         # stdout went away (e.g. `| head`): nothing more can be delivered
-        if self.conn.is_open:
+        if self.conn.is_connected:
             self.conn.close(1000, "the reader's stdout closed")
 
     def connectionLost(self, reason):

@@ -21,7 +21,8 @@ A :class:`RelayedConnection` is one end of a relayed WebSocket, on either side:
   ``registerProducer(producer, streaming)`` lets the outgoing socket buffer pause a
   producer such as stdin;
 * closing: ``close(code=1000, reason=None)``; ``on_close(code, reason)`` and ``closed``
-  (a new Deferred on each access, firing with ``(code, reason)``) tell when it ended.
+  (a new Deferred on each access, firing with ``(code, reason)`` of the peer's close frame,
+  1005 when it had no code, 1006 when the TCP connection dropped) tell when it ended.
 
 Everything runs on the reactor passed in; nothing blocks and no thread is used.
 """
@@ -224,7 +225,8 @@ class RelayedConnection(WebSocketClientProtocol):
 
     def close(self, code=1000, reason=None):
         """Start the closing handshake (or drop a connection still opening).  Returns a
-        Deferred firing with ``(code, reason)`` of the close as the peer saw it."""
+        Deferred firing, once the connection has ended, with the ``(code, reason)`` of the
+        peer's close frame (its reply to ours, here)."""
         d = self.closed
         if self.state == self.STATE_OPEN:
             if code is None:
@@ -255,7 +257,7 @@ class RelayedConnection(WebSocketClientProtocol):
         return d
 
     @property
-    def is_open(self):
+    def is_connected(self):
         return self.state == self.STATE_OPEN
 
     # -- flow control ----------------------------------------------------------------------
@@ -330,7 +332,7 @@ class MessageTransport:
         self.disconnecting = False
 
     def write(self, data):
-        if data and self.connection.is_open:
+        if data and self.connection.is_connected:
             self.connection.send(bytes(data))
 
     def writeSequence(self, seq):

@@ -97,7 +97,11 @@ async def test_listener_accepts_and_echoes_text_and_binary(relay):
         assert await conn.receive() == b""
         assert await conn.receive() == ""
         assert len(accepted) == 1 and len(listener.connections) == 1
-        assert await conn.close(1000, "done") == (1000, "done")
+        (leg,) = listener.connections
+        leg_closed = leg.closed
+        code, _ = await conn.close(1000, "done")
+        assert code == 1000
+        assert await leg_closed == (1000, "done")  # the listener sees the sender's code and reason
         await wait_for(lambda: not listener.connections)
         with pytest.raises(ConnectionClosed):
             await conn.receive()
