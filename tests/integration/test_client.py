@@ -417,13 +417,18 @@ def test_cli_listen_stdin_reaches_connect_stdout(relay_proc, tmp_path):
         sender = subprocess.Popen(_cli("connect", "echo", "-x", _cs(relay_proc, "sender", SEND_KEY)),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=_env(), cwd=REPO)
-        out, err = sender.communicate(timeout=60)  # stdin EOF at once: the listener's close ends it
+        # the sender's stdin stays open (its EOF would close the connection at once); the
+        # listener's end of file closes the connection, which ends the sender too
+        out = sender.stdout.read()
+        sender.stdin.close()
+        err = sender.stderr.read()
+        sender.wait(30)
         listen.wait(30)
         assert listen.returncode == 0, err_path.read_bytes()
         assert sender.returncode == 0, err
         assert out == data
     finally:
-        for p in (listen,):
+        for p in (listen, sender):
             if p.poll() is None:
                 p.kill()
 
