@@ -6,6 +6,7 @@ fixture runs ``twistd -n relayd`` as a subprocess for the CLI tests.
 
 import os
 import random
+import socket
 import subprocess
 import sys
 import time
@@ -25,6 +26,13 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def info_for(relay, rule="root", key=ROOT_KEY, extra=""):
     return ConnectionInfo.parse("Endpoint=ws://127.0.0.1:%d/;SharedAccessKeyName=%s;SharedAccessKey=%s%s"
                                 % (relay.port, rule, key, extra))
+
+
+def closed_port():
+    """A loopback port nobody listens on (bound, then released)."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
 
 
 def sleep(seconds):
@@ -238,7 +246,8 @@ async def test_sender_errors_carry_http_status(relay):
     with pytest.raises(RelayConnectError) as e:
         await connect(reactor, info_for(relay), "no-such-entity")
     assert e.value.status == 404
-    dead = ConnectionInfo.parse("Endpoint=ws://127.0.0.1:1/;SharedAccessKeyName=root;SharedAccessKey=" + ROOT_KEY)
+    dead = ConnectionInfo.parse("Endpoint=ws://127.0.0.1:%d/;SharedAccessKeyName=root;SharedAccessKey=%s"
+                                % (closed_port(), ROOT_KEY))
     with pytest.raises(RelayConnectError) as e:
         await connect(reactor, dead, "echo", timeout=5)
     assert e.value.status is None and "cannot reach" in e.value.description

@@ -90,7 +90,8 @@ def decode(payload):
             raise MessageError('response "statusCode" must be a number, got %r' % (status,))
         if not 100 <= status <= 999:
             raise MessageError('response "statusCode" %d is out of range' % status)
-        headers = fields.get("responseHeaders") or {}
+        headers = fields.get("responseHeaders")
+        headers = {} if headers is None else headers
         if not isinstance(headers, dict):
             raise MessageError('response "responseHeaders" must be an object')
         description = fields.get("statusDescription")

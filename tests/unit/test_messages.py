@@ -1,0 +1,82 @@
+"""The control-message codec and request-head helpers, byte for byte."""
+
+import pytest
+
+from relayd.transports.hybrid import messages
+from relayd.transports.hybrid.websocket import connect_headers, raw_headers
+
+
+def test_encode_accept_exact_bytes():
+    out = messages.encode_accept(
+        "ws://h:1/$hc/echo?sb-hc-action=accept&sb-hc-id=k", "id-1",
+        {"Sec-WebSocket-Key": "abc==", "X-Ü": "é"}, "127.0.0.1", 4242,
+    )
+    assert out == (
+        '{"accept":{"address":"ws://h:1/$hc/echo?sb-hc-action=accept&sb-hc-id=k","id":"id-1",'
+        '"connectHeaders":{"Sec-WebSocket-Key":"abc==","X-Ü":"é"},'
+        '"remoteEndpoint":{"address":"127.0.0.1","port":4242}}}'
+    )
+
+
+def test_encode_request_full_and_address_only():
+    assert messages.encode_request("wss://a/$hc/p?x", "r1") == '{"request":{"address":"wss://a/$hc/p?x","id":"r1"}}'
+    out = messages.encode_request("wss://a", "r2", "/p/s?q=1", "POST", {"Content-Type": "text/plain"}, True)
+    assert out == ('{"request":{"address":"wss://a","id":"r2","requestTarget":"/p/s?q=1","method":"POST",'
+                   '"requestHeaders":{"Content-Type":"text/plain"},"body":true}}')
+
+
+def test_decode_renew_and_response():
+    assert messages.decode(b'{"renewToken":{"token":"SharedAccessSignature x"}}') == (
+        "renewToken", {"token": "SharedAccessSignature x"})
+    kind, fields = messages.decode('{"response":{"requestId":"r","statusCode":"200","body":true,'
+                                   '"responseHeaders":{"Set-Cookie":"a"}}}')
+    assert kind == "response"
+    assert fields == {"requestId": "r", "statusCode": 200, "statusDescription": None,
+                      "responseHeaders": {"Set-Cookie": "a"}, "body": True}
+
+
+@pytest.mark.parametrize("payload, message", [
+    (b"\xff", "not UTF-8"),
+    ("nope", "not JSON"),
+    ("[]", "one member"),
+    ('{"a":1,"b":2}', "one member"),
+    ('{"renewToken":[]}', "must be a JSON object"),
+    ('{"renewToken":{}}', 'needs a string "token"'),
+    ('{"response":{"statusCode":200}}', '"requestId"'),
+    ('{"response":{"requestId":"r","statusCode":"x"}}', "must be a number"),
+    ('{"response":{"requestId":"r","statusCode":42}}', "out of range"),
+    ('{"response":{"requestId":"r","statusCode":200,"responseHeaders":[]}}', "must be an object"),
+    ('{"hello":{}}', "unknown control message 'hello'"),
+    (b"x" * (messages.MAX_CONTROL_JSON + 1), "larger than"),
+])
+def test_decode_errors_say_what_is_wrong(payload, message):
+    with pytest.raises(messages.MessageError) as e:
+        messages.decode(payload)
+    assert message in str(e.value)
+
+
+def test_strip_sb_params_keeps_order_and_others():
+    assert messages.strip_sb_params("b=2&sb-hc-token=x&a=1&SB-HC-ID=3&c=%20") == "b=2&a=1&c=%20"
+    assert messages.strip_sb_params("") == ""
+
+
+def test_rendezvous_address():
+    addr = messages.rendezvous_address("http://relay:9090", "orders/eu", "/sub path", "x=1&sb-hc-action=connect",
+                                       "accept", "k1")
+    assert addr == "ws://relay:9090/$hc/orders/eu/sub%20path?x=1&sb-hc-action=accept&sb-hc-id=k1"
+    assert messages.rendezvous_address("https://r", "e", "", "", "request", "k") == \
+        "wss://r/$hc/e?sb-hc-action=request&sb-hc-id=k"
+
+
+def test_raw_headers_keep_casing_and_folding():
+    head = (b"GET /$hc/echo HTTP/1.1\r\nHost: a:1\r\nsec-websocket-key: K==\r\nX-Long: one\r\n two\r\n"
+            b"X-Dup: 1\r\nX-Dup: 2\r\n\r\n")
+    pairs = raw_headers(head)
+    assert pairs == [("Host", "a:1"), ("sec-websocket-key", "K=="), ("X-Long", "one two"),
+                     ("X-Dup", "1"), ("X-Dup", "2")]
+    out = connect_headers(pairs + [("Sec-WebSocket-Extensions", "permessage-deflate"),
+                                   ("ServiceBusAuthorization", "secret"), ("Authorization", "Bearer x")],
+                          drop_authorization=False)
+    assert out == {"Host": "a:1", "Sec-WebSocket-Key": "K==", "X-Long": "one two", "X-Dup": "1, 2",
+                   "Authorization": "Bearer x"}
+    assert "Authorization" not in connect_headers([("Authorization", "SharedAccessSignature x")], True)
