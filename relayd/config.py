@@ -40,6 +40,7 @@ class EntitySpec:
     kind: str = "hybrid_connection"
     requires_client_authorization: bool = True
     max_listeners: int = 25
+    response_timeout: float = 60.0
     rules: list = field(default_factory=list)
 
 
@@ -58,6 +59,8 @@ class Limits:
     control_ping_timeout: float = 30.0
     # Bytes of socket read size and write buffer per data leg (the per-leg memory bound).
     leg_buffer: int = 256 * 1024
+    # Largest HTTP request body relayed to a listener (413 above it).
+    http_max_body: int = 1 << 30
 
 
 @dataclass
@@ -212,6 +215,7 @@ def parse(data, source="<config>"):
         control_ping_interval=r.number(lim, "control_ping_interval", "limits", defaults.control_ping_interval, 0, 3600),
         control_ping_timeout=r.number(lim, "control_ping_timeout", "limits", defaults.control_ping_timeout, 0, 3600),
         leg_buffer=r.number(lim, "leg_buffer", "limits", defaults.leg_buffer, 4096, 64 << 20, True),
+        http_max_body=r.number(lim, "http_max_body", "limits", defaults.http_max_body, 0, 1 << 40, True),
     )
 
     entities = data.get("hybrid_connections", [])
@@ -220,7 +224,7 @@ def parse(data, source="<config>"):
     seen = set()
     for i, item in enumerate(entities):
         where = "hybrid_connections[%d]" % i
-        r.table(item, where, {"path", "requires_client_authorization", "max_listeners", "rules"})
+        r.table(item, where, {"path", "requires_client_authorization", "max_listeners", "response_timeout", "rules"})
         path = r.string(item, "path", where, required=True)
         problem = validate_entity_path(path)
         if problem:
@@ -233,6 +237,7 @@ def parse(data, source="<config>"):
                 path=path,
                 requires_client_authorization=r.boolean(item, "requires_client_authorization", where, True),
                 max_listeners=r.number(item, "max_listeners", where, 25, 1, 10000, True),
+                response_timeout=r.number(item, "response_timeout", where, 60.0, 0.1, 3600),
                 rules=r.rules(item.get("rules", []), where + ".rules"),
             )
         )

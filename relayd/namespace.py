@@ -26,6 +26,7 @@ class Entity:
     max_listeners: int = 25
     rules: list = field(default_factory=list)
     static: bool = False
+    response_timeout: float = 60.0
 
     def describe(self):
         return {
@@ -33,6 +34,7 @@ class Entity:
             "kind": self.kind,
             "requires_client_authorization": self.requires_client_authorization,
             "max_listeners": self.max_listeners,
+            "response_timeout": self.response_timeout,
             "rules": [{"name": r.name, "rights": sorted(r.rights)} for r in self.rules],
             "static": self.static,
         }
@@ -128,7 +130,7 @@ class Namespace:
         for spec in settings.entities:
             self._entities[spec.path.lower()] = Entity(
                 spec.path, spec.kind, spec.requires_client_authorization, spec.max_listeners,
-                [r.to_rule() for r in spec.rules], static=True,
+                [r.to_rule() for r in spec.rules], static=True, response_timeout=spec.response_timeout,
             )
 
     def on_removed(self, observer):

@@ -69,3 +69,9 @@ def unsplice(leg):
         if reader is not None:
             reader.resumeProducing()
         peer.partner = None
+
+
+def splice_transports(ta, tb):
+    """Backpressure between two plain transports (e.g. an HTTP client and a WebSocket leg)."""
+    ta.registerProducer(_PauseReading(tb), True)
+    tb.registerProducer(_PauseReading(ta), True)

@@ -11,6 +11,7 @@ from relayd import config
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
 from relayd.transports.front import FrontDoorFactory
+from relayd.transports.hybrid.http import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
 from relayd.web.site import make_site
 
@@ -76,11 +77,13 @@ class RelayService(service.Service):
         self.namespace.on_removed(lambda entity: self.switchboard.close_entity(entity.path))
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)
+        self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor)
         self.front = FrontDoorFactory(
             self.hybrid, self.site, reactor,
             max_head=settings.limits.max_header_bytes,
             head_timeout=settings.limits.open_handshake_timeout,
             max_connections=settings.limits.max_connections,
+            http_factory=self.http,
         )
 
     def startService(self):

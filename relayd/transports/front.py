@@ -12,6 +12,7 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
 
 HC_PREFIX = b"/$hc/"
+MANAGE_PREFIX = b"/$relayd/"
 
 
 class FrontDoor(Protocol):
@@ -76,8 +77,10 @@ class FrontDoor(Protocol):
             target = b"/" + target.split(b"/", 3)[-1]
         if target.startswith(HC_PREFIX):
             factory = self.factory.websocket
-        else:
+        elif target.startswith(MANAGE_PREFIX) or self.factory.http is None:
             factory = self.factory.web
+        else:
+            factory = self.factory.http
         self._handover(factory.buildProtocol(self.addr))
 
     def _handover(self, protocol):
@@ -100,9 +103,10 @@ class FrontDoor(Protocol):
 
 class FrontDoorFactory(Factory):
     def __init__(self, websocket_factory, web_factory, clock, max_head=32 * 1024,
-                 head_timeout=10.0, max_connections=0):
+                 head_timeout=10.0, max_connections=0, http_factory=None):
         self.websocket = websocket_factory
         self.web = web_factory
+        self.http = http_factory
         self.clock = clock
         self.max_head = max_head
         self.head_timeout = head_timeout

@@ -33,6 +33,7 @@ from relayd.switchboard import SwitchboardError
 from relayd.transports.hybrid import messages
 
 HC_PREFIX = "/$hc/"
+DATA_ROLES = ("connect", "accept", "request")
 MAX_REASON = 512
 
 
@@ -209,7 +210,17 @@ class HybridProtocol(WebSocketServerProtocol):
     def offer(self, rendezvous):
         if self.state != self.STATE_OPEN:
             return False
-        self.sendMessage(self.factory.offer_message(rendezvous).encode("utf-8"), isBinary=False)
+        message = self.factory.offer_message(rendezvous)
+        if message is not None:
+            self.sendMessage(message.encode("utf-8"), isBinary=False)
+        return True
+
+    def offer_raw(self, text, body):
+        """Send a control message followed by its body as one binary message (HTTP requests)."""
+        if self.state != self.STATE_OPEN:
+            return False
+        self.sendMessage(text.encode("utf-8"), isBinary=False)
+        self.sendMessage(body, isBinary=True)
         return True
 
     def _on_control_message(self, payload, is_binary):
@@ -292,7 +303,15 @@ class HybridProtocol(WebSocketServerProtocol):
         except SwitchboardError as e:
             raise Denied(e.status, e.message)
         if action == "request" or rv.kind != "accept":
-            return f.request_leg(self, request, rv)
+            if action != "request" or rv.kind != "request":
+                raise Denied(400, "sb-hc-action=%s does not match this rendezvous; use its address as is" % action)
+            self.role = "request"
+            self.entity_path = rv.entity_path
+            self.maxMessagePayloadSize = 0
+            self.maxFramePayloadSize = 0
+            self._rendezvous = rv
+            self.selected_protocol = None
+            return None
         status = self._param(request, "sb-hc-statusCode")
         if status is not None:
             description = (self._param(request, "sb-hc-statusDescription") or "Rejected by the listener")[:MAX_REASON]
@@ -315,7 +334,7 @@ class HybridProtocol(WebSocketServerProtocol):
     # -- open / messages / close ----------------------------------------------------------
 
     def onOpen(self):
-        if self.role == "accept":
+        if self.role in ("accept", "request"):
             rv, self._rendezvous = self._rendezvous, None
             if rv.done:
                 self.close(1001, "the sender went away before the connection was accepted")
@@ -340,32 +359,32 @@ class HybridProtocol(WebSocketServerProtocol):
     # whole (size-limited) messages as Autobahn does by default.
 
     def onMessageBegin(self, isBinary):
-        if self.role in ("connect", "accept"):
+        if self.role in DATA_ROLES:
             if self.partner is not None:
                 self.partner.begin_message(isBinary)
         else:
             super().onMessageBegin(isBinary)
 
     def onMessageFrameBegin(self, length):
-        if self.role in ("connect", "accept"):
+        if self.role in DATA_ROLES:
             if self.partner is not None:
                 self.partner.frame_begin(length)
         else:
             super().onMessageFrameBegin(length)
 
     def onMessageFrameData(self, payload):
-        if self.role in ("connect", "accept"):
+        if self.role in DATA_ROLES:
             if self.partner is not None:
                 self.partner.frame_data(payload)
         else:
             super().onMessageFrameData(payload)
 
     def onMessageFrameEnd(self):
-        if self.role not in ("connect", "accept"):
+        if self.role not in DATA_ROLES:
             super().onMessageFrameEnd()
 
     def onMessageEnd(self):
-        if self.role in ("connect", "accept"):
+        if self.role in DATA_ROLES:
             if self.partner is not None:
                 self.partner.end_message()
         else:
@@ -373,7 +392,12 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def onMessage(self, payload, isBinary):
         if self.role == "listen":
-            self._on_control_message(payload, isBinary)
+            if isBinary:
+                handler = self.factory.control_binary_handler
+                if handler is not None:
+                    handler(self, payload)
+            else:
+                self._on_control_message(payload, isBinary)
 
     def onCloseFrame(self, code, reasonRaw):
         peer = self.partner
@@ -454,7 +478,7 @@ class HybridFactory(WebSocketServerFactory):
         self.public_url = settings.public_url
         self.clock = clock
         self.response_handler = None  # set by the HTTP relaying door
-        self.request_leg = self._no_request_leg
+        self.control_binary_handler = None
         self.setProtocolOptions(
             perMessageCompressionAccept=lambda offers: None,
             openHandshakeTimeout=self.limits.open_handshake_timeout,
@@ -464,9 +488,6 @@ class HybridFactory(WebSocketServerFactory):
             failByDrop=False,
             autoFragmentSize=0,
         )
-
-    def _no_request_leg(self, protocol, request, rv):
-        raise Denied(400, "this rendezvous is not an HTTP request")
 
     def base_url(self, host, secure=False):
         if self.public_url:

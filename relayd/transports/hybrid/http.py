@@ -1,0 +1,676 @@
+"""Hybrid Connections HTTP request relaying: ``http(s)://relay/{path}[/suffix][?query]``.
+
+Wire protocol (Azure Relay Hybrid Connections, "Request operation"):
+
+* Any method but CONNECT, and no Upgrade, on an HC entity path (no ``$hc``) becomes a
+  ``request`` for one listener (balanced).  Small requests (a known body of at most 64 kB)
+  go over the listener's control channel: the ``request`` JSON text message, then the body
+  as ONE binary message.  Every such message carries an ``address`` the listener may use
+  to upgrade the request to a rendezvous (``sb-hc-action=request``), e.g. to answer with a
+  large response.
+* Larger, chunked or unknown-length bodies go by rendezvous: the control message carries only
+  ``address`` and ``id``; the listener connects there and the relay sends the full
+  ``request`` JSON followed by the body, streamed as the fragments of one binary message.
+* The listener answers ``{"response": {requestId, statusCode, statusDescription,
+  responseHeaders, body}}`` followed, when ``body`` is true, by binary message(s); an empty
+  binary message after ``body: false`` is tolerated.  A rendezvous socket, once made, serves
+  every later request of the same client HTTP connection and closes with it.
+* Headers: hop-by-hop and framing headers are stripped both ways, ``Via`` is kept and
+  extended with the relay's host, ``sb-hc-*`` query parameters and the relay's token are
+  stripped.  Errors: 404 unknown path, 401/403 auth, 405 CONNECT, 400 Upgrade, 413 body
+  over the limit, 502 no listener, 504 no response in time (per entity), 431 head too big
+  (the front door).
+
+Bodies stream in both directions with backpressure; the relay holds at most 64 kB of a
+control-channel request body and a transport buffer's worth of anything else.
+"""
+
+import json
+from urllib.parse import parse_qsl, unquote, urlsplit
+
+from twisted.internet.interfaces import ISSLTransport
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder, RESPONSES
+
+from relayd import access, auth, pipe
+from relayd.switchboard import SwitchboardError
+from relayd.transports.hybrid import messages
+
+SMALL_BODY = 64 * 1024
+HOP_BY_HOP = {
+    "connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
+    "close", "keep-alive", "proxy-connection",
+}
+RESPONSE_SKIP = HOP_BY_HOP | {"via"}
+MAX_RESPONSE_JSON = 64 * 1024
+
+
+class HttpError(Exception):
+    def __init__(self, status, message, close=False):
+        super().__init__(message)
+        self.status = status
+        self.message = message
+        self.close = close
+
+
+def parse_head(head):
+    """(method, target, version, [(name, value)]) from a raw request head (no final CRLFCRLF)."""
+    lines = head.decode("iso-8859-1").split("\r\n")
+    parts = lines[0].split(" ")
+    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+        raise HttpError(400, "malformed HTTP request line", close=True)
+    headers = []
+    for line in lines[1:]:
+        if not line:
+            continue
+        if line[0] in " \t":
+            raise HttpError(400, "obsolete header line folding is not accepted", close=True)
+        name, sep, value = line.partition(":")
+        if not sep or not name or name != name.strip():
+            raise HttpError(400, "malformed header line %r" % line[:60], close=True)
+        headers.append((name, value.strip()))
+    return parts[0], parts[1], parts[2], headers
+
+
+def request_headers(pairs, via_host, drop):
+    """The ``requestHeaders`` object: hop-by-hop, framing and token headers removed, Via extended."""
+    out = {}
+    via = None
+    for name, value in pairs:
+        low = name.lower()
+        if low in HOP_BY_HOP or low in drop:
+            continue
+        if low == "via":
+            via = value if via is None else via + ", " + value
+            continue
+        out[name] = out[name] + ", " + value if name in out else value
+    out["Via"] = (via + ", " if via else "") + "1.1 " + via_host
+    return out
+
+
+def response_head(status, description, headers, via_host, length=None, chunked=False, close=False):
+    """The HTTP/1.1 response head for a listener's response."""
+    phrase = description or RESPONSES.get(status, b"").decode("ascii") or "Status"
+    phrase = phrase.replace("\r", " ").replace("\n", " ")
+    lines = ["HTTP/1.1 %d %s" % (status, phrase)]
+    via = None
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or any(c in name for c in ":\r\n "):
+            continue
+        low = name.lower()
+        if low == "via":
+            via = str(value)
+            continue
+        if low in RESPONSE_SKIP:
+            continue
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            v = str(v).replace("\r", " ").replace("\n", " ")
+            lines.append("%s: %s" % (name, v))
+    lines.append("Via: %s1.1 %s" % (via + ", " if via else "", via_host))
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif length is not None:
+        lines.append("Content-Length: %d" % length)
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+class HttpDoor:
+    """Shared state of the HTTP relaying door; owns the exchanges in flight by request id."""
+
+    log = Logger()
+
+    def __init__(self, namespace, switchboard, hybrid_factory, settings, clock):
+        self.namespace = namespace
+        self.switchboard = switchboard
+        self.hybrid = hybrid_factory
+        self.settings = settings
+        self.limits = settings.limits
+        self.clock = clock
+        self.exchanges = {}
+        self._discard_next_binary = set()
+        hybrid_factory.response_handler = self.control_response
+        hybrid_factory.control_binary_handler = self.control_binary
+
+    def buildProtocol(self, addr):
+        p = HttpRelayProtocol(self)
+        p.factory = self
+        return p
+
+    # -- responses over a listener's control channel ----------------------------------------
+
+    def control_response(self, channel, fields):
+        exchange = self.exchanges.get(fields["requestId"])
+        if exchange is None or exchange.channel is not channel:
+            if fields["body"]:
+                self._discard_next_binary.add(channel)
+            return
+        exchange.response_start(fields, via_control=True)
+        if fields["body"]:
+            channel._awaiting_body = exchange
+
+    def control_binary(self, channel, payload):
+        if channel in self._discard_next_binary:
+            self._discard_next_binary.discard(channel)
+            return
+        exchange = getattr(channel, "_awaiting_body", None)
+        channel._awaiting_body = None
+        if exchange is None:
+            return  # e.g. the empty binary message some listeners send after body:false
+        exchange.response_body_whole(payload)
+
+
+class HttpRelayProtocol(Protocol):
+    """One client HTTP/1.1 connection; one request at a time (later ones wait, unread)."""
+
+    _log = Logger()
+
+    def __init__(self, door):
+        self.door = door
+        self.buf = b""
+        self.exchange = None
+        self.leg = None  # rendezvous WebSocket kept for later requests of this connection
+        self.leg_entity = None
+        self.closed = False
+
+    def connectionMade(self):
+        self.secure = ISSLTransport.providedBy(self.transport)
+
+    # -- reading ---------------------------------------------------------------------------
+
+    def dataReceived(self, data):
+        if self.exchange is not None:
+            if self.exchange.decoder is not None:
+                self.exchange.feed(data)
+            else:
+                self.buf += data
+                if len(self.buf) > self.door.limits.max_header_bytes:
+                    self.transport.pauseProducing()
+            return
+        self.buf += data
+        self._next_request()
+
+    def _next_request(self):
+        if self.closed or self.exchange is not None:
+            return
+        end = self.buf.find(b"\r\n\r\n")
+        if end < 0:
+            if len(self.buf) > self.door.limits.max_header_bytes:
+                self.send_error(431, "the request head is larger than %d bytes" % self.door.limits.max_header_bytes,
+                                close=True)
+            return
+        if end > self.door.limits.max_header_bytes:
+            self.send_error(431, "the request head is larger than %d bytes" % self.door.limits.max_header_bytes,
+                            close=True)
+            return
+        head, self.buf = self.buf[:end], self.buf[end + 4:]
+        try:
+            exchange = Exchange(self, *parse_head(head))
+            self.exchange = exchange
+            exchange.start()
+        except HttpError as e:
+            self.exchange = None
+            self.send_error(e.status, e.message, close=True)
+
+    # -- writing errors ----------------------------------------------------------------------
+
+    def send_error(self, status, message, close=False, headers=()):
+        tracking = access.tracking_id()
+        body = json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
+        phrase = RESPONSES.get(status, b"Error").decode("ascii")
+        head = ["HTTP/1.1 %d %s" % (status, phrase), "Content-Type: application/json",
+                "Content-Length: %d" % len(body)]
+        head += ["%s: %s" % h for h in headers]
+        if close:
+            head.append("Connection: close")
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
+        self._log.info("HTTP relay answered {status}: {message} (tracking {tracking})", status=status,
+                       message=message, tracking=tracking)
+        if close:
+            self.closed = True
+            self.transport.loseConnection()
+
+    def exchange_done(self, exchange, close):
+        if self.exchange is exchange:
+            self.exchange = None
+        if close or self.closed:
+            self.closed = True
+            self.transport.loseConnection()
+            return
+        self.transport.resumeProducing()
+        if self.buf:
+            self._next_request()
+
+    # -- the kept rendezvous leg -------------------------------------------------------------
+
+    def attach_leg(self, leg, entity_path):
+        self.leg = leg
+        self.leg_entity = entity_path.lower()
+        leg.partner = LegReader(self)
+        leg._start_data_leg()
+        pipe.splice_transports(self.transport, leg.transport)
+        leg.on_lost = self._leg_lost
+
+    def _leg_lost(self):
+        self.leg = None
+        if self.exchange is not None:
+            self.exchange.leg_lost()
+
+    def connectionLost(self, reason):
+        self.closed = True
+        if self.exchange is not None:
+            self.exchange.client_lost()
+            self.exchange = None
+        leg, self.leg = self.leg, None
+        if leg is not None:
+            leg.partner = None
+            leg.close(1001, "the HTTP client closed its connection")
+
+
+class LegReader:
+    """Receives what the listener sends on a request rendezvous leg (ILeg as the partner)."""
+
+    def __init__(self, client):
+        self.client = client
+        self._binary = False
+        self._text = []
+        self._size = 0
+
+    def begin_message(self, is_binary):
+        self._binary = is_binary
+        self._text = []
+        self._size = 0
+        if is_binary and self.client.exchange is not None:
+            self.client.exchange.response_body_begin()
+
+    def frame_begin(self, length):
+        pass
+
+    def frame_data(self, data):
+        if self._binary:
+            if self.client.exchange is not None:
+                self.client.exchange.response_body_data(data)
+        else:
+            self._size += len(data)
+            if self._size > MAX_RESPONSE_JSON:
+                self.client.leg.close(1008, "response message larger than %d bytes" % MAX_RESPONSE_JSON)
+                return
+            self._text.append(data)
+
+    def end_message(self):
+        exchange = self.client.exchange
+        if self._binary:
+            if exchange is not None:
+                exchange.response_body_end()
+            return
+        try:
+            kind, fields = messages.decode(b"".join(self._text))
+        except messages.MessageError as e:
+            self.client.leg.close(1008, "bad response message: %s" % e)
+            return
+        if kind == "response" and exchange is not None and fields["requestId"] == exchange.id:
+            exchange.response_start(fields, via_control=False)
+
+    def close(self, code, reason):
+        self.client.leg = None
+        if self.client.exchange is not None:
+            self.client.exchange.leg_lost()
+
+
+class Exchange:
+    """One HTTP request and its response."""
+
+    def __init__(self, client, method, target, version, headers):
+        self.client = client
+        self.door = client.door
+        self.method = method
+        self.target = target
+        self.version = version
+        self.headers = headers
+        self.decoder = None
+        self.body_small = None  # buffered body for the control-channel path
+        self.sent_on_leg = False
+        self.channel = None
+        self.rv = None
+        self.id = None
+        self.timer = None
+        self.responding = False
+        self.response_chunked = False
+        self.body_received = 0
+        self.request_done = False
+        self.finished = False
+        lowered = {}
+        for name, value in headers:
+            lowered.setdefault(name.lower(), []).append(value)
+        self.lowered = lowered
+        connection = ",".join(lowered.get("connection", [])).lower()
+        self.close_after = ("close" in connection) or (version == "HTTP/1.0" and "keep-alive" not in connection)
+
+    # -- routing and checks -----------------------------------------------------------------
+
+    def start(self):
+        door = self.door
+        if self.method == "CONNECT":
+            raise HttpError(405, "CONNECT is not relayed", close=True)
+        if "upgrade" in self.lowered:
+            raise HttpError(400, "Upgrade requests are not relayed over HTTP; WebSockets connect to /$hc/{path}",
+                            close=True)
+        parts = urlsplit(self.target if self.target.startswith("/") else "/" + self.target.split("/", 3)[-1])
+        path = unquote(parts.path)
+        entity, suffix = door.namespace.resolve(path.lstrip("/"))
+        if entity is None:
+            raise HttpError(404, "no hybrid connection at '%s'" % path.strip("/"), close=self._body_expected())
+        self.entity = entity
+        query_pairs = parse_qsl(parts.query, keep_blank_values=True)
+        query_token = next((v for k, v in query_pairs if k.lower() == "sb-hc-token"), None)
+        sba = self.lowered.get("servicebusauthorization", [None])[0]
+        drop = {"servicebusauthorization"}
+        if entity.requires_client_authorization:
+            token = query_token or sba
+            if not token and "authorization" in self.lowered:
+                token = self.lowered["authorization"][0]
+                drop.add("authorization")
+            host = self.lowered.get("host", [None])[0]
+            public = door.settings.public_url
+            try:
+                access.authorize(door.namespace, entity, token, auth.SEND,
+                                 access.candidate_hosts(host, urlsplit(public).hostname if public else None),
+                                 door.clock.seconds())
+            except auth.AuthError as e:
+                raise HttpError(e.status, str(e), close=self._body_expected())
+        self.request_target = path_and_query(parts.path, parts.query)
+        self.via_host = self._via_host()
+        self.forward_headers = request_headers(self.headers, self.via_host, drop)
+
+        # body framing
+        te = ",".join(self.lowered.get("transfer-encoding", [])).lower()
+        length = None
+        limit = door.limits.http_max_body
+        if te:
+            if te.strip() != "chunked":
+                raise HttpError(501, "only chunked transfer-encoding is supported", close=True)
+            self.decoder = _ChunkedTransferDecoder(self._body_data, self._body_end)
+        elif "content-length" in self.lowered:
+            try:
+                values = {int(v) for v in ",".join(self.lowered["content-length"]).split(",")}
+            except ValueError:
+                raise HttpError(400, "Content-Length is not a number", close=True)
+            if len(values) != 1 or min(values) < 0:
+                raise HttpError(400, "conflicting or negative Content-Length", close=True)
+            length = values.pop()
+            if length > limit:
+                raise HttpError(413, "the request body (%d bytes) is larger than the relay's limit of %d bytes"
+                                % (length, limit), close=True)
+            if length:
+                self.decoder = _IdentityTransferDecoder(length, self._body_data, self._body_end)
+        self.has_body = self.decoder is not None
+        self.small = not self.has_body or (length is not None and length <= SMALL_BODY)
+
+        # route to a listener
+        if self.client.leg is not None and self.client.leg_entity == entity.path.lower():
+            self.id = door.switchboard.new_key()
+            door.exchanges[self.id] = self
+            self._send_on_leg(self.client.leg)
+        else:
+            self._open_rendezvous()
+        self._arm_timer()
+        if self.small:
+            self.body_small = [] if self.has_body else None
+            if not self.has_body:
+                self._request_complete()
+        if self.client.buf:
+            data, self.client.buf = self.client.buf, b""
+            if self.decoder is not None:
+                self.feed(data)
+            else:
+                self.client.buf = data
+                self.client.transport.pauseProducing()
+
+    def _body_expected(self):
+        return "content-length" in self.lowered or "transfer-encoding" in self.lowered
+
+    def _via_host(self):
+        public = self.door.settings.public_url
+        if public:
+            return urlsplit(public).netloc
+        return self.lowered.get("host", ["relayd"])[0]
+
+    def _open_rendezvous(self):
+        door = self.door
+        try:
+            self.rv = door.switchboard.open_rendezvous(
+                self.entity.path, "request", None,
+                {"encode": self._encode_offer, "host": self.lowered.get("host", [None])[0],
+                 "secure": self.client.secure},
+                timeout=self.entity_response_timeout(),
+            )
+        except SwitchboardError as e:
+            if e.status == 404:
+                raise HttpError(502, "no listener is connected to '%s'" % self.entity.path,
+                                close=self._body_expected())
+            raise HttpError(e.status, e.message, close=True)
+        self.id = self.rv.key
+        self.channel = self.rv.listener
+        door.exchanges[self.id] = self
+        self.rv.result.addCallbacks(self._leg_arrived, self._rendezvous_failed)
+        if self.small and not self.has_body:
+            pass  # the request went out with the offer
+        # small requests with a body are sent once the body is complete (see _request_complete)
+
+    def entity_response_timeout(self):
+        return getattr(self.entity, "response_timeout", 60.0)
+
+    def _encode_offer(self, base_url):
+        address = messages.rendezvous_address(base_url, self.entity.path, "", "", "request", self.rv.key)
+        self.address = address
+        if self.small and not self.has_body:
+            return messages.encode_request(address, self.rv.key, self.request_target, self.method,
+                                           self.forward_headers, False)
+        if self.small:
+            # sent later, with the body, by _request_complete; announce nothing yet
+            return None
+        return messages.encode_request(address, self.rv.key)
+
+    # -- request body -------------------------------------------------------------------------
+
+    def feed(self, data):
+        try:
+            self.decoder.dataReceived(data)
+        except Exception as e:  # malformed chunked encoding
+            self.client.send_error(400, "malformed request body: %s" % e, close=True)
+            self.abort()
+
+    def _body_data(self, data):
+        if not data:
+            return
+        self.body_received += len(data)
+        if self.body_received > self.door.limits.http_max_body:
+            self.client.send_error(413, "the request body is larger than the relay's limit of %d bytes"
+                                   % self.door.limits.http_max_body, close=True)
+            self.abort()
+            return
+        if self.body_small is not None:
+            self.body_small.append(data)
+            return
+        leg = self.client.leg
+        if self.sent_on_leg and leg is not None:
+            leg.beginMessageFrame(len(data))
+            leg.sendMessageFrameData(data)
+        else:
+            # the leg is not there yet: hold the client until it is
+            self.pending_body = getattr(self, "pending_body", [])
+            self.pending_body.append(data)
+            self.client.transport.pauseProducing()
+
+    def _body_end(self, rest):
+        self.decoder = None
+        if rest:
+            self.client.buf = rest + self.client.buf
+            self.client.transport.pauseProducing()
+        self._request_complete()
+
+    def _request_complete(self):
+        self.request_done = True
+        if self.body_small is not None or (self.small and not self.has_body):
+            body = b"".join(self.body_small or [])
+            self.body_small = None
+            if self.sent_on_leg:
+                leg = self.client.leg
+                if body:
+                    leg.sendMessage(body, isBinary=True)
+                return
+            if self.rv is not None and self.has_body:
+                # small request with a body: request JSON + the body as one binary message
+                message = messages.encode_request(self.address, self.id, self.request_target, self.method,
+                                                  self.forward_headers, True)
+                if not self.channel.offer_raw(message, body):
+                    self.fail(502, "the listener went away")
+            return
+        leg = self.client.leg
+        if self.sent_on_leg and leg is not None:
+            leg.endMessage()
+
+    # -- rendezvous leg ---------------------------------------------------------------------
+
+    def _leg_arrived(self, leg):
+        self.rv = None
+        if self.finished or self.client.closed:
+            leg.close(1001, "the HTTP client went away")
+            return
+        self.client.attach_leg(leg, self.entity.path)
+        if not self.small:
+            self._send_on_leg(leg)
+
+    def _rendezvous_failed(self, failure):
+        failure.trap(SwitchboardError)
+        self.rv = None
+        if not self.finished and not self.responding:
+            self.fail(504, "the listener did not answer within %d seconds" % self.entity_response_timeout())
+
+    def _send_on_leg(self, leg):
+        self.sent_on_leg = True
+        message = messages.encode_request(getattr(self, "address", ""), self.id, self.request_target, self.method,
+                                          self.forward_headers, self.has_body)
+        leg.sendMessage(message.encode("utf-8"), isBinary=False)
+        if self.small:
+            return  # body (if any) goes as one message when complete
+        leg.beginMessage(isBinary=True)
+        pending = getattr(self, "pending_body", None)
+        if pending:
+            self.pending_body = []
+            for chunk in pending:
+                leg.beginMessageFrame(len(chunk))
+                leg.sendMessageFrameData(chunk)
+            self.client.transport.resumeProducing()
+        if self.request_done:
+            leg.endMessage()
+
+    # -- response ---------------------------------------------------------------------------
+
+    def _arm_timer(self):
+        self._cancel_timer()
+        self.timer = self.door.clock.callLater(self.entity_response_timeout(), self._timed_out)
+
+    def _cancel_timer(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _timed_out(self):
+        self.timer = None
+        if self.responding:
+            self.abort()  # an ongoing response went idle
+        else:
+            self.fail(504, "the listener did not answer within %d seconds" % self.entity_response_timeout())
+
+    def response_start(self, fields, via_control):
+        if self.responding or self.finished:
+            return
+        self.responding = True
+        self._arm_timer()
+        status = fields["statusCode"]
+        self.response_has_body = fields["body"]
+        transport = self.client.transport
+        if not self.response_has_body:
+            transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
+                                          self.via_host, length=0, close=self.close_after))
+            self.finish()
+            return
+        self.response_fields = fields
+        self.response_via_control = via_control
+        if not via_control:
+            self.response_chunked = True
+            transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
+                                          self.via_host, chunked=True, close=self.close_after))
+
+    def response_body_whole(self, payload):
+        f = self.response_fields
+        self.client.transport.write(response_head(f["statusCode"], f["statusDescription"], f["responseHeaders"],
+                                                  self.via_host, length=len(payload), close=self.close_after))
+        self.client.transport.write(payload)
+        self.finish()
+
+    def response_body_begin(self):
+        pass
+
+    def response_body_data(self, data):
+        if not self.responding or not self.response_chunked or self.finished or not data:
+            return
+        self._arm_timer()
+        self.client.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+
+    def response_body_end(self):
+        if self.responding and self.response_chunked and not self.finished:
+            self.client.transport.write(b"0\r\n\r\n")
+            self.finish()
+
+    # -- ending -----------------------------------------------------------------------------
+
+    def _dispose(self):
+        self.finished = True
+        self._cancel_timer()
+        self.door.exchanges.pop(self.id, None)
+        rv, self.rv = self.rv, None
+        if rv is not None and not rv.done:
+            rv.cancel()
+        if self.channel is not None and getattr(self.channel, "_awaiting_body", None) is self:
+            self.channel._awaiting_body = None
+
+    def finish(self):
+        self._dispose()
+        if not self.request_done:
+            # the listener answered before the whole request arrived: stop here
+            self.client.exchange_done(self, close=True)
+            return
+        self.client.exchange_done(self, close=self.close_after)
+
+    def fail(self, status, message):
+        if self.finished:
+            return
+        self._dispose()
+        if self.responding:
+            self.client.exchange_done(self, close=True)
+            return
+        self.client.exchange = None
+        self.client.send_error(status, message, close=True)
+
+    def abort(self):
+        self._dispose()
+        self.client.exchange = None
+        self.client.closed = True
+        self.client.transport.loseConnection()
+
+    def leg_lost(self):
+        if not self.finished:
+            self.fail(502, "the listener's rendezvous connection closed before the response completed")
+
+    def client_lost(self):
+        self._dispose()
+
+
+def path_and_query(path, query):
+    kept = messages.strip_sb_params(query)
+    return path + ("?" + kept if kept else "")
