@@ -177,6 +177,9 @@ class Switchboard:
     def listener_count(self, path):
         return len(self._listeners.get(self._entity_key(path), ()))
 
+    def listeners(self, path):
+        return list(self._listeners.get(self._entity_key(path), ()))
+
     def listener_counts(self):
         return {key: len(live) for key, live in self._listeners.items()}
 

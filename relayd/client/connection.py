@@ -89,7 +89,9 @@ class ConnectionInfo:
 
     ``secure`` selects wss/https; ``port`` is always set (the scheme's default when the URL
     had none).  ``rule``/``key`` sign tokens on demand; ``token`` is a fixed ready-made
-    SAS token (``SharedAccessSignature=``) used when no key is known.
+    SAS token (``SharedAccessSignature=``) used when no key is known.  ``trust_root``
+    (code only, not in connection strings) is what wss server certificates are checked
+    against; by default the platform's store, which OpenSSL lets ``$SSL_CERT_FILE`` replace.
     """
 
     host: str
@@ -99,6 +101,7 @@ class ConnectionInfo:
     key: str | None = None
     token: str | None = None
     entity_path: str | None = None
+    trust_root: object = None  # for wss: e.g. twisted.internet.ssl.Certificate; None = platform trust
 
     # -- construction -------------------------------------------------------------------
 

@@ -25,8 +25,9 @@ Listen token in the ``ServiceBusAuthorization`` header.  The listener
   online (see :class:`Backoff`);
 * renews its token with ``{"renewToken": {"token": ...}}`` at 80% of ``token_ttl`` (only
   when it has a key to sign with; a fixed ``SharedAccessSignature`` cannot be renewed);
-* pings the relay every ``keepalive`` seconds and drops (then reconnects) a channel whose
-  pong does not come back within ``keepalive`` seconds;
+* pings the relay every ``keepalive`` seconds and drops (then reconnects) a channel on
+  which nothing at all arrived within ``keepalive`` seconds of a ping (the timing runs on
+  ``clock``; Autobahn's own auto-ping is not used, its timers round to whole seconds);
 * answers the relay's HTTP ``request`` messages on the control channel with 501, since it
   only handles WebSocket rendezvous.
 
@@ -161,7 +162,7 @@ class AcceptRequest:
         listener = self.listener
         d = open_websocket(listener.reactor, self.address, RelayedConnection,
                            protocols=[subprotocol] if subprotocol else None,
-                           timeout=listener.accept_timeout)
+                           timeout=listener.accept_timeout, trust_root=listener.info.trust_root)
         listener._track_pending(d)
 
         def opened(conn):
@@ -193,7 +194,7 @@ class AcceptRequest:
         url = "%s%ssb-hc-statusCode=%d&sb-hc-statusDescription=%s" % (
             self.address, "&" if "?" in self.address else "?", status, quote(description, safe=""))
         d = open_websocket(self.listener.reactor, url, RelayedConnection,
-                           timeout=self.listener.accept_timeout)
+                           timeout=self.listener.accept_timeout, trust_root=self.listener.info.trust_root)
         self.listener._track_pending(d)
 
         def opened(conn):
@@ -241,6 +242,9 @@ class HybridListener:
         self._attempt = None
         self._retry_call = None
         self._renew_call = None
+        self._keepalive_call = None
+        self._last_heard = None
+        self._ping_sent = None
         self._token_time = None
         self._online_waiters = []
         self._pending = set()
@@ -269,10 +273,10 @@ class HybridListener:
         """Stop reconnecting, close the control channel and every accepted connection.
         Fires when all of them have closed."""
         self._running = False
-        for call in (self._retry_call, self._renew_call):
+        for call in (self._retry_call, self._renew_call, self._keepalive_call):
             if call is not None and call.active():
                 call.cancel()
-        self._retry_call = self._renew_call = None
+        self._retry_call = self._renew_call = self._keepalive_call = None
         waiting = []
         if self._attempt is not None:
             attempt, self._attempt = self._attempt, None
@@ -346,10 +350,8 @@ class HybridListener:
         if token:
             headers["ServiceBusAuthorization"] = token
         options = {"maxMessagePayloadSize": CONTROL_MESSAGE_MAX, "maxFramePayloadSize": CONTROL_MESSAGE_MAX}
-        if self.keepalive:
-            options.update(autoPingInterval=self.keepalive, autoPingTimeout=self.keepalive)
         d = open_websocket(self.reactor, url, RelayedConnection, headers=headers,
-                           timeout=self.connect_timeout, options=options)
+                           timeout=self.connect_timeout, options=options, trust_root=self.info.trust_root)
         self._attempt = d
         d.addCallbacks(self._connected, self._attempt_failed, callbackArgs=(d,), errbackArgs=(d,))
 
@@ -361,9 +363,13 @@ class HybridListener:
         self.channel = conn
         conn.on_close = lambda code, reason: self._channel_closed(conn, code, reason)
         conn.on_message = self._on_control_message
+        conn.on_traffic = self._heard
+        self._heard()
+        self._ping_sent = None
         self.backoff.reset()
         self._set_status("online", self.listener_id)
         self._schedule_renew()
+        self._schedule_keepalive()
         waiters, self._online_waiters = self._online_waiters, []
         for d in waiters:
             d.callback(self)
@@ -391,12 +397,37 @@ class HybridListener:
         current = conn is self.channel
         if current:
             self.channel = None
-            if self._renew_call is not None and self._renew_call.active():
-                self._renew_call.cancel()
-            self._renew_call = None
+            for call in (self._renew_call, self._keepalive_call):
+                if call is not None and call.active():
+                    call.cancel()
+            self._renew_call = self._keepalive_call = None
         self._set_status("offline", ChannelClosed(code, reason))
         if current and self._running:
             self._schedule_retry()
+
+    # -- keepalive -----------------------------------------------------------------------------
+
+    def _heard(self):
+        self._last_heard = self.clock.seconds()
+
+    def _schedule_keepalive(self):
+        if self.keepalive:
+            self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+
+    def _keepalive_tick(self):
+        self._keepalive_call = None
+        channel = self.channel
+        if channel is None:
+            return
+        if self._ping_sent is not None and self._last_heard < self._ping_sent:
+            self._log.info("listener {id}: nothing from the relay for {s}s after a ping; reconnecting",
+                           id=self.listener_id, s=self.keepalive)
+            channel.abort("no answer from the relay within %ss of a keepalive ping" % self.keepalive)
+            return
+        if channel.is_connected:
+            self._ping_sent = self.clock.seconds()
+            channel.sendPing()
+        self._schedule_keepalive()
 
     # -- token renewal ---------------------------------------------------------------------
 

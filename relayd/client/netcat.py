@@ -74,7 +74,13 @@ async def _pipe(reactor, name, conn, stdin, stdout, err):
     conn.on_data = io.write
     conn.registerProducer(io, True)  # a full socket buffer pauses reading stdin
     io.registerProducer(conn, True)  # a full stdout buffer pauses reading the socket
-    code, reason = await closed
+    # Ctrl-C / SIGTERM: close with 1001 rather than dropping the socket
+    trigger = reactor.addSystemEventTrigger(
+        "before", "shutdown", lambda: conn.close(1001, "interrupted") if conn.is_connected else None)
+    try:
+        code, reason = await closed
+    finally:
+        reactor.removeSystemEventTrigger(trigger)
     io.unregisterProducer()
     io.loseConnection()  # flushes stdout first
     await proto.lost

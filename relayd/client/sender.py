@@ -126,6 +126,13 @@ class RelayedConnection(WebSocketClientProtocol):
 
     # -- Autobahn hooks ------------------------------------------------------------------
 
+    on_traffic = None  # called with no arguments whenever bytes arrive (keepalive tracking)
+
+    def dataReceived(self, data):
+        if self.on_traffic is not None:
+            self.on_traffic()
+        super().dataReceived(data)
+
     def onConnect(self, response):
         self.subprotocol = response.protocol
         self.response_headers = dict(response.headers)
@@ -242,9 +249,12 @@ class RelayedConnection(WebSocketClientProtocol):
             self.dropConnection(abort=True)
         return d
 
-    def abort(self):
-        """Drop the TCP connection without a closing handshake."""
+    def abort(self, reason=None):
+        """Drop the TCP connection without a closing handshake (``on_close`` gets 1006 and
+        ``reason``)."""
         if self.state != self.STATE_CLOSED:
+            if reason:
+                self.wasNotCleanReason = reason
             self.dropConnection(abort=True)
 
     @property
@@ -401,8 +411,8 @@ class _Factory(WebSocketClientFactory):
                 description = parts[2].strip() if len(parts) > 2 else ""
             except (IndexError, ValueError):
                 pass
-        if status is None and reason:
-            description = reason
+        if (status is None or status == 101) and reason:
+            description = reason  # no HTTP answer, or a 101 that Autobahn refused (e.g. subprotocol)
         self.deferred.errback(RelayConnectError(status, description or "the WebSocket handshake failed"))
 
     def clientConnectionFailed(self, connector, reason):
@@ -412,9 +422,14 @@ class _Factory(WebSocketClientFactory):
 
 
 def open_websocket(reactor, url, protocol_class=RelayedConnection, *, headers=None, protocols=None,
-                   timeout=DEFAULT_TIMEOUT, options=None, tls_options=None):
+                   timeout=DEFAULT_TIMEOUT, options=None, tls_options=None, trust_root=None):
     """Open a WebSocket to ``url``; fires with the open ``protocol_class`` instance or fails
-    with :class:`RelayConnectError`.  Cancelling the Deferred drops the attempt."""
+    with :class:`RelayConnectError`.  Cancelling the Deferred drops the attempt.
+
+    For ``wss://`` the server certificate is checked against ``trust_root`` (e.g. a
+    :class:`twisted.internet.ssl.Certificate`), by default the platform's trust store
+    (OpenSSL honours ``$SSL_CERT_FILE`` / ``$SSL_CERT_DIR``), unless ``tls_options`` gives
+    the whole client TLS configuration."""
     d = defer.Deferred(lambda d: _cancel(factory))
     factory = _Factory(url, d, headers=dict(headers or {}), protocols=list(protocols or []),
                        useragent=USER_AGENT, reactor=reactor)
@@ -427,7 +442,7 @@ def open_websocket(reactor, url, protocol_class=RelayedConnection, *, headers=No
         if tls_options is None:
             from twisted.internet.ssl import optionsForClientTLS
 
-            tls_options = optionsForClientTLS(factory.host)
+            tls_options = optionsForClientTLS(factory.host, trustRoot=trust_root)
         factory.connector = reactor.connectSSL(factory.host, factory.port, factory, tls_options, timeout=timeout)
     else:
         factory.connector = reactor.connectTCP(factory.host, factory.port, factory, timeout=timeout)
@@ -475,4 +490,4 @@ def connect(reactor, info, path=None, *, suffix="", query=None, headers=None, su
     if token:
         hdrs["ServiceBusAuthorization"] = token
     return open_websocket(reactor, url, RelayedConnection, headers=hdrs, protocols=subprotocols,
-                          timeout=timeout)
+                          timeout=timeout, trust_root=info.trust_root)

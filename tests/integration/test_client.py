@@ -323,6 +323,29 @@ async def test_listener_reconnects_after_the_relay_drops_its_channel(relay):
 
 
 @pytest_twisted.ensureDeferred
+async def test_silent_control_channel_is_dropped_and_replaced(relay):
+    status = Recorder()
+    listener = await start_listener(relay, on_status=status, keepalive=0.5, backoff=(0.1, 1))
+    switchboard = relay.service.switchboard
+    (channel,) = switchboard._listeners["echo"]
+    channel.transport.pauseProducing()  # the relay stops reading: pings go unanswered
+    try:
+        await wait_for(lambda: len(status.of("online")) == 2, timeout=10)
+        (offline,) = [d for _, d in status.of("offline")]
+        assert offline.code == 1006 and "keepalive" in offline.reason
+        # about 2 x keepalive after going online, not at once
+        assert status.of("offline")[0][0] - status.of("online")[0][0] >= 0.9
+    finally:
+        channel.transport.resumeProducing()  # let the relay notice the old socket is gone
+    await wait_for(lambda: switchboard.listener_count("echo") == 1)
+    conn = await connect(reactor, info_for(relay), "echo")
+    conn.send("pong")
+    assert await conn.receive() == "pong"
+    await conn.close()
+    await listener.stop()
+
+
+@pytest_twisted.ensureDeferred
 async def test_token_renewal_keeps_the_channel_past_the_first_tokens_expiry(relay):
     status = Recorder()
     listener = await start_listener(relay, on_status=status, token_ttl=3)

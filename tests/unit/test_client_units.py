@@ -393,3 +393,46 @@ def test_on_accept_false_rejects_with_403():
 def test_accept_request_without_address_is_ignored():
     with pytest.raises(ValueError):
         AcceptRequest(types.SimpleNamespace(path="echo"), {"id": "x"})
+
+
+def test_keepalive_pings_and_drops_a_silent_channel():
+    clock = MemoryReactorClock()
+    listener, events = make_listener(clock, keepalive=10)
+    listener.start()
+    wire = Wire(clock, 0)
+    wire.answer()
+    clock.advance(9.9)
+    assert wire.sent() == []
+    clock.advance(0.1)
+    ((opcode, _),) = wire.sent()
+    assert opcode == 9  # ping
+    clock.advance(5)
+    wire.proto.dataReceived(b"\x8a\x00")  # pong
+    clock.advance(5)
+    ((opcode, _),) = wire.sent()
+    assert opcode == 9 and not wire.transport.disconnecting  # answered: ping again
+    clock.advance(9.9)
+    assert not wire.transport.disconnecting
+    clock.advance(0.1)  # nothing came back within 10 s of that ping
+    assert wire.transport.disconnecting
+    wire.drop()
+    status, closed = events[-2]
+    assert status == "offline" and closed.code == 1006 and "keepalive" in closed.reason
+    assert events[-1][0] == "retry"
+
+
+def test_relay_traffic_counts_as_an_answer():
+    clock = MemoryReactorClock()
+    listener, events = make_listener(clock, keepalive=10)
+    listener.start()
+    wire = Wire(clock, 0)
+    wire.answer()
+    clock.advance(10)
+    assert [op for op, _ in wire.sent()] == [9]
+    for _ in range(5):
+        clock.advance(3)
+        wire.proto.dataReceived(b"\x89\x00")  # the relay's own ping, not a pong to ours
+        assert [op for op, _ in wire.sent()] == [10]  # answered with a pong
+        clock.advance(7)
+        assert [op for op, _ in wire.sent()] == [9]  # heard from the relay: just ping again
+    assert not wire.transport.disconnecting and listener.state == "online"

@@ -135,6 +135,9 @@ class HttpDoor:
         hybrid_factory.response_handler = self.control_response
         hybrid_factory.control_binary_handler = self.control_binary
 
+    def switchboard_channels(self, path):
+        return self.switchboard.listeners(path)
+
     def buildProtocol(self, addr):
         p = HttpRelayProtocol(self)
         p.factory = self
@@ -143,8 +146,10 @@ class HttpDoor:
     # -- responses over a listener's control channel ----------------------------------------
 
     def control_response(self, channel, fields):
+        # Any control channel of the request's entity may answer: hyco-https answers on its
+        # newest channel after a reconnect, not necessarily the one the request came in on.
         exchange = self.exchanges.get(fields["requestId"])
-        if exchange is None or exchange.channel is not channel:
+        if exchange is None or exchange.entity.path.lower() != channel.entity_path.lower():
             if fields["body"]:
                 self._discard_next_binary.add(channel)
             return
@@ -214,6 +219,10 @@ class HttpRelayProtocol(Protocol):
         except HttpError as e:
             self.exchange = None
             self.send_error(e.status, e.message, close=True)
+        except Exception:
+            self._log.failure("HTTP relay request failed unexpectedly")
+            self.exchange = None
+            self.send_error(500, "internal error in the relay", close=True)
 
     # -- writing errors ----------------------------------------------------------------------
 
@@ -246,16 +255,36 @@ class HttpRelayProtocol(Protocol):
 
     # -- the kept rendezvous leg -------------------------------------------------------------
 
-    def attach_leg(self, leg, entity_path):
+    def attach_leg(self, leg, entity_path, keep):
+        """Use ``leg`` for this connection.  A leg the listener opened to fetch a request is
+        kept for later requests; one it opened only to send a large response is closed when
+        that response ends (Azure's hyco-https never reads from such a socket)."""
+        if self.leg is not None:
+            self.detach_leg()
         self.leg = leg
+        self.leg_keep = keep
         self.leg_entity = entity_path.lower()
         leg.partner = LegReader(self)
         leg._start_data_leg()
         pipe.splice_transports(self.transport, leg.transport)
         leg.on_lost = self._leg_lost
 
+    def detach_leg(self, code=1000, reason="response complete"):
+        leg, self.leg = self.leg, None
+        if leg is None:
+            return
+        leg.partner = None
+        leg.on_lost = None
+        for t in (self.transport, leg.transport):
+            if getattr(t, "producer", None) is not None:
+                t.unregisterProducer()
+        self.transport.resumeProducing()
+        leg.close(code, reason)
+
     def _leg_lost(self):
-        self.leg = None
+        leg, self.leg = self.leg, None
+        if leg is not None and getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
         if self.exchange is not None:
             self.exchange.leg_lost()
 
@@ -267,6 +296,7 @@ class HttpRelayProtocol(Protocol):
         leg, self.leg = self.leg, None
         if leg is not None:
             leg.partner = None
+            leg.on_lost = None
             leg.close(1001, "the HTTP client closed its connection")
 
 
@@ -410,7 +440,7 @@ class Exchange:
         self.small = not self.has_body or (length is not None and length <= SMALL_BODY)
 
         # route to a listener
-        if self.client.leg is not None and self.client.leg_entity == entity.path.lower():
+        if self.client.leg is not None and self.client.leg_keep and self.client.leg_entity == entity.path.lower():
             self.id = door.switchboard.new_key()
             door.exchanges[self.id] = self
             self._send_on_leg(self.client.leg)
@@ -463,16 +493,16 @@ class Exchange:
     def entity_response_timeout(self):
         return getattr(self.entity, "response_timeout", 60.0)
 
-    def _encode_offer(self, base_url):
-        address = messages.rendezvous_address(base_url, self.entity.path, "", "", "request", self.rv.key)
+    def _encode_offer(self, base_url, rv):
+        address = messages.rendezvous_address(base_url, self.entity.path, "", "", "request", rv.key)
         self.address = address
         if self.small and not self.has_body:
-            return messages.encode_request(address, self.rv.key, self.request_target, self.method,
+            return messages.encode_request(address, rv.key, self.request_target, self.method,
                                            self.forward_headers, False)
         if self.small:
             # sent later, with the body, by _request_complete; announce nothing yet
             return None
-        return messages.encode_request(address, self.rv.key)
+        return messages.encode_request(address, rv.key)
 
     # -- request body -------------------------------------------------------------------------
 
@@ -540,7 +570,7 @@ class Exchange:
         if self.finished or self.client.closed:
             leg.close(1001, "the HTTP client went away")
             return
-        self.client.attach_leg(leg, self.entity.path)
+        self.client.attach_leg(leg, self.entity.path, keep=not self.small)
         if not self.small:
             self._send_on_leg(leg)
 
@@ -636,11 +666,14 @@ class Exchange:
         rv, self.rv = self.rv, None
         if rv is not None and not rv.done:
             rv.cancel()
-        if self.channel is not None and getattr(self.channel, "_awaiting_body", None) is self:
-            self.channel._awaiting_body = None
+        for channel in self.door.switchboard_channels(self.entity.path):
+            if getattr(channel, "_awaiting_body", None) is self:
+                channel._awaiting_body = None
 
     def finish(self):
         self._dispose()
+        if self.client.leg is not None and not self.client.leg_keep:
+            self.client.detach_leg()
         if not self.request_done:
             # the listener answered before the whole request arrived: stop here
             self.client.exchange_done(self, close=True)

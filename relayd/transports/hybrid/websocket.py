@@ -506,4 +506,4 @@ class HybridFactory(WebSocketServerFactory):
                 address, rv.id, d.get("headers", {}),
                 getattr(peer, "host", None), getattr(peer, "port", None),
             )
-        return d["encode"](self.base_url(d.get("host"), d.get("secure")))
+        return d["encode"](self.base_url(d.get("host"), d.get("secure")), rv)
