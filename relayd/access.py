@@ -19,8 +19,16 @@ def tracking_id():
     return str(uuid.uuid4())
 
 
+def one_line(text, limit=512):
+    """Text safe for an HTTP status line or header: control characters and line breaks
+    folded to single spaces, length bounded (no response splitting)."""
+    cleaned = "".join(c if c.isprintable() else " " for c in str(text))
+    return " ".join(cleaned.split())[:limit]
+
+
 def with_tracking(message, tracking=None):
     """Azure-style status description: the message plus a tracking id and a timestamp."""
+    message = one_line(message)
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
     return "%s. TrackingId:%s, Timestamp:%s" % (message.rstrip("."), tracking or tracking_id(), stamp)
 

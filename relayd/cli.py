@@ -67,7 +67,7 @@ def _entity(args):
 
     info = ConnectionInfo.from_args(args)
     base = info.http_base()
-    token = auth.make_token(base + "/", info.rule, info.key, int(time.time()) + 300)
+    token = info.token_for("", ttl=300)
     url = base + "/$relayd/entities" + ("/" + args.path if getattr(args, "path", None) else "")
     method = {"list": "GET", "add": "PUT", "delete": "DELETE", "show": "GET"}[args.action]
     data = None

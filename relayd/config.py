@@ -45,6 +45,15 @@ class EntitySpec:
 
 
 @dataclass
+class TcpPortSpec:
+    listen: str
+    mode: str = "port"
+    entity: str | None = None
+    allow_anonymous: bool = False
+    max_via: int = 2048
+
+
+@dataclass
 class Limits:
     # Largest control-channel message a listener may send (renewToken, HTTP responses).
     control_message_max: int = 1024 * 1024
@@ -72,6 +81,7 @@ class Settings:
     accept_timeout: float = 30.0
     rules: list = field(default_factory=list)
     entities: list = field(default_factory=list)
+    tcp_ports: list = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
     source: str = "<defaults>"
 
@@ -182,7 +192,7 @@ def _listen_endpoint(value, where, reader):
 def parse(data, source="<config>"):
     """Turn a TOML document (already decoded) into :class:`Settings`."""
     r = _Reader(source)
-    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits"})
+    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits", "tcp_ports"})
     relay = r.table(data.get("relay", {}), "relay",
                     {"listen", "public_url", "data_dir", "create_on_listen", "accept_timeout"})
     settings = Settings(source=source)
@@ -212,8 +222,8 @@ def parse(data, source="<config>"):
         open_handshake_timeout=r.number(lim, "open_handshake_timeout", "limits", defaults.open_handshake_timeout, 0.1, 600),
         max_header_bytes=r.number(lim, "max_header_bytes", "limits", defaults.max_header_bytes, 1024, 1 << 20, True),
         max_connections=r.number(lim, "max_connections", "limits", defaults.max_connections, 0, 1 << 20, True),
-        control_ping_interval=r.number(lim, "control_ping_interval", "limits", defaults.control_ping_interval, 0, 3600),
-        control_ping_timeout=r.number(lim, "control_ping_timeout", "limits", defaults.control_ping_timeout, 0, 3600),
+        control_ping_interval=r.number(lim, "control_ping_interval", "limits", defaults.control_ping_interval, 2, 3600),
+        control_ping_timeout=r.number(lim, "control_ping_timeout", "limits", defaults.control_ping_timeout, 2, 3600),
         leg_buffer=r.number(lim, "leg_buffer", "limits", defaults.leg_buffer, 4096, 64 << 20, True),
         http_max_body=r.number(lim, "http_max_body", "limits", defaults.http_max_body, 0, 1 << 40, True),
     )
@@ -241,6 +251,30 @@ def parse(data, source="<config>"):
                 rules=r.rules(item.get("rules", []), where + ".rules"),
             )
         )
+    ports = data.get("tcp_ports", [])
+    if not isinstance(ports, list):
+        r.fail("tcp_ports", "must be an array of tables ([[tcp_ports]])")
+    for i, item in enumerate(ports):
+        where = "tcp_ports[%d]" % i
+        r.table(item, where, {"listen", "mode", "entity", "allow_anonymous", "max_via"})
+        listen = _listen_endpoint(r.string(item, "listen", where, required=True), where + ".listen", r)
+        mode = r.string(item, "mode", where, "port")
+        if mode not in ("port", "nettcp"):
+            r.fail(where + ".mode", 'must be "port" (one entity, any TCP protocol) or "nettcp" '
+                                    '([MC-NMF] preamble, routed by Via), got %r' % mode)
+        entity = r.string(item, "entity", where)
+        if mode == "port":
+            if entity is None:
+                r.fail(where + ".entity", 'is required with mode = "port": the entity this port forwards to')
+            if entity.lower() not in seen:
+                r.fail(where + ".entity", "no [[hybrid_connections]] entry has path %r" % entity)
+        elif entity is not None:
+            r.fail(where + ".entity", 'is not used with mode = "nettcp" (the Via path picks the entity)')
+        settings.tcp_ports.append(TcpPortSpec(
+            listen=listen, mode=mode, entity=entity,
+            allow_anonymous=r.boolean(item, "allow_anonymous", where, False),
+            max_via=r.number(item, "max_via", where, 2048, 64, 65536, True),
+        ))
     return settings
 
 

@@ -11,6 +11,7 @@ from relayd import config
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
 from relayd.transports.front import FrontDoorFactory
+from relayd.transports.nettcp.door import TcpDoor
 from relayd.transports.hybrid.http import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
 from relayd.web.site import make_site
@@ -71,6 +72,7 @@ class RelayService(service.Service):
         self.settings = settings
         self.reactor = reactor
         self.ports = []
+        self.tcp_ports = []
         self.store = SqliteStore(settings.data_dir)
         self.namespace = Namespace(self.store, settings)
         self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout)
@@ -97,14 +99,34 @@ class RelayService(service.Service):
             )
         self.log.info("relayd: {n} entities, data in {dir}", n=len(self.namespace.entities()), dir=s.data_dir)
         for description in s.listen:
-            endpoint = endpoints.serverFromString(self.reactor, description)
-            d = endpoint.listen(self.front)
-            d.addCallbacks(self._listening, self._listen_failed, errbackArgs=(description,))
+            self._listen(description, self.front, "relayd listening on")
+        for spec in s.tcp_ports:
+            door = TcpDoor(spec, self.namespace, self.switchboard, s, self.reactor, self.http_netloc)
+            what = "relayd %s door (%s) listening on" % (
+                spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
+            self._listen(spec.listen, door, what, tcp_door=True)
 
-    def _listening(self, port):
-        self.ports.append(port)
+    def _listen(self, description, factory, what, tcp_door=False):
+        endpoint = endpoints.serverFromString(self.reactor, description)
+        d = endpoint.listen(factory)
+        d.addCallbacks(self._listening, self._listen_failed, callbackArgs=(what, tcp_door),
+                       errbackArgs=(description,))
+
+    def http_netloc(self):
+        """host:port senders and listeners use for the HTTP/WebSocket port."""
+        if self.settings.public_url:
+            from urllib.parse import urlsplit
+
+            return urlsplit(self.settings.public_url).netloc
+        for port in self.ports:
+            addr = port.getHost()
+            return "%s:%d" % (addr.host, addr.port)
+        return "localhost"
+
+    def _listening(self, port, what, tcp_door):
+        (self.tcp_ports if tcp_door else self.ports).append(port)
         addr = port.getHost()
-        self.log.info("relayd listening on {host}:{port}", host=getattr(addr, "host", addr),
+        self.log.info("{what} {host}:{port}", what=what, host=getattr(addr, "host", addr),
                       port=getattr(addr, "port", ""))
 
     def _listen_failed(self, failure, description):
@@ -116,7 +138,10 @@ class RelayService(service.Service):
 
     def stopService(self):
         super().stopService()
-        ports, self.ports = self.ports, []
+        for path, _count in list(self.switchboard.listener_counts().items()):
+            self.switchboard.close_entity(path, 1001, "the relay is shutting down")
+        ports, self.ports = self.ports + self.tcp_ports, []
+        self.tcp_ports = []
         from twisted.internet import defer
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 

@@ -18,7 +18,8 @@ from twisted.internet import defer, protocol, reactor, task
 from relayd.client import (
     Backoff, ConnectionClosed, ConnectionInfo, HybridListener, RelayConnectError, connect,
 )
-from tests.conftest import LISTEN_KEY, ROOT_KEY, SEND_KEY
+from tests.conftest import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config
+from tests.tlsutil import make_ca_and_server
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -266,6 +267,47 @@ async def test_anonymous_sender_on_open_entity(relay):
         await listener.stop()
 
 
+@pytest_twisted.ensureDeferred
+async def test_listener_and_sender_over_wss_verify_the_relay_certificate(tmp_path):
+    from twisted.internet import ssl
+
+    from relayd import config
+    from relayd.tap import RelayService
+
+    certs = make_ca_and_server(tmp_path)
+    listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
+        certs["server-key.pem"], certs["server-cert.pem"])
+    service = RelayService(config.load(write_config(tmp_path, listen=listen)), reactor)
+    service.startService()
+    try:
+        await wait_for(lambda: service.ports)
+        cs = "Endpoint=sb://127.0.0.1:%d/;SharedAccessKeyName=root;SharedAccessKey=%s;UseTls=true" % (
+            service.ports[0].getHost().port, ROOT_KEY)
+        info = ConnectionInfo.parse(cs)
+        assert info.ws_base().startswith("wss://")
+        with open(certs["ca.pem"], "rb") as f:
+            info.trust_root = ssl.Certificate.loadPEM(f.read())
+        requests = []
+        listener = HybridListener(reactor, info, "echo", echo_on_accept(requests))
+        await listener.start()
+        try:
+            conn = await connect(reactor, info, "echo")
+            assert requests[0].address.startswith("wss://")
+            conn.send("over tls")
+            assert await conn.receive() == "over tls"
+            await conn.close()
+            # without the CA the certificate is refused: TLS is really verified
+            untrusted = ConnectionInfo.parse(cs)
+            with pytest.raises(RelayConnectError) as e:
+                await connect(reactor, untrusted, "echo", timeout=5)
+            assert e.value.status is None
+        finally:
+            await listener.stop()
+    finally:
+        await service.stopService()
+        service.store.close()
+
+
 # -- reconnecting, backoff, renewal ----------------------------------------------------------
 
 
@@ -409,11 +451,11 @@ def _cli(*args, **kw):
     return [sys.executable, "-m", "relayd.cli", *args]
 
 
-def _start_listen(relay_proc, tmp_path, stdin, path="echo"):
+def _start_listen(relay_proc, tmp_path, stdin, path="echo", env=None):
     err_path = tmp_path / "listen.err"
     err = open(err_path, "wb")
     proc = subprocess.Popen(_cli("listen", path, "-x", _cs(relay_proc, "listener", LISTEN_KEY)),
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=err, env=_env(), cwd=REPO)
+                            stdin=stdin, stdout=subprocess.PIPE, stderr=err, env=env or _env(), cwd=REPO)
     deadline = time.time() + 30
     while b"online on" not in err_path.read_bytes():
         if proc.poll() is not None or time.time() > deadline:
@@ -475,3 +517,30 @@ def test_cli_reports_errors_with_exit_status(relay_proc, tmp_path):
     r = subprocess.run(_cli("listen", "echo", "--url", relay_proc.url), input=b"",
                        capture_output=True, env=_env(), cwd=REPO, timeout=60)
     assert r.returncode == 2 and b"--rule" in r.stderr, r.stderr
+
+
+def test_cli_over_wss_with_ssl_cert_file(tmp_path):
+    certs = make_ca_and_server(tmp_path)
+    listen_ep = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
+        certs["server-key.pem"], certs["server-cert.pem"])
+    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen_ep))
+    try:
+        relay.url = "wss://127.0.0.1:%d" % relay.port
+        env = dict(_env(), SSL_CERT_FILE=certs["ca.pem"])
+        data = os.urandom(50_000)
+        listen, err_path = _start_listen(relay, tmp_path, subprocess.PIPE, env=env)
+        try:
+            sender = subprocess.run(_cli("connect", "echo", "-x", _cs(relay, "sender", SEND_KEY)),
+                                    input=data, capture_output=True, env=env, cwd=REPO, timeout=60)
+            assert sender.returncode == 0, sender.stderr
+            out, _ = listen.communicate(timeout=30)
+            assert listen.returncode == 0 and out == data, err_path.read_bytes()
+        finally:
+            if listen.poll() is None:
+                listen.kill()
+        # without the CA: refused
+        r = subprocess.run(_cli("connect", "echo", "-x", _cs(relay, "sender", SEND_KEY)), input=b"",
+                           capture_output=True, env=_env(), cwd=REPO, timeout=60)
+        assert r.returncode == 1 and b"cannot connect" in r.stderr, r.stderr
+    finally:
+        relay.stop()

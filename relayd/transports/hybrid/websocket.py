@@ -314,7 +314,8 @@ class HybridProtocol(WebSocketServerProtocol):
             return None
         status = self._param(request, "sb-hc-statusCode")
         if status is not None:
-            description = (self._param(request, "sb-hc-statusDescription") or "Rejected by the listener")[:MAX_REASON]
+            description = access.one_line(
+                self._param(request, "sb-hc-statusDescription") or "Rejected by the listener", MAX_REASON)
             try:
                 code = int(status)
             except ValueError:
@@ -450,6 +451,10 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def end_message(self):
         self.endMessage()
+
+    def send_message(self, data):
+        """One whole binary message (a TCP door's read, or the empty half-close marker)."""
+        self.sendMessage(data, isBinary=True)
 
     def close(self, code, reason):
         if self.state == self.STATE_OPEN:

@@ -1,0 +1,224 @@
+"""TCP front doors: net.tcp preamble mode ([MC-NMF]) and port-mapped mode.
+
+Wire protocol:
+
+* **Port-mapped** (``mode = "port"``): a TCP port bound to one entity.  No preamble: the
+  connection is offered to a listener of the entity as soon as it arrives (the relay reads
+  nothing from the client until a listener accepted), then bytes flow both ways.
+* **Preamble** (``mode = "nettcp"``): the relay reads the [MC-NMF] preamble (Version, Mode,
+  Via, encoding) with :mod:`relayd.transports.nettcp.nmf`, routes by the Via's path to the
+  entity (host part ignored), checks the Send token from the Via query (``?sb-hc-token=``)
+  when the entity requires one, and on failure answers with the matching framing Fault
+  record and closes.  On success the preamble bytes, unchanged, are the first bytes the
+  listener receives, and then raw bytes are spliced both ways.
+
+The listener side is the Hybrid Connections listener protocol: an ``accept`` message on the
+control channel, a rendezvous WebSocket, TCP bytes as binary messages (one message per read).
+An **empty binary message** is the half-close marker: the side that reads EOF from its TCP
+peer sends one, and the side that receives one shuts down the write half of its TCP
+connection.  Backpressure is TCP's own through :mod:`relayd.pipe`.
+"""
+
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.internet.protocol import Factory, Protocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from relayd import access, auth, pipe
+from relayd.interfaces import ILeg
+from relayd.switchboard import SwitchboardError
+
+
+@implementer(ILeg, IHalfCloseableProtocol)
+class TcpDoorProtocol(Protocol):
+    _log = Logger()
+
+    partner = None
+    pause_reader = None
+
+    def __init__(self, door):
+        self.door = door
+        self.rv = None
+        self.parser = None
+        self.pending = []
+        self._msg_len = 0
+        self.closed = False
+
+    # -- connection ------------------------------------------------------------------------
+
+    def connectionMade(self):
+        self.peer = self.transport.getPeer()
+        if self.door.mode == "nettcp":
+            from relayd.transports.nettcp import nmf
+
+            self.parser = nmf.PreambleParser(max_via=self.door.max_via)
+            self._timer = self.door.clock.callLater(self.door.preamble_timeout, self._preamble_timeout)
+        else:
+            self._timer = None
+            self.transport.pauseProducing()
+            self._route(self.door.entity_path, None, b"")
+
+    def _preamble_timeout(self):
+        self._timer = None
+        self._fault("ServerTooBusy", "the net.tcp preamble did not arrive in time")
+
+    def dataReceived(self, data):
+        if self.partner is not None:
+            self.partner.send_message(data)
+            return
+        if self.parser is None:
+            # waiting for a listener: hold what arrives (reading is paused, so little can)
+            self.pending.append(data)
+            return
+        from relayd.transports.nettcp import nmf
+
+        try:
+            preamble = self.parser.feed(data)
+        except nmf.NmfFault as e:
+            self._fault(e.name, e.detail)
+            return
+        if preamble is None:
+            return
+        self.parser = None
+        if self._timer is not None and self._timer.active():
+            self._timer.cancel()
+        self._timer = None
+        self.transport.pauseProducing()
+        self._route(nmf.via_path(preamble.via), nmf.via_query_token(preamble.via),
+                    preamble.raw + preamble.rest, via=preamble.via)
+
+    def _fault(self, name, detail):
+        from relayd.transports.nettcp import nmf
+
+        tracking = access.tracking_id()
+        self._log.info("net.tcp from {peer}: fault {name}: {detail} (tracking {tracking})",
+                       peer=self.peer, name=name, detail=detail, tracking=tracking)
+        self.closed = True
+        self.transport.write(nmf.fault(name))
+        self.transport.loseConnection()
+
+    def _refuse(self, name, detail):
+        if self.door.mode == "nettcp":
+            self._fault(name, detail)
+        else:
+            self._log.info("TCP port {port} from {peer}: refused: {detail}", port=self.door.port_label,
+                           peer=self.peer, detail=detail)
+            self.closed = True
+            self.transport.loseConnection()
+
+    # -- routing -----------------------------------------------------------------------------
+
+    def _route(self, path, token, first_bytes, via=None):
+        door = self.door
+        entity, _ = door.namespace.resolve(path or "")
+        if entity is None:
+            return self._refuse("EndpointNotFound", "no entity at %r" % (path,))
+        if entity.requires_client_authorization and not door.allow_anonymous:
+            try:
+                access.authorize(door.namespace, entity, token, auth.SEND,
+                                 access.candidate_hosts(None, door.public_host), door.clock.seconds())
+            except auth.AuthError as e:
+                return self._refuse("EndpointAccessDenied", str(e))
+        headers = {"X-Relayd-Transport": door.mode}
+        if via:
+            headers["X-Relayd-Via"] = via.split("?", 1)[0]
+        try:
+            self.rv = door.switchboard.open_rendezvous(
+                entity.path, "accept", None,
+                {"suffix": "", "query": "", "headers": headers, "host": door.http_netloc(),
+                 "peer": self.peer, "secure": False},
+            )
+        except SwitchboardError as e:
+            name = "EndpointUnavailable" if e.status == 404 else "ServerTooBusy"
+            return self._refuse(name, e.message)
+        self.entity_path = entity.path
+        self.first_bytes = first_bytes
+        self.rv.result.addCallbacks(self._paired, self._failed)
+
+    def _paired(self, leg):
+        self.rv = None
+        if self.closed:
+            leg.close(1001, "the TCP client went away")
+            return
+        leg._start_data_leg()
+        pipe.splice(self, leg)
+        if self.first_bytes:
+            leg.send_message(self.first_bytes)
+        for data in self.pending:
+            leg.send_message(data)
+        self.first_bytes, self.pending = b"", []
+        self.transport.resumeProducing()
+
+    def _failed(self, failure):
+        failure.trap(SwitchboardError)
+        self.rv = None
+        if not self.closed:
+            self._refuse("EndpointUnavailable", failure.value.message)
+
+    def readConnectionLost(self):
+        if self.partner is not None:
+            self.partner.send_message(b"")  # half-close marker
+
+    def writeConnectionLost(self):
+        pass
+
+    def connectionLost(self, reason):
+        self.closed = True
+        if getattr(self, "_timer", None) is not None and self._timer.active():
+            self._timer.cancel()
+        rv, self.rv = self.rv, None
+        if rv is not None and not rv.done:
+            rv.cancel()
+        partner = self.partner
+        if partner is not None:
+            pipe.unsplice(self)
+            partner.close(1000, "the TCP client closed the connection")
+
+    # -- ILeg: what the listener's WebSocket leg sends us -------------------------------------
+
+    def begin_message(self, is_binary):
+        self._msg_len = 0
+
+    def frame_begin(self, length):
+        pass
+
+    def frame_data(self, data):
+        self._msg_len += len(data)
+        self.transport.write(data)
+
+    def end_message(self):
+        if self._msg_len == 0:
+            self.transport.loseWriteConnection()
+
+    def send_message(self, data):
+        self.transport.write(data)
+
+    def close(self, code, reason):
+        self.closed = True
+        partner, self.partner = self.partner, None
+        self.transport.loseConnection()
+
+
+class TcpDoor(Factory):
+    """One configured TCP front door (a listening port)."""
+
+    def __init__(self, spec, namespace, switchboard, settings, clock, http_netloc):
+        self.mode = spec.mode
+        self.entity_path = spec.entity
+        self.allow_anonymous = spec.allow_anonymous
+        self.port_label = spec.listen
+        self.max_via = spec.max_via
+        self.preamble_timeout = settings.limits.open_handshake_timeout
+        self.namespace = namespace
+        self.switchboard = switchboard
+        self.clock = clock
+        self.http_netloc = http_netloc
+        from urllib.parse import urlsplit
+
+        public = urlsplit(settings.public_url) if settings.public_url else None
+        self.public_host = public.hostname if public else None
+
+    def buildProtocol(self, addr):
+        p = TcpDoorProtocol(self)
+        p.factory = self
+        return p

@@ -1,0 +1,94 @@
+// Self-hosted WCF echo service.
+// usage: EchoService.exe nettcp|basichttp LISTEN_URI [ENDPOINT_ADDRESS]
+// With ENDPOINT_ADDRESS the endpoint's logical address is ENDPOINT_ADDRESS and
+// it physically listens on LISTEN_URI (ListenUriMode.Explicit), i.e. the setup
+// of a service sitting behind a relay that forwards the public address.
+// Prints READY when the host is open; runs until stdin reaches EOF or the
+// process is killed (SIGTERM terminates mono directly).
+using System;
+using System.IO;
+using System.ServiceModel;
+using System.ServiceModel.Description;
+
+namespace RelaydInterop
+{
+    [ServiceBehavior(AddressFilterMode = AddressFilterMode.Any,
+                     InstanceContextMode = InstanceContextMode.Single,
+                     ConcurrencyMode = ConcurrencyMode.Multiple)]
+    public class EchoImpl : IEcho
+    {
+        static readonly object notifyLock = new object();
+
+        public string Echo(string text)
+        {
+            return "echo: " + text;
+        }
+
+        public void Notify(string text)
+        {
+            string path = Environment.GetEnvironmentVariable("ECHO_NOTIFY_FILE");
+            Console.Error.WriteLine("NOTIFY " + text);
+            if (!string.IsNullOrEmpty(path))
+            {
+                lock (notifyLock)
+                {
+                    File.AppendAllText(path, text + "\n");
+                }
+            }
+        }
+    }
+
+    public static class EchoServiceMain
+    {
+        public static int Main(string[] args)
+        {
+            if (args.Length < 2 || args.Length > 3)
+            {
+                Console.Error.WriteLine("usage: EchoService.exe nettcp|basichttp LISTEN_URI [ENDPOINT_ADDRESS]");
+                return 2;
+            }
+            string kind = args[0];
+            Uri listenUri = new Uri(args[1]);
+            Uri endpointAddress = args.Length == 3 ? new Uri(args[2]) : listenUri;
+
+            ServiceHost host = null;
+            try
+            {
+                host = new ServiceHost(typeof(EchoImpl));
+                ServiceEndpoint ep = host.AddServiceEndpoint(
+                    typeof(IEcho), Bindings.Create(kind), endpointAddress);
+                if (args.Length == 3)
+                {
+                    ep.ListenUri = listenUri;
+                    ep.ListenUriMode = ListenUriMode.Explicit;
+                }
+                ServiceDebugBehavior dbg = host.Description.Behaviors.Find<ServiceDebugBehavior>();
+                if (dbg == null)
+                {
+                    dbg = new ServiceDebugBehavior();
+                    host.Description.Behaviors.Add(dbg);
+                }
+                dbg.IncludeExceptionDetailInFaults = true;
+                host.Open();
+            }
+            catch (Exception e)
+            {
+                Console.Error.WriteLine("FAILED to open host: " + e.GetType().FullName + ": " + e.Message);
+                return 1;
+            }
+
+            Console.WriteLine("READY " + kind + " listen=" + listenUri + " address=" + endpointAddress);
+            Console.Out.Flush();
+
+            // Block until stdin closes (harness closes it or just kills us).
+            try
+            {
+                while (Console.In.ReadLine() != null) { }
+            }
+            catch (Exception) { }
+
+            try { host.Close(TimeSpan.FromSeconds(2)); } catch (Exception) { host.Abort(); }
+            return 0;
+        }
+    }
+}
