@@ -28,8 +28,8 @@ Listen token in the ``ServiceBusAuthorization`` header.  The listener
 * pings the relay every ``keepalive`` seconds and drops (then reconnects) a channel on
   which nothing at all arrived within ``keepalive`` seconds of a ping (the timing runs on
   ``clock``; Autobahn's own auto-ping is not used, its timers round to whole seconds);
-* answers the relay's HTTP ``request`` messages on the control channel with 501, since it
-  only handles WebSocket rendezvous.
+* hands the relay's HTTP ``request`` messages to ``http_handler`` (see
+  :mod:`relayd.client.http`), or answers them with 501 when there is none.
 
 ``on_status(status, detail)`` is called with:
 
@@ -220,7 +220,7 @@ class HybridListener:
 
     def __init__(self, reactor, info, path, on_accept, *, on_status=None, token_ttl=3600,
                  keepalive=30, backoff=(1, 60), clock=None, rng=None, listener_id=None,
-                 connect_timeout=30, accept_timeout=30):
+                 connect_timeout=30, accept_timeout=30, http_handler=None):
         if token_ttl <= 0:
             raise ValueError("token_ttl must be a positive number of seconds")
         self.reactor = reactor
@@ -228,6 +228,8 @@ class HybridListener:
         self.info = info
         self.path = info.resolve_path(path)
         self.on_accept = on_accept
+        # Serves HTTP ``request`` messages (relayd.client.http); None answers them with 501.
+        self.http_handler = http_handler
         self.on_status = on_status
         self.token_ttl = token_ttl
         self.keepalive = keepalive
@@ -458,7 +460,10 @@ class HybridListener:
 
     def _on_control_message(self, data):
         if not isinstance(data, str):
-            self._log.info("listener {id}: ignoring a binary control message", id=self.listener_id)
+            if self.http_handler is not None:
+                self.http_handler.control_binary(self, data)
+            else:
+                self._log.info("listener {id}: ignoring a binary control message", id=self.listener_id)
             return
         try:
             msg = json.loads(data)
@@ -505,6 +510,9 @@ class HybridListener:
 
     def _on_request_message(self, fields):
         channel = self.channel
+        if self.http_handler is not None and isinstance(fields, dict) and channel is not None:
+            self.http_handler.control_request(self, channel, fields)
+            return
         if not isinstance(fields, dict) or "method" not in fields or channel is None:
             return
         response = {"response": {"requestId": fields.get("id"), "statusCode": 501,

@@ -8,7 +8,9 @@
 using System;
 using System.IO;
 using System.ServiceModel;
+using System.ServiceModel.Channels;
 using System.ServiceModel.Description;
+using System.ServiceModel.Dispatcher;
 
 namespace RelaydInterop
 {
@@ -38,6 +40,21 @@ namespace RelaydInterop
         }
     }
 
+    // Mono's ServiceBehaviorAttribute ignores AddressFilterMode (its
+    // ApplyDispatchBehavior never touches EndpointDispatcher.AddressFilter),
+    // so the SOAP To header is still matched exactly against the endpoint
+    // address. This behavior installs the match-all filter explicitly.
+    public class MatchAnyAddressBehavior : IEndpointBehavior
+    {
+        public void AddBindingParameters(ServiceEndpoint endpoint, BindingParameterCollection parameters) { }
+        public void ApplyClientBehavior(ServiceEndpoint endpoint, ClientRuntime clientRuntime) { }
+        public void ApplyDispatchBehavior(ServiceEndpoint endpoint, EndpointDispatcher endpointDispatcher)
+        {
+            endpointDispatcher.AddressFilter = new MatchAllMessageFilter();
+        }
+        public void Validate(ServiceEndpoint endpoint) { }
+    }
+
     public static class EchoServiceMain
     {
         public static int Main(string[] args)
@@ -62,6 +79,14 @@ namespace RelaydInterop
                     ep.ListenUri = listenUri;
                     ep.ListenUriMode = ListenUriMode.Explicit;
                 }
+                // ECHO_ADDRESS_FILTER=exact keeps WCF's default To-header
+                // matching; anything else (default) accepts any To.
+                string filterMode = Environment.GetEnvironmentVariable("ECHO_ADDRESS_FILTER");
+                if (filterMode != "exact")
+                    ep.Behaviors.Add(new MatchAnyAddressBehavior());
+                host.UnknownMessageReceived += delegate(object sender, UnknownMessageReceivedEventArgs ev) {
+                    Console.Error.WriteLine("UNKNOWN_MESSAGE to=" + ev.Message.Headers.To + " action=" + ev.Message.Headers.Action);
+                };
                 ServiceDebugBehavior dbg = host.Description.Behaviors.Find<ServiceDebugBehavior>();
                 if (dbg == null)
                 {

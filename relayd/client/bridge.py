@@ -1,0 +1,400 @@
+"""``relayd bridge``: publish local services through the relay and reach remote ones, like
+Azure Relay Bridge (azbridge).
+
+    relayd bridge -x CONNECTION_STRING [-R ENTITY:[HOST:]PORT] [-R ENTITY:net.tcp://HOST:PORT/PATH]
+                  [-L [BIND:]PORT:ENTITY] [-H ENTITY:http://HOST:PORT[/BASE]] [--config FILE]
+
+* ``-R`` (remote forwarder, the service side): listens on ENTITY; each relayed connection is
+  connected to the local TCP service.  With a ``net.tcp://`` target the agent rewrites the
+  [MC-NMF] Via record of the incoming preamble to that URI (so a WCF service behind it sees
+  its own listen address) and passes everything else unchanged.
+* ``-L`` (local forwarder, the client side): a local TCP port whose connections become
+  relay sender connections to ENTITY.
+* ``-H`` (HTTP): serves relayed HTTP requests for ENTITY from a local HTTP service.
+
+Several of each may be given; several agents with ``-R`` on one entity are balanced by the
+relay.  Every connection is logged when it opens and closes, with byte counts.  Between
+``-L``/TCP doors and ``-R`` the bytes travel as binary WebSocket messages; an empty binary
+message is the half-close marker (see ``relayd.transports.nettcp.door``).
+"""
+
+import argparse
+import sys
+import tomllib
+import uuid
+
+from twisted.internet import defer, endpoints, protocol
+from twisted.internet.interfaces import IHalfCloseableProtocol
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from relayd.pipe import _PauseReading
+
+log = Logger(namespace="relayd.bridge")
+
+
+class BridgeError(ValueError):
+    pass
+
+
+# -- option parsing ---------------------------------------------------------------------------
+
+def parse_remote(spec):
+    """``ENTITY:[HOST:]PORT`` or ``ENTITY:net.tcp://HOST:PORT/PATH`` -> (entity, host, port, via)."""
+    entity, sep, target = spec.partition(":")
+    if not sep or not entity or not target:
+        raise BridgeError("-R %r: expected ENTITY:[HOST:]PORT or ENTITY:net.tcp://HOST:PORT/PATH" % spec)
+    if target.startswith("net.tcp://"):
+        from urllib.parse import urlsplit
+
+        parts = urlsplit(target)
+        if not parts.hostname or not parts.port:
+            raise BridgeError("-R %r: the net.tcp URI needs a host and a port" % spec)
+        return entity, parts.hostname, parts.port, target
+    host, _, port = target.rpartition(":")
+    try:
+        port = int(port)
+    except ValueError:
+        raise BridgeError("-R %r: %r is not a port number" % (spec, port))
+    if not 0 < port < 65536:
+        raise BridgeError("-R %r: port %d is out of range" % (spec, port))
+    return entity, host or "127.0.0.1", port, None
+
+
+def parse_local(spec):
+    """``[BIND:]PORT:ENTITY`` -> (bind, port, entity)."""
+    head, sep, entity = spec.rpartition(":")
+    if not sep or not entity or not head:
+        raise BridgeError("-L %r: expected [BIND:]PORT:ENTITY" % spec)
+    bind, _, port = head.rpartition(":")
+    try:
+        port = int(port)
+    except ValueError:
+        raise BridgeError("-L %r: %r is not a port number" % (spec, port))
+    if not 0 <= port < 65536:
+        raise BridgeError("-L %r: port %d is out of range" % (spec, port))
+    return bind or "127.0.0.1", port, entity
+
+
+def parse_http(spec):
+    """``ENTITY:http://HOST:PORT[/BASE]`` -> (entity, url)."""
+    entity, sep, url = spec.partition(":")
+    if not sep or not url.startswith(("http://", "https://")):
+        raise BridgeError("-H %r: expected ENTITY:http://HOST:PORT[/BASE]" % spec)
+    return entity, url
+
+
+# -- splicing a relayed connection with a local TCP connection ---------------------------------
+
+@implementer(IHalfCloseableProtocol)
+class LocalSide(protocol.Protocol):
+    """The local TCP end of one bridged connection."""
+
+    def __init__(self, tunnel):
+        self.tunnel = tunnel
+
+    def connectionMade(self):
+        self.tunnel.local_made(self)
+
+    def dataReceived(self, data):
+        self.tunnel.to_relay(data)
+
+    def readConnectionLost(self):
+        self.tunnel.local_eof()
+
+    def writeConnectionLost(self):
+        pass
+
+    def connectionLost(self, reason):
+        self.tunnel.local_lost(reason)
+
+
+class Tunnel:
+    """One bridged connection: a RelayedConnection <-> a local TCP connection."""
+
+    def __init__(self, label, conn, via=None):
+        self.id = uuid.uuid4().hex[:8]
+        self.label = label
+        self.conn = conn
+        self.local = None
+        self.via = via  # rewrite the net.tcp preamble's Via to this URI
+        self.parser = None
+        self.held = []
+        self.bytes_in = 0  # relay -> local
+        self.bytes_out = 0  # local -> relay
+        self.done = False
+        if via is not None:
+            from relayd.transports.nettcp import nmf
+
+            self.parser = nmf.PreambleParser()
+        conn.on_message = self.from_relay
+        conn.on_close = self.relay_closed
+        conn.pauseProducing()  # until the local side is connected
+
+    # relay -> local
+    def from_relay(self, data):
+        if isinstance(data, str):
+            data = data.encode("utf-8")
+        if self.local is None:
+            self.held.append(data)
+            return
+        if not data:
+            self.local.transport.loseWriteConnection()
+            return
+        if self.parser is not None:
+            from relayd.transports.nettcp import nmf
+
+            try:
+                preamble = self.parser.feed(data)
+            except nmf.NmfFault as e:
+                log.info("bridge {label} [{id}]: bad net.tcp preamble: {err}", label=self.label, id=self.id,
+                         err=e.detail)
+                self.conn.send(nmf.fault(e.name))
+                self.conn.close(1000)
+                return
+            if preamble is None:
+                return
+            self.parser = None
+            data = nmf.rewrite_via(preamble.raw, self.via) + preamble.rest
+        self.bytes_in += len(data)
+        self.local.transport.write(data)
+
+    # local -> relay
+    def to_relay(self, data):
+        self.bytes_out += len(data)
+        if self.conn.is_connected:
+            self.conn.sendMessage(data, isBinary=True)
+
+    def local_made(self, local):
+        self.local = local
+        local.transport.registerProducer(_PauseReading(self.conn.transport), True)
+        self.conn.transport.registerProducer(_PauseReading(local.transport), True)
+        held, self.held = self.held, []
+        for data in held:
+            self.from_relay(data)
+        self.conn.resumeProducing()
+        log.info("bridge {label} [{id}]: open", label=self.label, id=self.id)
+
+    def local_eof(self):
+        if self.conn.is_connected:
+            self.conn.sendMessage(b"", isBinary=True)
+
+    def local_failed(self, failure):
+        log.info("bridge {label} [{id}]: cannot reach the local service: {err}", label=self.label, id=self.id,
+                 err=failure.getErrorMessage())
+        self.done = True
+        if self.conn.is_connected:
+            self.conn.close(1011, "the bridge cannot reach its local service")
+
+    def local_lost(self, reason):
+        if not self.done:
+            self.done = True
+            log.info("bridge {label} [{id}]: closed by the local side ({i} bytes in, {o} bytes out)",
+                     label=self.label, id=self.id, i=self.bytes_in, o=self.bytes_out)
+        if self.conn.is_connected:
+            self.conn.close(1000)
+
+    def relay_closed(self, code, reason):
+        if not self.done:
+            self.done = True
+            log.info("bridge {label} [{id}]: closed by the relay side {code} {reason} ({i} bytes in, {o} bytes out)",
+                     label=self.label, id=self.id, code=code, reason=reason or "", i=self.bytes_in,
+                     o=self.bytes_out)
+        if self.local is not None:
+            self.local.transport.loseConnection()
+
+
+class _LocalFactory(protocol.Factory):
+    def __init__(self, tunnel):
+        self.tunnel = tunnel
+
+    def buildProtocol(self, addr):
+        return LocalSide(self.tunnel)
+
+
+# -- forwarders ---------------------------------------------------------------------------------
+
+class RemoteForwarder:
+    """``-R``: listen on an entity, connect each relayed connection to a local TCP service."""
+
+    def __init__(self, reactor, info, entity, host, port, via=None):
+        from relayd.client.listener import HybridListener
+
+        self.reactor = reactor
+        self.label = "-R %s->%s:%d" % (entity, host, port)
+        self.host, self.port, self.via = host, port, via
+        self.listener = HybridListener(reactor, info, entity, self.on_accept, on_status=self.on_status)
+
+    def on_status(self, status, detail):
+        log.info("bridge {label}: {status} {detail}", label=self.label, status=status, detail=detail)
+
+    def on_accept(self, request):
+        d = request.accept()
+
+        def opened(conn):
+            tunnel = Tunnel(self.label, conn, self.via)
+            endpoint = endpoints.TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=30)
+            endpoint.connect(_LocalFactory(tunnel)).addErrback(tunnel.local_failed)
+
+        d.addCallbacks(opened, lambda f: log.info("bridge {label}: accept failed: {err}", label=self.label,
+                                                  err=f.getErrorMessage()))
+        return None
+
+    def start(self):
+        return self.listener.start()
+
+    def stop(self):
+        return self.listener.stop()
+
+
+@implementer(IHalfCloseableProtocol)
+class _LocalClient(protocol.Protocol):
+    """``-L``: one local client; becomes a relay sender connection."""
+
+    def __init__(self, forwarder):
+        self.forwarder = forwarder
+        self.tunnel = None
+        self.early = []
+        self.eof = False
+
+    def connectionMade(self):
+        from relayd.client.sender import connect
+
+        self.transport.pauseProducing()
+        f = self.forwarder
+        d = connect(f.reactor, f.info, f.entity, headers={"X-Relayd-Transport": "tcp"})
+        d.addCallbacks(self._connected, self._failed)
+
+    def _connected(self, conn):
+        if self.transport is None or not self.transport.connected:
+            conn.close(1000)
+            return
+        tunnel = Tunnel(self.forwarder.label, conn)
+        self.tunnel = tunnel
+        tunnel.local_made(self)
+        self.transport.resumeProducing()
+
+    def _failed(self, failure):
+        log.info("bridge {label}: the relay refused the connection: {err}", label=self.forwarder.label,
+                 err=failure.getErrorMessage())
+        if self.transport is not None:
+            self.transport.loseConnection()
+
+    def dataReceived(self, data):
+        if self.tunnel is not None:
+            self.tunnel.to_relay(data)
+
+    def readConnectionLost(self):
+        if self.tunnel is not None:
+            self.tunnel.local_eof()
+
+    def writeConnectionLost(self):
+        pass
+
+    def connectionLost(self, reason):
+        if self.tunnel is not None:
+            self.tunnel.local_lost(reason)
+
+
+class LocalForwarder(protocol.Factory):
+    """``-L``: a local TCP port whose connections become relay sender connections."""
+
+    def __init__(self, reactor, info, bind, port, entity):
+        self.reactor = reactor
+        self.info = info
+        self.bind, self.port, self.entity = bind, port, entity
+        self.label = "-L %s:%d->%s" % (bind, port, entity)
+        self.listening = None
+
+    def buildProtocol(self, addr):
+        return _LocalClient(self)
+
+    def start(self):
+        endpoint = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=self.bind)
+
+        def listening(port):
+            self.listening = port
+            log.info("bridge {label}: listening on {host}:{port}", label=self.label, host=self.bind,
+                     port=port.getHost().port)
+            return self
+
+        return endpoint.listen(self).addCallback(listening)
+
+    def stop(self):
+        if self.listening is not None:
+            return defer.maybeDeferred(self.listening.stopListening)
+        return defer.succeed(None)
+
+
+# -- the command --------------------------------------------------------------------------------
+
+def build_parser():
+    p = argparse.ArgumentParser(prog="relayd bridge", description=__doc__.split("\n\n")[0])
+    p.add_argument("-x", "--connection-string", help="Endpoint=sb://host:port/;SharedAccessKeyName=..;SharedAccessKey=..")
+    p.add_argument("--url", help="relay base URL (overrides the connection string's endpoint)")
+    p.add_argument("--rule", help="SAS rule name")
+    p.add_argument("--key", help="SAS key (or RELAYD_KEY)")
+    p.add_argument("-R", dest="remote", action="append", default=[], metavar="ENTITY:[HOST:]PORT")
+    p.add_argument("-L", dest="local", action="append", default=[], metavar="[BIND:]PORT:ENTITY")
+    p.add_argument("-H", dest="http", action="append", default=[], metavar="ENTITY:http://HOST:PORT")
+    p.add_argument("--config", help="TOML file with connection_string, remote, local, http lists")
+    return p
+
+
+def load_config(args):
+    if not args.config:
+        return
+    try:
+        with open(args.config, "rb") as f:
+            data = tomllib.load(f)
+    except (OSError, tomllib.TOMLDecodeError) as e:
+        raise BridgeError("%s: %s" % (args.config, e))
+    unknown = set(data) - {"connection_string", "remote", "local", "http"}
+    if unknown:
+        raise BridgeError("%s: unknown keys %s; expected connection_string, remote, local, http"
+                          % (args.config, sorted(unknown)))
+    args.connection_string = args.connection_string or data.get("connection_string")
+    for key in ("remote", "local", "http"):
+        value = data.get(key, [])
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise BridgeError("%s: %s must be a list of strings" % (args.config, key))
+        getattr(args, key).extend(value)
+
+
+def main(argv):
+    from twisted.internet import reactor
+    from twisted.logger import globalLogBeginner, textFileLogObserver
+
+    from relayd.client.connection import ConnectionInfo
+
+    args = build_parser().parse_args(argv)
+    try:
+        load_config(args)
+        if not (args.remote or args.local or args.http):
+            raise BridgeError("nothing to do: give at least one -R, -L or -H")
+        info = ConnectionInfo.from_args(args)
+        forwarders = []
+        for spec in args.remote:
+            entity, host, port, via = parse_remote(spec)
+            forwarders.append(RemoteForwarder(reactor, info, entity, host, port, via))
+        for spec in args.local:
+            bind, port, entity = parse_local(spec)
+            forwarders.append(LocalForwarder(reactor, info, bind, port, entity))
+        for spec in args.http:
+            from relayd.client.http import HttpForwarder
+
+            entity, url = parse_http(spec)
+            forwarders.append(HttpForwarder(reactor, info, entity, url))
+    except (BridgeError, ValueError) as e:
+        print("relayd bridge: %s" % e, file=sys.stderr)
+        return 2
+    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    for f in forwarders:
+        f.start().addErrback(lambda failure, f=f: log.failure("bridge: cannot start {f}", failure, f=f.label))
+
+    def shutdown():
+        return defer.gatherResults([defer.maybeDeferred(f.stop) for f in forwarders], consumeErrors=True)
+
+    reactor.addSystemEventTrigger("before", "shutdown", shutdown)
+    reactor.run()
+    return 0

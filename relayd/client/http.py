@@ -1,0 +1,376 @@
+"""Listener-side HTTP: serve relayed HTTP requests from a local HTTP service or a twisted.web
+Resource (``relayd bridge -H ENTITY:http://HOST:PORT``).
+
+Per the Hybrid Connections request protocol (see ``relayd.transports.hybrid.http``):
+
+* a ``request`` with a method on the control channel is complete there (its body, when
+  ``body`` is true, is the next binary message); the answer goes back on the control channel
+  when the local response has a known length of at most 64 kB, otherwise over a rendezvous
+  WebSocket to the request's ``address`` (``sb-hc-action=request``), streamed;
+* a ``request`` with only ``address`` asks for a rendezvous: the agent connects there, reads
+  the full request (JSON, then the body streamed as it arrives) and answers on that socket,
+  which then serves the client connection's later requests too.
+
+Bodies stream both ways with backpressure (nothing is held whole but control-channel
+bodies, which are at most 64 kB).  Multi-valued response headers (Set-Cookie) are sent as
+JSON lists.  The local service's 502/504 become 500 (the protocol reserves them for the
+relay), and an unreachable service gives 503.
+"""
+
+import json
+from urllib.parse import urlsplit
+
+from twisted.internet import defer, endpoints
+from twisted.internet.interfaces import IPushProducer
+from twisted.internet.protocol import Protocol
+from twisted.logger import Logger
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.web.http_headers import Headers
+from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
+from zope.interface import implementer
+
+from relayd.client.sender import RelayedConnection, open_websocket
+
+log = Logger(namespace="relayd.http")
+SMALL = 64 * 1024
+HOP_BY_HOP = {"connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
+              "close", "keep-alive", "proxy-connection"}
+MAX_JSON = 64 * 1024
+
+
+def _response_message(request_id, response):
+    headers = {}
+    for name, values in response.headers.getAllRawHeaders():
+        name = name.decode("latin-1")
+        if name.lower() in HOP_BY_HOP:
+            continue
+        values = [v.decode("latin-1") for v in values]
+        headers[name] = values if len(values) > 1 else values[0]
+    status = response.code
+    description = response.phrase.decode("latin-1", "replace") if response.phrase else None
+    if status in (502, 504):
+        description = "%d %s (from the service)" % (status, description or "")
+        status = 500
+    return {"response": {"requestId": request_id, "statusCode": status, "statusDescription": description,
+                         "responseHeaders": headers, "body": True}}
+
+
+@implementer(IBodyProducer)
+class StreamBody:
+    """A request body arriving over a rendezvous WebSocket, fed to the local HTTP client."""
+
+    length = UNKNOWN_LENGTH
+
+    def __init__(self, leg):
+        self.leg = leg
+        self.consumer = None
+        self.finished = defer.Deferred()
+        self.held = []
+        self.ended = False
+
+    def startProducing(self, consumer):
+        self.consumer = consumer
+        held, self.held = self.held, []
+        for data in held:
+            consumer.write(data)
+        if self.ended:
+            self.finished.callback(None)
+        return self.finished
+
+    def data(self, data):
+        if self.consumer is None:
+            self.held.append(data)
+            self.leg.transport.pauseProducing()
+        else:
+            self.consumer.write(data)
+
+    def end(self):
+        self.ended = True
+        if self.consumer is not None and not self.finished.called:
+            self.finished.callback(None)
+
+    def pauseProducing(self):
+        self.leg.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.leg.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
+
+
+class _BodyToLeg(Protocol):
+    """Streams a local response body into the rendezvous leg as one binary message."""
+
+    def __init__(self, leg, done):
+        self.leg = leg
+        self.done = done
+
+    def connectionMade(self):
+        self.leg.beginMessage(isBinary=True)
+        self.leg.transport.registerProducer(_Pausing(self.transport), True)
+
+    def dataReceived(self, data):
+        self.leg.beginMessageFrame(len(data))
+        self.leg.sendMessageFrameData(data)
+
+    def connectionLost(self, reason):
+        if getattr(self.leg.transport, "producer", None) is not None:
+            self.leg.transport.unregisterProducer()
+        if self.leg.state == self.leg.STATE_OPEN:
+            self.leg.endMessage()
+        self.done.callback(None)
+
+
+class _BodyToBytes(Protocol):
+    def __init__(self, done, limit):
+        self.parts = []
+        self.size = 0
+        self.done = done
+        self.limit = limit
+
+    def dataReceived(self, data):
+        self.parts.append(data)
+        self.size += len(data)
+
+    def connectionLost(self, reason):
+        self.done.callback(b"".join(self.parts))
+
+
+@implementer(IPushProducer)
+class _Pausing:
+    def __init__(self, transport):
+        self.transport = transport
+
+    def pauseProducing(self):
+        self.transport.pauseProducing()
+
+    def resumeProducing(self):
+        self.transport.resumeProducing()
+
+    def stopProducing(self):
+        pass
+
+
+class RequestLeg(RelayedConnection):
+    """A rendezvous WebSocket (``sb-hc-action=request``): requests in, responses out."""
+
+    handler = None
+    _text = None
+    _body = None
+    _current_body = None
+
+    def onConnect(self, response):
+        super().onConnect(response)
+        self.maxMessagePayloadSize = 0
+        self.maxFramePayloadSize = 0
+
+    def onMessageBegin(self, isBinary):
+        if isBinary:
+            self._body = self._current_body
+        else:
+            self._text = []
+            self._size = 0
+
+    def onMessageFrameBegin(self, length):
+        pass
+
+    def onMessageFrameData(self, payload):
+        if self._text is not None:
+            self._size += len(payload)
+            if self._size > MAX_JSON:
+                self.sendClose(1000)
+                return
+            self._text.append(payload)
+        elif self._body is not None:
+            self._body.data(payload)
+
+    def onMessageFrameEnd(self):
+        pass
+
+    def onMessageEnd(self):
+        if self._text is not None:
+            text, self._text = b"".join(self._text), None
+            try:
+                fields = json.loads(text)["request"]
+            except (ValueError, KeyError, TypeError):
+                log.info("ignoring a rendezvous message that is not a request")
+                return
+            self._current_body = StreamBody(self) if fields.get("body") else None
+            self.handler.serve(fields, self, self._current_body)
+        elif self._body is not None:
+            body, self._body = self._body, None
+            body.end()
+
+
+class HttpHandler:
+    """Answers relayed HTTP requests by calling a local HTTP service (``base_url``)."""
+
+    def __init__(self, reactor, base_url, trust_root=None):
+        self.reactor = reactor
+        self.base = base_url.rstrip("/")
+        self.trust_root = trust_root
+        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.agent = Agent(reactor, pool=self.pool)
+        self._awaiting = {}  # control channel -> request fields waiting for their body
+
+    # -- control channel -------------------------------------------------------------------
+
+    def control_request(self, listener, channel, fields):
+        self.listener = listener
+        if not fields.get("method"):
+            self._rendezvous(fields.get("address"))
+            return
+        if fields.get("body"):
+            self._awaiting[channel] = fields
+            return
+        self.serve(fields, None, None, channel=channel)
+
+    def control_binary(self, listener, data):
+        channel = listener.channel
+        fields = self._awaiting.pop(channel, None)
+        if fields is None:
+            return
+        self.serve(fields, None, FileBodyProducer(_bytes_io(data)), channel=channel)
+
+    def _rendezvous(self, address):
+        if not address:
+            return
+        d = open_websocket(self.reactor, address, RequestLeg, trust_root=self.listener.info.trust_root)
+
+        def opened(leg):
+            leg.handler = self
+            return leg
+
+        d.addCallbacks(opened, lambda f: log.info("request rendezvous failed: {err}", err=f.getErrorMessage()))
+
+    # -- one request -----------------------------------------------------------------------
+
+    def serve(self, fields, leg, body, channel=None):
+        request_id = fields.get("id")
+        method = str(fields.get("method", "GET")).encode("ascii", "replace")
+        target = fields.get("requestTarget") or "/"
+        url = (self.base + _strip_entity(target, self.listener.path)).encode("utf-8")
+        headers = Headers()
+        for name, value in (fields.get("requestHeaders") or {}).items():
+            if name.lower() in HOP_BY_HOP:
+                continue
+            for v in (value if isinstance(value, list) else [value]):
+                headers.addRawHeader(name.encode("latin-1", "replace"), str(v).encode("latin-1", "replace"))
+        d = self.agent.request(method, url, headers, body)
+        d.addCallbacks(self._got_response, self._local_failed, callbackArgs=(request_id, fields, leg, channel),
+                       errbackArgs=(request_id, fields, leg, channel))
+        d.addErrback(lambda f: log.failure("answering request {id} failed", f, id=request_id))
+
+    def _local_failed(self, failure, request_id, fields, leg, channel):
+        log.info("the local service failed for {method} {target}: {err}", method=fields.get("method"),
+                 target=fields.get("requestTarget"), err=failure.getErrorMessage())
+        message = {"response": {"requestId": request_id, "statusCode": 503,
+                                "statusDescription": "the bridge cannot reach its local service",
+                                "responseHeaders": {"Content-Type": "text/plain"}, "body": False}}
+        self._send_json(message, leg, channel)
+
+    def _send_json(self, message, leg, channel):
+        target = leg if leg is not None else channel
+        if target is None:
+            return
+        if leg is not None:
+            leg.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+        else:
+            channel.send(json.dumps(message))
+
+    def _got_response(self, response, request_id, fields, leg, channel):
+        message = _response_message(request_id, response)
+        length = response.length
+        if leg is None and length is not UNKNOWN_LENGTH and length <= SMALL:
+            done = defer.Deferred()
+            response.deliverBody(_BodyToBytes(done, SMALL))
+
+            def send(body):
+                message["response"]["body"] = bool(body)
+                channel.send(json.dumps(message))
+                if body:
+                    channel.send(body)
+
+            return done.addCallback(send)
+        if leg is None:
+            # large or unknown length: answer over a rendezvous to the request's address
+            address = fields.get("address")
+            if not address:
+                response.deliverBody(_BodyToBytes(defer.Deferred(), 0))
+                return None
+            opened = open_websocket(self.reactor, address, RequestLeg, trust_root=self.listener.info.trust_root)
+
+            def got_leg(new_leg):
+                new_leg.handler = self
+                return self._stream(response, message, new_leg, close_after=True)
+
+            return opened.addCallback(got_leg)
+        return self._stream(response, message, leg)
+
+    def _stream(self, response, message, leg, close_after=False):
+        leg.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+        done = defer.Deferred()
+        response.deliverBody(_BodyToLeg(leg, done))
+        if close_after:
+            done.addCallback(lambda _: leg.sendClose(1000))
+        return done
+
+
+def _bytes_io(data):
+    import io
+
+    return io.BytesIO(data)
+
+
+def _strip_entity(target, entity_path):
+    """The request target without the entity path prefix: /web/a?b -> /a?b."""
+    entity = "/" + entity_path.strip("/")
+    path, sep, query = target.partition("?")
+    if path.lower() == entity.lower():
+        path = "/"
+    elif path.lower().startswith(entity.lower() + "/"):
+        path = path[len(entity):]
+    return path + (sep + query if sep else "")
+
+
+class HttpForwarder:
+    """``-H ENTITY:URL``: a listener on ENTITY serving HTTP requests from the service at URL."""
+
+    def __init__(self, reactor, info, entity, url):
+        from relayd.client.listener import HybridListener
+
+        self.label = "-H %s->%s" % (entity, url)
+        self.handler = HttpHandler(reactor, url)
+        self.listener = HybridListener(reactor, info, entity, self._no_websockets,
+                                       on_status=self._status, http_handler=self.handler)
+
+    def _no_websockets(self, request):
+        return request.reject(501, "this listener serves HTTP requests only")
+
+    def _status(self, status, detail):
+        log.info("bridge {label}: {status} {detail}", label=self.label, status=status, detail=detail)
+
+    def start(self):
+        return self.listener.start()
+
+    def stop(self):
+        return defer.gatherResults([self.listener.stop(), self.handler.pool.closeCachedConnections()])
+
+
+def serve_resource(reactor, info, entity, resource):
+    """Serve a twisted.web ``resource`` on ENTITY through the relay.  The resource runs in a
+    Site on an ephemeral loopback port that only this process talks to.  Fires with the
+    started :class:`HttpForwarder` (``stop()`` it to end)."""
+    from twisted.web.server import Site
+
+    endpoint = endpoints.TCP4ServerEndpoint(reactor, 0, interface="127.0.0.1")
+
+    def listening(port):
+        forwarder = HttpForwarder(reactor, info, entity, "http://127.0.0.1:%d" % port.getHost().port)
+        forwarder.site_port = port
+        original_stop = forwarder.stop
+        forwarder.stop = lambda: original_stop().addBoth(lambda _: port.stopListening())
+        return forwarder.start().addCallback(lambda _: forwarder)
+
+    return endpoint.listen(Site(resource)).addCallback(listening)
