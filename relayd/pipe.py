@@ -75,3 +75,21 @@ def splice_transports(ta, tb):
     """Backpressure between two plain transports (e.g. an HTTP client and a WebSocket leg)."""
     ta.registerProducer(_PauseReading(tb), True)
     tb.registerProducer(_PauseReading(ta), True)
+
+
+def close_after_flush(transport):
+    """loseConnection() that really happens: drops a registered producer first (see
+    :func:`shutdown_write`)."""
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    transport.loseConnection()
+
+
+def shutdown_write(transport):
+    """Half-close ``transport`` once its buffer drains.  Nothing more will be written, so the
+    producer that paced the writes is dropped first: with a paused streaming producer
+    registered, Twisted resumes the producer when the buffer drains and never gets to the
+    shutdown."""
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    transport.loseWriteConnection()

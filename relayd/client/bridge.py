@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd.pipe import _PauseReading
+from relayd.pipe import _PauseReading, close_after_flush, shutdown_write
 
 log = Logger(namespace="relayd.bridge")
 
@@ -123,6 +123,8 @@ class Tunnel:
         self.bytes_in = 0  # relay -> local
         self.bytes_out = 0  # local -> relay
         self.done = False
+        self.read_eof = False  # the local side sent EOF
+        self.write_shut = False  # we shut down writing to the local side
         if via is not None:
             from relayd.transports.nettcp import nmf
 
@@ -139,7 +141,11 @@ class Tunnel:
             self.held.append(data)
             return
         if not data:
-            self.local.transport.loseWriteConnection()
+            self.write_shut = True
+            if self.read_eof:
+                close_after_flush(self.local.transport)
+            else:
+                shutdown_write(self.local.transport)
             return
         if self.parser is not None:
             from relayd.transports.nettcp import nmf
@@ -176,8 +182,11 @@ class Tunnel:
         log.info("bridge {label} [{id}]: open", label=self.label, id=self.id)
 
     def local_eof(self):
+        self.read_eof = True
         if self.conn.is_connected:
             self.conn.sendMessage(b"", isBinary=True)
+        if self.write_shut and self.local is not None:
+            close_after_flush(self.local.transport)
 
     def local_failed(self, failure):
         log.info("bridge {label} [{id}]: cannot reach the local service: {err}", label=self.label, id=self.id,
@@ -201,7 +210,7 @@ class Tunnel:
                      label=self.label, id=self.id, code=code, reason=reason or "", i=self.bytes_in,
                      o=self.bytes_out)
         if self.local is not None:
-            self.local.transport.loseConnection()
+            close_after_flush(self.local.transport)
 
 
 class _LocalFactory(protocol.Factory):
@@ -287,6 +296,8 @@ class _LocalClient(protocol.Protocol):
     def readConnectionLost(self):
         if self.tunnel is not None:
             self.tunnel.local_eof()
+        else:
+            self.transport.loseConnection()
 
     def writeConnectionLost(self):
         pass
@@ -388,6 +399,7 @@ def main(argv):
     except (BridgeError, ValueError) as e:
         print("relayd bridge: %s" % e, file=sys.stderr)
         return 2
+    sys.stdout.reconfigure(line_buffering=True)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
     for f in forwarders:
         f.start().addErrback(lambda failure, f=f: log.failure("bridge: cannot start {f}", failure, f=f.label))

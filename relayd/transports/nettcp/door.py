@@ -155,9 +155,15 @@ class TcpDoorProtocol(Protocol):
         if not self.closed:
             self._refuse("EndpointUnavailable", failure.value.message)
 
+    _read_eof = False
+    _write_shut = False
+
     def readConnectionLost(self):
+        self._read_eof = True
         if self.partner is not None:
             self.partner.send_message(b"")  # half-close marker
+        if self._write_shut or self.partner is None:
+            pipe.close_after_flush(self.transport)
 
     def writeConnectionLost(self):
         pass
@@ -188,15 +194,19 @@ class TcpDoorProtocol(Protocol):
 
     def end_message(self):
         if self._msg_len == 0:
-            self.transport.loseWriteConnection()
+            self._write_shut = True
+            if self._read_eof:
+                pipe.close_after_flush(self.transport)
+            else:
+                pipe.shutdown_write(self.transport)
 
     def send_message(self, data):
         self.transport.write(data)
 
     def close(self, code, reason):
         self.closed = True
-        partner, self.partner = self.partner, None
-        self.transport.loseConnection()
+        self.partner = None
+        pipe.close_after_flush(self.transport)
 
 
 class TcpDoor(Factory):

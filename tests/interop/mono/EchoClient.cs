@@ -15,6 +15,8 @@ namespace RelaydInterop
 {
     public static class EchoClientMain
     {
+        const string FramingFaultPrefix = "http://schemas.microsoft.com/ws/2006/05/framing/faults/";
+
         static void Describe(Exception e)
         {
             int depth = 0;
@@ -34,6 +36,11 @@ namespace RelaydInterop
                     if (fe.Action != null)
                         Console.Error.WriteLine("FAULTACTION " + fe.Action);
                 }
+                // Mono's net.tcp client turns a framing Fault record (0x08)
+                // received instead of the PreambleAck into
+                // FaultException(faultUri): the message IS the fault URI.
+                if (fe != null && fe.Message != null && fe.Message.StartsWith(FramingFaultPrefix))
+                    Console.Error.WriteLine("FRAMING_FAULT " + fe.Message);
                 if (cur is EndpointNotFoundException)
                     Console.Error.WriteLine("ENDPOINT_NOT_FOUND");
                 if (cur is ProtocolException)
@@ -67,7 +74,12 @@ namespace RelaydInterop
             try
             {
                 var binding = Bindings.Create(kind);
-                TimeSpan t = TimeSpan.FromSeconds(30);
+                // ECHO_CLIENT_TIMEOUT (seconds, default 30): open/send/receive timeout.
+                double secs = 30;
+                string envTimeout = Environment.GetEnvironmentVariable("ECHO_CLIENT_TIMEOUT");
+                if (!string.IsNullOrEmpty(envTimeout))
+                    secs = double.Parse(envTimeout, System.Globalization.CultureInfo.InvariantCulture);
+                TimeSpan t = TimeSpan.FromSeconds(secs);
                 binding.OpenTimeout = t;
                 binding.SendTimeout = t;
                 binding.ReceiveTimeout = t;

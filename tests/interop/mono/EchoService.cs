@@ -3,8 +3,11 @@
 // With ENDPOINT_ADDRESS the endpoint's logical address is ENDPOINT_ADDRESS and
 // it physically listens on LISTEN_URI (ListenUriMode.Explicit), i.e. the setup
 // of a service sitting behind a relay that forwards the public address.
-// Prints READY when the host is open; runs until stdin reaches EOF or the
-// process is killed (SIGTERM terminates mono directly).
+// Prints one "READY ..." line on stdout when the host is open; runs until
+// stdin reaches EOF (or forever with ECHO_IGNORE_STDIN=1) or the process is
+// killed (SIGTERM terminates mono at once, exit status -15).
+// Env: ECHO_NOTIFY_FILE (Notify appends lines there), ECHO_ADDRESS_FILTER
+// (=exact: keep WCF's exact To-header match; default: accept any To).
 using System;
 using System.IO;
 using System.ServiceModel;
@@ -106,13 +109,26 @@ namespace RelaydInterop
             Console.Out.Flush();
 
             // Block until stdin closes (harness closes it or just kills us).
+            // ECHO_IGNORE_STDIN=1: never look at stdin (for stdin=/dev/null);
+            // then only a signal ends the process.
+            if (Environment.GetEnvironmentVariable("ECHO_IGNORE_STDIN") == "1")
+                System.Threading.Thread.Sleep(System.Threading.Timeout.Infinite);
             try
             {
                 while (Console.In.ReadLine() != null) { }
             }
             catch (Exception) { }
 
-            try { host.Close(TimeSpan.FromSeconds(2)); } catch (Exception) { host.Abort(); }
+            // Mono's ServiceHost.Close can hang (e.g. on idle HTTP keep-alive
+            // connections), so close in the background and exit regardless.
+            ServiceHost h = host;
+            System.Threading.Thread closer = new System.Threading.Thread(delegate() {
+                try { h.Close(TimeSpan.FromSeconds(2)); } catch (Exception) { try { h.Abort(); } catch (Exception) { } }
+            });
+            closer.IsBackground = true;
+            closer.Start();
+            closer.Join(TimeSpan.FromSeconds(3));
+            Environment.Exit(0);
             return 0;
         }
     }

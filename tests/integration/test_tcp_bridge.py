@@ -1,0 +1,226 @@
+"""TCP relaying with real peers: redis-server behind ``relayd bridge -R``, reached with
+redis-cli and redis-py through a port-mapped relay port and through ``relayd bridge -L``;
+half-close, parallel connections, and net.tcp preamble faults."""
+
+import os
+import re
+import socket
+import subprocess
+import sys
+import threading
+import time
+
+import pytest
+
+from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
+
+TCP_CONFIG = """
+[[hybrid_connections]]
+path = "redis"
+
+[[hybrid_connections]]
+path = "echo-tcp"
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "redis"
+allow_anonymous = true
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "nettcp"
+"""
+
+
+def wait_for(path, pattern, proc, timeout=30):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        with open(path) as f:
+            text = f.read()
+        m = re.search(pattern, text)
+        if m:
+            return m
+        if proc.poll() is not None:
+            break
+        time.sleep(0.05)
+    with open(path) as f:
+        raise AssertionError("%r not seen:\n%s" % (pattern, f.read()[-3000:]))
+
+
+class Bridge:
+    def __init__(self, tmp_path, relay, *args):
+        self.log = str(tmp_path / ("bridge-%d.log" % time.monotonic_ns()))
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relayd.cli", "bridge", "--url", relay.url, "--rule", "root", "--key", ROOT_KEY,
+             *args], stdout=open(self.log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait(self, pattern):
+        return wait_for(self.log, pattern, self.proc)
+
+    def text(self):
+        return open(self.log).read()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+
+
+def free_port():
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@pytest.fixture
+def tcp_relay(tmp_path):
+    relay = RelayProcess(tmp_path, write_config(tmp_path, extra=TCP_CONFIG))
+    text = ""
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        text = relay.log_text()
+        port = re.search(r"port door \(redis\) listening on [0-9.]+:(\d+)", text)
+        nettcp = re.search(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", text)
+        if port and nettcp:
+            break
+        time.sleep(0.05)
+    relay.redis_port = int(port.group(1))
+    relay.nettcp_port = int(nettcp.group(1))
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture
+def redis_server(tmp_path):
+    require_tool("redis-server", "the TCP relay tests use a real Redis (apt-get install redis-server)")
+    port = free_port()
+    proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
+                             "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL)
+    deadline = time.time() + 10
+    while time.time() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            break
+        except OSError:
+            time.sleep(0.05)
+    yield port
+    proc.terminate()
+    proc.wait(10)
+
+
+def test_redis_through_port_mapped_relay_and_bridge_local(tmp_path, tcp_relay, redis_server):
+    import redis
+
+    remote = Bridge(tmp_path, tcp_relay, "-R", "redis:127.0.0.1:%d" % redis_server)
+    local_port = free_port()
+    local = Bridge(tmp_path, tcp_relay, "-L", "127.0.0.1:%d:redis" % local_port)
+    try:
+        remote.wait(r"online")
+        local.wait(r"listening on 127\.0\.0\.1:%d" % local_port)
+        require_tool("redis-cli", "redis-cli (apt-get install redis-tools)")
+        for port in (tcp_relay.redis_port, local_port):
+            out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "PING"], capture_output=True,
+                                 text=True, timeout=20)
+            assert out.stdout.strip() == "PONG", (out.stdout, out.stderr, remote.text()[-2000:])
+            client = redis.Redis(host="127.0.0.1", port=port, socket_timeout=20)
+            value = os.urandom(3_000_000)
+            client.set("k%d" % port, value)
+            assert client.get("k%d" % port) == value
+            pipe = client.pipeline()
+            for i in range(500):
+                pipe.incr("counter%d" % port)
+            assert pipe.execute()[-1] == 500
+            client.close()
+        remote.wait(r"\[\w+\]: open")
+        remote.wait(r"\[\w+\]: closed by the (local|relay) side.*bytes in")  # the connection log
+    finally:
+        local.stop()
+        remote.stop()
+
+
+def _echo_until_eof_server():
+    """A TCP service that reads until EOF, then sends back everything it read and closes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(50)
+
+    def serve(conn):
+        chunks = []
+        while True:
+            data = conn.recv(65536)
+            if not data:
+                break
+            chunks.append(data)
+        conn.sendall(b"".join(chunks))
+        conn.close()
+
+    def loop():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv
+
+
+def test_half_close_and_parallel_connections_through_bridges(tmp_path, tcp_relay):
+    srv = _echo_until_eof_server()
+    remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
+    local_port = free_port()
+    local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
+    try:
+        remote.wait(r"online")
+        local.wait(r"listening on")
+        results = {}
+
+        def one(i):
+            payload = os.urandom(200_000 + i)
+            with socket.create_connection(("127.0.0.1", local_port), timeout=30) as c:
+                c.sendall(payload)
+                c.shutdown(socket.SHUT_WR)  # half-close: the service only answers after EOF
+                got = b""
+                while True:
+                    data = c.recv(65536)
+                    if not data:
+                        break
+                    got += data
+            results[i] = got == payload
+
+        threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join(60)
+        assert results == {i: True for i in range(8)}, (results, remote.text()[-2000:])
+    finally:
+        local.stop()
+        remote.stop()
+        srv.close()
+
+
+def test_nettcp_door_faults(tcp_relay):
+    from relayd.transports.nettcp import nmf
+
+    def exchange(via):
+        with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
+            c.sendall(b"\x00\x01\x00\x01\x02" + nmf.encode_via(via) + b"\x03\x08\x0c")
+            data = b""
+            while True:
+                chunk = c.recv(4096)
+                if not chunk:
+                    return data
+                data += chunk
+
+    assert exchange("net.tcp://example/nowhere") == nmf.fault("EndpointNotFound")
+    assert exchange("net.tcp://example/echo") == nmf.fault("EndpointAccessDenied")  # echo needs a token
+    assert exchange("net.tcp://example/open") == nmf.fault("EndpointUnavailable")  # anonymous, no listener
+    with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
+        c.sendall(b"\x00\x02\x00")
+        assert c.recv(4096) == nmf.fault("UnsupportedVersion")
