@@ -24,6 +24,8 @@ setup(
             "pytest-timeout>=2.3",
             "psutil>=5.9",
             "hypothesis>=6",
+            "requests>=2.31",
+            "redis>=5",
         ],
         "docs": ["sphinx>=7"],
     },

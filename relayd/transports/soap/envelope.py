@@ -377,9 +377,8 @@ def parse_request(body: bytes, content_type: str | None, soap_action_header: str
         raise SoapError(_SENDER_CODE[v], "the root element is %s, not a SOAP Envelope" % _show(qn), version=v)
     env_version = _VERSION_OF_NS.get(qn.namespace)
     if env_version is None:
-        raise SoapError("VersionMismatch",
-                        "the Envelope is in namespace %r, which is neither SOAP 1.1 nor SOAP 1.2" % (qn.namespace or ""),
-                        version=err_version)
+        raise SoapError("VersionMismatch", "the Envelope is in namespace %r, which is neither SOAP 1.1 nor 1.2"
+                        % (qn.namespace or ""), version=err_version)
     if ct_version is not None and env_version != ct_version:
         raise SoapError("VersionMismatch",
                         "a SOAP %s envelope was sent with content type %s (SOAP %s)" % (env_version, media, ct_version),
