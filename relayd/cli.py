@@ -67,7 +67,14 @@ def _entity(args):
 
     info = ConnectionInfo.from_args(args)
     base = info.http_base()
-    token = info.token_for("", ttl=300)
+    if info.key is not None:
+        token = auth.make_token(base + "/", info.rule, info.key, int(time.time()) + 300)
+    elif info.token:
+        token = info.token
+    else:
+        print("relayd entity: a key (or a SharedAccessSignature) with the Manage right is needed",
+              file=sys.stderr)
+        return 2
     url = base + "/$relayd/entities" + ("/" + args.path if getattr(args, "path", None) else "")
     method = {"list": "GET", "add": "PUT", "delete": "DELETE", "show": "GET"}[args.action]
     data = None

@@ -56,7 +56,8 @@ class SqliteStore:
             )
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entities (path TEXT PRIMARY KEY, kind TEXT NOT NULL, "
-                "requires_client_authorization INTEGER NOT NULL, max_listeners INTEGER NOT NULL)"
+                "requires_client_authorization INTEGER NOT NULL, max_listeners INTEGER NOT NULL, "
+                "response_timeout REAL NOT NULL DEFAULT 60)"
             )
 
     def close(self):
@@ -82,17 +83,19 @@ class SqliteStore:
 
     def entities(self):
         rows = self._db.execute(
-            "SELECT path, kind, requires_client_authorization, max_listeners FROM entities ORDER BY path"
+            "SELECT path, kind, requires_client_authorization, max_listeners, response_timeout "
+            "FROM entities ORDER BY path"
         )
         return [
-            Entity(p, k, bool(a), m, rules=self.rules(p)) for p, k, a, m in rows
+            Entity(p, k, bool(a), m, rules=self.rules(p), response_timeout=t) for p, k, a, m, t in rows
         ]
 
     def put_entity(self, entity):
         with self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?)",
-                (entity.path, entity.kind, int(entity.requires_client_authorization), entity.max_listeners),
+                "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?)",
+                (entity.path, entity.kind, int(entity.requires_client_authorization), entity.max_listeners,
+                 entity.response_timeout),
             )
         for rule in entity.rules:
             self.put_rule(rule, entity.path)

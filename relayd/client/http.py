@@ -73,6 +73,7 @@ class StreamBody:
         held, self.held = self.held, []
         for data in held:
             consumer.write(data)
+        self.leg.transport.resumeProducing()
         if self.ended:
             self.finished.callback(None)
         return self.finished

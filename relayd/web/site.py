@@ -133,10 +133,13 @@ class Management(resource.Resource):
             return json_error(request, 400, "body is not JSON: %s" % e)
         if not isinstance(spec, dict):
             return json_error(request, 400, "body must be a JSON object")
-        unknown = set(spec) - {"requires_client_authorization", "max_listeners"}
+        unknown = set(spec) - {"requires_client_authorization", "max_listeners", "response_timeout"}
         if unknown:
-            return json_error(request, 400, "unknown fields %s; allowed: requires_client_authorization, max_listeners"
-                              % sorted(unknown))
+            return json_error(request, 400, "unknown fields %s; allowed: requires_client_authorization, "
+                              "max_listeners, response_timeout" % sorted(unknown))
+        rt = spec.get("response_timeout", 60.0)
+        if isinstance(rt, bool) or not isinstance(rt, (int, float)) or not 0.1 <= rt <= 3600:
+            return json_error(request, 400, "response_timeout must be a number of seconds from 0.1 to 3600")
         rca = spec.get("requires_client_authorization", True)
         ml = spec.get("max_listeners", 25)
         if not isinstance(rca, bool):
@@ -144,7 +147,8 @@ class Management(resource.Resource):
         if isinstance(ml, bool) or not isinstance(ml, int) or not 1 <= ml <= 10000:
             return json_error(request, 400, "max_listeners must be an integer from 1 to 10000")
         existed = self.namespace.get(path) is not None
-        entity = self.namespace.add(Entity(path, requires_client_authorization=rca, max_listeners=ml))
+        entity = self.namespace.add(Entity(path, requires_client_authorization=rca, max_listeners=ml,
+                                           response_timeout=float(rt)))
         self.log.info("entity {path} {what}", path=entity.path, what="replaced" if existed else "created")
         return json_reply(request, self._describe(entity), 200 if existed else 201)
 
