@@ -70,6 +70,8 @@ class Limits:
     leg_buffer: int = 256 * 1024
     # Largest HTTP request body relayed to a listener (413 above it).
     http_max_body: int = 1 << 30
+    # Largest SOAP envelope a SOAP entity accepts (parsed whole; a 413 SOAP fault above it).
+    soap_max_bytes: int = 4 * 1024 * 1024
 
 
 @dataclass
@@ -226,6 +228,7 @@ def parse(data, source="<config>"):
         control_ping_timeout=r.number(lim, "control_ping_timeout", "limits", defaults.control_ping_timeout, 2, 3600),
         leg_buffer=r.number(lim, "leg_buffer", "limits", defaults.leg_buffer, 4096, 64 << 20, True),
         http_max_body=r.number(lim, "http_max_body", "limits", defaults.http_max_body, 0, 1 << 40, True),
+        soap_max_bytes=r.number(lim, "soap_max_bytes", "limits", defaults.soap_max_bytes, 1024, 256 << 20, True),
     )
 
     entities = data.get("hybrid_connections", [])
@@ -234,7 +237,12 @@ def parse(data, source="<config>"):
     seen = set()
     for i, item in enumerate(entities):
         where = "hybrid_connections[%d]" % i
-        r.table(item, where, {"path", "requires_client_authorization", "max_listeners", "response_timeout", "rules"})
+        r.table(item, where, {"path", "kind", "requires_client_authorization", "max_listeners",
+                              "response_timeout", "rules"})
+        kind = r.string(item, "kind", where, "hybrid_connection")
+        if kind not in ("hybrid_connection", "soap"):
+            r.fail(where + ".kind", 'must be "hybrid_connection" (default) or "soap" (SOAP/HTTP relay: '
+                                    'SOAP faults, WSDL address rewriting), got %r' % kind)
         path = r.string(item, "path", where, required=True)
         problem = validate_entity_path(path)
         if problem:
@@ -245,6 +253,7 @@ def parse(data, source="<config>"):
         settings.entities.append(
             EntitySpec(
                 path=path,
+                kind=kind,
                 requires_client_authorization=r.boolean(item, "requires_client_authorization", where, True),
                 max_listeners=r.number(item, "max_listeners", where, 25, 1, 10000, True),
                 response_timeout=r.number(item, "response_timeout", where, 60.0, 0.1, 3600),

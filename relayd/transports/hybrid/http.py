@@ -36,6 +36,8 @@ from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder, 
 from relayd import access, auth, pipe
 from relayd.switchboard import SwitchboardError
 from relayd.transports.hybrid import messages
+from relayd.transports.soap import door as soap_door
+from relayd.transports.soap import envelope as soap_envelope
 
 SMALL_BODY = 64 * 1024
 HOP_BY_HOP = {
@@ -214,11 +216,15 @@ class HttpRelayProtocol(Protocol):
         head, self.buf = self.buf[:end], self.buf[end + 4:]
         try:
             exchange = Exchange(self, *parse_head(head))
+        except HttpError as e:
+            self.send_error(e.status, e.message, close=True)
+            return
+        try:
             self.exchange = exchange
             exchange.start()
         except HttpError as e:
             self.exchange = None
-            self.send_error(e.status, e.message, close=True)
+            exchange.send_error(e.status, e.message, close=True)
         except Exception:
             self._log.failure("HTTP relay request failed unexpectedly")
             self.exchange = None
@@ -238,6 +244,18 @@ class HttpRelayProtocol(Protocol):
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
         self._log.info("HTTP relay answered {status}: {message} (tracking {tracking})", status=status,
                        message=message, tracking=tracking)
+        if close:
+            self.closed = True
+            self.transport.loseConnection()
+
+    def send_fault(self, fault, close=True):
+        phrase = RESPONSES.get(fault.status, b"Error").decode("ascii")
+        head = ["HTTP/1.1 %d %s" % (fault.status, phrase), "Content-Type: %s" % fault.content_type,
+                "Content-Length: %d" % len(fault.body)]
+        if close:
+            head.append("Connection: close")
+        self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + fault.body)
+        self._log.info("SOAP relay answered a fault, HTTP {status}", status=fault.status)
         if close:
             self.closed = True
             self.transport.loseConnection()
@@ -362,6 +380,8 @@ class Exchange:
         self.headers = headers
         self.decoder = None
         self.body_small = None  # buffered body for the control-channel path
+        self.soap = None  # relayd.transports.soap.door.SoapExchange for SOAP entities
+        self.soap_version = None  # "1.1"/"1.2": relay-side errors become SOAP faults
         self.sent_on_leg = False
         self.channel = None
         self.rv = None
@@ -392,28 +412,21 @@ class Exchange:
         path = unquote(parts.path)
         entity, suffix = door.namespace.resolve(path.lstrip("/"))
         if entity is None:
+            ctype = self.lowered.get("content-type", [""])[0]
+            if self.method == "POST" and soap_envelope.soap_version_for_content_type(ctype):
+                self.soap_version = soap_envelope.soap_version_for_content_type(ctype)
             raise HttpError(404, "no hybrid connection at '%s'" % path.strip("/"), close=self._body_expected())
         self.entity = entity
         query_pairs = parse_qsl(parts.query, keep_blank_values=True)
-        query_token = next((v for k, v in query_pairs if k.lower() == "sb-hc-token"), None)
-        sba = self.lowered.get("servicebusauthorization", [None])[0]
-        drop = {"servicebusauthorization"}
-        if entity.requires_client_authorization:
-            token = query_token or sba
-            if not token and "authorization" in self.lowered:
-                token = self.lowered["authorization"][0]
-                drop.add("authorization")
-            host = self.lowered.get("host", [None])[0]
-            public = door.settings.public_url
-            try:
-                access.authorize(door.namespace, entity, token, auth.SEND,
-                                 access.candidate_hosts(host, urlsplit(public).hostname if public else None),
-                                 door.clock.seconds())
-            except auth.AuthError as e:
-                raise HttpError(e.status, str(e), close=self._body_expected())
+        self.query_token = next((v for k, v in query_pairs if k.lower() == "sb-hc-token"), None)
         self.request_target = path_and_query(parts.path, parts.query)
         self.via_host = self._via_host()
-        self.forward_headers = request_headers(self.headers, self.via_host, drop)
+        soap_post = False
+        if entity.kind == "soap":
+            self.soap = soap_door.SoapExchange(self, parts.query)
+            soap_post = self.soap.is_soap_post()
+        if not soap_post:
+            self._authorize(None)
 
         # body framing
         te = ",".join(self.lowered.get("transfer-encoding", [])).lower()
@@ -438,8 +451,41 @@ class Exchange:
                 self.decoder = _IdentityTransferDecoder(length, self._body_data, self._body_end)
         self.has_body = self.decoder is not None
         self.small = not self.has_body or (length is not None and length <= SMALL_BODY)
+        if soap_post:
+            self.soap.collect(length)  # parse, authorise and route once the envelope is complete
+        else:
+            self._route()
+        if self.client.buf:
+            data, self.client.buf = self.client.buf, b""
+            if self.decoder is not None:
+                self.feed(data)
+            else:
+                self.client.buf = data
+                self.client.transport.pauseProducing()
 
-        # route to a listener
+    def _authorize(self, extra_token):
+        """Check the Send right (unless the entity is anonymous); strip the token headers."""
+        door, entity = self.door, self.entity
+        sba = self.lowered.get("servicebusauthorization", [None])[0]
+        drop = {"servicebusauthorization"}
+        if entity.requires_client_authorization:
+            token = self.query_token or sba or extra_token
+            if not token and "authorization" in self.lowered:
+                token = self.lowered["authorization"][0]
+                drop.add("authorization")
+            host = self.lowered.get("host", [None])[0]
+            public = door.settings.public_url
+            try:
+                access.authorize(door.namespace, entity, token, auth.SEND,
+                                 access.candidate_hosts(host, urlsplit(public).hostname if public else None),
+                                 door.clock.seconds())
+            except auth.AuthError as e:
+                raise HttpError(e.status, str(e), close=self._body_expected())
+        self.forward_headers = request_headers(self.headers, self.via_host, drop)
+
+    def _route(self):
+        """Hand the request to a listener (the kept rendezvous leg, or a balanced listener)."""
+        door, entity = self.door, self.entity
         if self.client.leg is not None and self.client.leg_keep and self.client.leg_entity == entity.path.lower():
             self.id = door.switchboard.new_key()
             door.exchanges[self.id] = self
@@ -451,13 +497,6 @@ class Exchange:
             self.body_small = [] if self.has_body else None
             if not self.has_body:
                 self._request_complete()
-        if self.client.buf:
-            data, self.client.buf = self.client.buf, b""
-            if self.decoder is not None:
-                self.feed(data)
-            else:
-                self.client.buf = data
-                self.client.transport.pauseProducing()
 
     def _body_expected(self):
         return "content-length" in self.lowered or "transfer-encoding" in self.lowered
@@ -510,16 +549,19 @@ class Exchange:
         try:
             self.decoder.dataReceived(data)
         except Exception as e:  # malformed chunked encoding
-            self.client.send_error(400, "malformed request body: %s" % e, close=True)
+            self.send_error(400, "malformed request body: %s" % e, close=True)
             self.abort()
 
     def _body_data(self, data):
         if not data:
             return
+        if self.soap is not None and self.soap.collecting:
+            self.soap.data(data)
+            return
         self.body_received += len(data)
         if self.body_received > self.door.limits.http_max_body:
-            self.client.send_error(413, "the request body is larger than the relay's limit of %d bytes"
-                                   % self.door.limits.http_max_body, close=True)
+            self.send_error(413, "the request body is larger than the relay's limit of %d bytes"
+                            % self.door.limits.http_max_body, close=True)
             self.abort()
             return
         if self.body_small is not None:
@@ -540,6 +582,9 @@ class Exchange:
         if rest:
             self.client.buf = rest + self.client.buf
             self.client.transport.pauseProducing()
+        if self.soap is not None and self.soap.collecting:
+            self.soap.complete()
+            return
         self._request_complete()
 
     def _request_complete(self):
@@ -631,12 +676,18 @@ class Exchange:
             return
         self.response_fields = fields
         self.response_via_control = via_control
+        if not via_control and self.soap is not None and self.soap.rewrites:
+            self.response_buffer = []  # a WSDL/XSD: rewritten whole, then sent with its length
+            self.response_buffered = 0
+            return
         if not via_control:
             self.response_chunked = True
             transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
                                           self.via_host, chunked=True, close=self.close_after))
 
     def response_body_whole(self, payload):
+        if self.soap is not None:
+            payload = self.soap.rewrite(payload, self.response_fields["responseHeaders"])
         f = self.response_fields
         self.client.transport.write(response_head(f["statusCode"], f["statusDescription"], f["responseHeaders"],
                                                   self.via_host, length=len(payload), close=self.close_after))
@@ -647,12 +698,24 @@ class Exchange:
         pass
 
     def response_body_data(self, data):
+        if getattr(self, "response_buffer", None) is not None and not self.finished:
+            self.response_buffered += len(data)
+            if self.response_buffered > soap_door.MAX_WSDL:
+                self.fail(502, "the listener's WSDL is larger than %d bytes" % soap_door.MAX_WSDL)
+                return
+            self._arm_timer()
+            self.response_buffer.append(data)
+            return
         if not self.responding or not self.response_chunked or self.finished or not data:
             return
         self._arm_timer()
         self.client.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
 
     def response_body_end(self):
+        if getattr(self, "response_buffer", None) is not None and not self.finished:
+            body, self.response_buffer = b"".join(self.response_buffer), None
+            self.response_body_whole(body)
+            return
         if self.responding and self.response_chunked and not self.finished:
             self.client.transport.write(b"0\r\n\r\n")
             self.finish()
@@ -669,6 +732,13 @@ class Exchange:
         for channel in self.door.switchboard_channels(self.entity.path):
             if getattr(channel, "_awaiting_body", None) is self:
                 channel._awaiting_body = None
+
+    def _dispose_quietly(self):
+        if self.id is not None:
+            self._dispose()
+        else:
+            self.finished = True
+            self._cancel_timer()
 
     def finish(self):
         self._dispose()
@@ -688,7 +758,14 @@ class Exchange:
             self.client.exchange_done(self, close=True)
             return
         self.client.exchange = None
-        self.client.send_error(status, message, close=True)
+        self.send_error(status, message, close=True)
+
+    def send_error(self, status, message, close):
+        """A relay-side error: a SOAP fault for SOAP requests, else JSON."""
+        if self.soap_version:
+            self.client.send_fault(soap_door.fault_for(self, status, message), close=close)
+        else:
+            self.client.send_error(status, message, close=close)
 
     def abort(self):
         self._dispose()

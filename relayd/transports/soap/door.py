@@ -1,0 +1,153 @@
+"""The SOAP/HTTP relay: what the HTTP door does differently for entities with ``kind = "soap"``.
+
+Requests still travel to listeners by the Hybrid Connections request mechanics
+(:mod:`relayd.transports.hybrid.http`), so ``relayd bridge -H`` and hyco-https serve them.
+On top of that, for a SOAP entity:
+
+* a POST with a SOAP content type (``text/xml`` = SOAP 1.1, ``application/soap+xml`` = 1.2)
+  is read whole (at most ``limits.soap_max_bytes``), parsed with the hardened parser of
+  :mod:`relayd.transports.soap.envelope` (no DTD, no entities, no network, depth and size
+  limits), authorised with the token from the query, the ``ServiceBusAuthorization`` /
+  ``Authorization`` header or the ``RelayAccessToken`` SOAP header (which is removed), and
+  forwarded otherwise unchanged;
+* relay-side failures become SOAP faults in the client's SOAP version, with WS-Addressing
+  ``RelatesTo`` when the request had a ``MessageID`` (see :mod:`relayd.transports.soap.faults`);
+* ``GET ...?wsdl`` / ``?wsdl=...`` / ``?xsd=...`` / ``?singleWsdl`` responses come back with
+  ``soap:address``, ``soap12:address``, ``wsdl:import`` and ``xsd:import`` locations rewritten
+  to the relay's public address;
+* anything else (plain XML or JSON over HTTP, WebHttpRelayBinding style) is relayed as is.
+"""
+
+from urllib.parse import parse_qsl, urlsplit
+
+from twisted.logger import Logger
+
+from relayd.transports.soap import envelope, faults, wsdl
+
+MAX_WSDL = 16 * 1024 * 1024
+SMALL_BODY = 64 * 1024
+_WSDL_KEYS = {"wsdl", "xsd", "singlewsdl"}
+
+log = Logger(namespace="relayd.soap")
+
+
+class SoapExchange:
+    def __init__(self, exchange, query):
+        self.exchange = exchange
+        self.collecting = False
+        self.request = None
+        keys = {k.lower() for k, _ in parse_qsl(query, keep_blank_values=True)}
+        self.rewrites = exchange.method == "GET" and bool(keys & _WSDL_KEYS)
+        self.parts = []
+        self.size = 0
+
+    # -- requests ------------------------------------------------------------------------------
+
+    def is_soap_post(self):
+        ex = self.exchange
+        ctype = ex.lowered.get("content-type", [""])[0]
+        version = envelope.soap_version_for_content_type(ctype)
+        if ex.method != "POST" or version is None:
+            return False
+        ex.soap_version = version
+        return True
+
+    def collect(self, length):
+        from relayd.transports.hybrid.http import HttpError
+
+        limit = self.exchange.door.limits.soap_max_bytes
+        if length is not None and length > limit:
+            raise HttpError(413, "the SOAP envelope (%d bytes) is larger than the relay's limit of %d bytes"
+                            % (length, limit), close=True)
+        self.collecting = True
+        if self.exchange.decoder is None:
+            self.complete()
+
+    def data(self, data):
+        self.size += len(data)
+        if self.size > self.exchange.door.limits.soap_max_bytes:
+            self.collecting = False
+            self.parts = []
+            ex = self.exchange
+            ex.send_error(413, "the SOAP envelope is larger than the relay's limit of %d bytes"
+                          % ex.door.limits.soap_max_bytes, close=True)
+            ex.abort()
+            return
+        self.parts.append(data)
+
+    def complete(self):
+        from relayd.transports.hybrid.http import HttpError
+
+        self.collecting = False
+        ex = self.exchange
+        body, self.parts = b"".join(self.parts), []
+        try:
+            self.request = envelope.parse_request(
+                body, ex.lowered.get("content-type", [""])[0], ex.lowered.get("soapaction", [None])[0],
+                max_bytes=ex.door.limits.soap_max_bytes,
+            )
+            ex._authorize(self.request.relay_token or None)
+            body = self.request.body_bytes
+            ex.has_body = bool(body)
+            ex.small = len(body) <= SMALL_BODY
+            ex.request_done = not ex.small
+            if not ex.small:
+                ex.pending_body = [body]
+            ex._route()
+            if ex.small:
+                ex.body_small = [body] if body else None
+                ex._request_complete()
+        except envelope.SoapError as e:
+            ex.client.exchange = None
+            ex._dispose_quietly()
+            ex.client.send_fault(faults.from_error(e, **self._addressing()), close=False)
+            ex.client.exchange_done(ex, close=ex.close_after)
+        except HttpError as e:
+            ex.client.exchange = None
+            ex._dispose_quietly()
+            ex.send_error(e.status, e.message, close=True)
+
+    def _addressing(self):
+        req = self.request
+        if req is not None and req.message_id:
+            return {"relates_to": req.message_id}
+        return {}
+
+    # -- responses -----------------------------------------------------------------------------
+
+    def rewrite(self, payload, headers):
+        if not self.rewrites or not payload:
+            return payload
+        ex = self.exchange
+        scheme = "https" if ex.client.secure else "http"
+        public = ex.door.settings.public_url
+        netloc = urlsplit(public).netloc if public else ex.lowered.get("host", ["localhost"])[0]
+        if public and urlsplit(public).scheme in ("https", "wss"):
+            scheme = "https"
+        base = "%s://%s/%s" % (scheme, netloc, ex.entity.path)
+        try:
+            return wsdl.rewrite_locations(payload, base, [])
+        except wsdl.WsdlError as e:
+            log.info("not rewriting the listener's metadata for {path}: {err}", path=ex.entity.path, err=e)
+            return payload
+
+
+_BY_STATUS = {
+    400: faults.malformed,
+    401: faults.unauthorized,
+    403: faults.forbidden,
+    404: faults.unknown_address,
+    413: faults.too_large,
+    502: faults.no_listener,
+    504: faults.timeout,
+}
+
+
+def fault_for(exchange, status, message):
+    """The SOAP fault for a relay-side error with HTTP ``status``."""
+    version = exchange.soap_version
+    kw = exchange.soap._addressing() if exchange.soap is not None else {}
+    ctor = _BY_STATUS.get(status)
+    if ctor is not None:
+        return ctor(version, message, **kw)
+    return faults.build_fault(version, "Receiver" if status >= 500 else "Sender", message, http_status=status, **kw)
