@@ -26,6 +26,8 @@ setup(
             "hypothesis>=6",
             "requests>=2.31",
             "redis>=5",
+            "spyne>=2.14",
+            "zeep>=4.2",
         ],
         "docs": ["sphinx>=7"],
     },
