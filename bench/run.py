@@ -42,6 +42,7 @@ import json
 import os
 import platform
 import re
+import resource
 import shutil
 import socket
 import statistics
@@ -202,11 +203,17 @@ class CpuMeter:
     def __init__(self):
         self.samples = collections.defaultdict(lambda: collections.defaultdict(list))
 
-    def measure(self, scenario, procs, fn):
+    def measure(self, scenario, procs, fn, load_label):
+        """Run ``fn`` (which runs and reaps the load generator: its CPU is the children's
+        rusage delta, reported as ``load_label``) and sample the CPU time of ``procs``."""
         before = {p.name: p.cpu() for p in procs}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
         t0 = time.perf_counter()
         result = fn()
         wall = time.perf_counter() - t0
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime)
+        self.samples[scenario][load_label].append(100 * load / wall)
         for p in procs:
             after = p.cpu()
             if after is not None and before[p.name] is not None:
@@ -273,7 +280,7 @@ def bench_ws(args):
         for r in range(args.rounds):
             for name in rotate(list(runs), r):
                 watched, fn = runs[name]
-                samples[name].append(cpu.measure(name, watched, fn))
+                samples[name].append(cpu.measure(name, watched, fn, "source"))
                 log("ws round %d %s: %.0f MB/s" % (r + 1, name, samples[name][-1]["mb_per_s"]))
         rss = relay.rss_peak()
     return {"settings": {"rounds": args.rounds, "mib": args.mib, "message_kib": args.message_kib},
@@ -333,7 +340,7 @@ def bench_http(args):
             for name in rotate(list(urls), r):
                 url, watched = urls[name]
                 samples[name].append(cpu.measure(
-                    name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script)))
+                    name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script), "wrk"))
                 s = samples[name][-1]
                 log("http round %d %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms"
                     % (r + 1, name, s["requests_per_s"], s["p50_us"] / 1e3, s["p99_us"] / 1e3))
@@ -433,7 +440,8 @@ def bench_tcp(args):
         for r in range(args.rounds):
             for name in rotate(list(runs), r):
                 via, watched = runs[name]
-                samples[name].append(cpu.measure(name, watched, lambda: run_iperf(via, args.seconds, target)))
+                samples[name].append(cpu.measure(name, watched, lambda: run_iperf(via, args.seconds, target),
+                                                 "iperf3 -c and -s"))
                 log("tcp round %d %s: %.2f Gbit/s" % (r + 1, name, samples[name][-1]["bits_per_second"] / 1e9))
         if not args.no_profile:
             profile = profile_relay(relay, local_port, target, args.seconds, workdir)
@@ -496,6 +504,10 @@ def rng(samples, key, scale, fmt):
     return (fmt + "-" + fmt) % (min(vals), max(vals))
 
 
+def at(section):
+    return " at commit %s" % section["git"] if section.get("git") else ""
+
+
 def table(header, rows):
     widths = [max(len(str(r[i])) for r in rows + [header]) for i in range(len(header))]
     line = "  ".join("=" * w for w in widths)
@@ -511,7 +523,8 @@ def cpu_note(cpu, scenarios):
     for s in scenarios:
         procs = cpu.get(s)
         if procs:
-            out.append("``%s``: %s" % (s, ", ".join("%s %.0f%%" % (n, v) for n, v in procs.items())))
+            out.append("``%s``: %s; total %.0f%%" % (s, ", ".join("%s %.0f%%" % (n, v) for n, v in procs.items()),
+                                                      sum(procs.values())))
     return out
 
 
@@ -528,15 +541,15 @@ def section_ws(ws):
         "WebSocket stream",
         "----------------",
         "",
-        "Measured %s.  One WebSocket stream (``bench/wsbench.py``, Autobahn on both ends) carries"
-        % ws["date"],
+        "Measured %s%s.  One WebSocket stream (``bench/wsbench.py``, Autobahn on both ends) carries"
+        % (ws["date"], at(ws)),
         "%d MiB in %d KiB binary messages, %d rounds.  Direct: source -> sink.  Through relayd:"
         % (s["mib"], s["message_kib"], s["rounds"]),
         "source -> relayd -> Hybrid Connections listener sink.",
         "",
         *table(("Scenario", "Median", "Range", "Ratio"), rows),
-        "CPU (median share of one core during a round): "
-        + "; ".join(cpu_note(ws["cpu_percent"], ("ws-direct", "ws-relay"))) + ".",
+        "CPU (median share of one core over a round, which includes the source process's"
+        " start-up): " + "; ".join(cpu_note(ws["cpu_percent"], ("ws-direct", "ws-relay"))) + ".",
         "Relay process peak RSS: %.1f MiB." % (ws["relay_peak_rss"] / 2**20),
         "",
     ]
@@ -558,9 +571,9 @@ def section_http(h):
                      "%.2f ms" % (med(samples, "p50_us") / 1e3), "%.2f ms" % (med(samples, "p99_us") / 1e3),
                      ratio))
     return head + [
-        "Measured %s.  ``wrk -t 1 -c %d -d %ds`` (keep-alive connections, one request at a time"
-        % (h["date"], s["connections"], s["seconds"]),
-        "on each) GETs a %d-byte body from a twisted.web backend (``bench/peers.py http-backend``),"
+        "Measured %s%s.  ``wrk -t 1 -c %d -d %ds`` (keep-alive connections, one request at a"
+        % (h["date"], at(h), s["connections"], s["seconds"]),
+        "time on each) GETs a %d-byte body from a twisted.web backend (``bench/peers.py http-backend``),"
         % s["body_bytes"],
         "%d rounds.  Direct: wrk -> backend.  Through relayd: wrk -> relayd" % s["rounds"],
         "``http://127.0.0.1:PORT/web/small`` (entity ``web``, no client authorization) ->",
@@ -601,8 +614,8 @@ def section_tcp(t):
                      rng(samples[name], "bits_per_second", 1e9, "%.2f"),
                      "%.3f" % (m / direct), "%.2f" % (m / socat)))
     text = head + [
-        "Measured %s.  ``iperf3 -c 127.0.0.1 -p X -t %d -J`` against ``iperf3 -s -1`` (a new"
-        % (t["date"], s["seconds"]),
+        "Measured %s%s.  ``iperf3 -c 127.0.0.1 -p X -t %d -J`` against ``iperf3 -s -1`` (a new"
+        % (t["date"], at(t), s["seconds"]),
         "server per test), %d rounds; the figure is ``end.sum_received.bits_per_second``.  iperf3"
         % s["rounds"],
         "opens a control connection and a data connection; both go through the path under test.",
@@ -638,12 +651,35 @@ def section_tcp(t):
             "for %d s, %d non-idle samples, %.2f Gbit/s while sampled); functions by own time:"
             % (prof["seconds"], prof["samples"], prof["gbit_per_s"]),
             "",
-            *table(("Function", "Own samples"),
-                   [("``%s``" % p["function"], "%.1f%%" % p["percent"]) for p in prof["top_own"][:5]]),
+            *table(("Function", "Own samples", "What it is"),
+                   [("``%s``" % p["function"], "%.1f%%" % p["percent"], explain(p["function"]))
+                    for p in prof["top_own"][:5]]),
+            "py-spy charges a C call (a system call, Autobahn's C masker) to the Python function",
+            "that made it; percentages are of the non-idle samples.",
+            "",
         ]
     elif prof:
         text += ["Profile skipped: %s." % prof["skipped"], ""]
     return text
+
+
+KNOWN_FUNCTIONS = {
+    "untilConcludes": "socket send() system calls (Twisted's EINTR-retry wrapper)",
+    "Connection.doRead": "socket recv() system calls",
+    "EPollReactor.doPoll": "epoll_wait and dispatching",
+    "XorMaskerNvx.process": "unmasking client-to-server WebSocket frames",
+    "XorMaskerNull.process": "WebSocket frame (un)masking",
+    "WebSocketProtocol.processData": "Autobahn frame parsing",
+    "WebSocketProtocol.sendFrame": "Autobahn frame building",
+    "Connection.writeSomeData": "socket writes",
+    "FileDescriptor.doWrite": "write buffer handling",
+    "FileDescriptor.write": "write buffer handling",
+}
+
+
+def explain(function):
+    name = function.split(" (", 1)[0]
+    return KNOWN_FUNCTIONS.get(name, "")
 
 
 def tool_versions():
@@ -675,6 +711,18 @@ def _socat_version():
         return m.group(1) if m else None
     except (OSError, subprocess.TimeoutExpired):
         return None
+
+
+def git_state():
+    """The commit measured, and whether the working tree differed from it."""
+    try:
+        head = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True,
+                              text=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain", "--untracked-files=no"], cwd=ROOT,
+                               capture_output=True, text=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return head + ("+local changes" if dirty else "") if head else None
 
 
 def machine_info():
@@ -764,6 +812,7 @@ def main():
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
         result = {"ws": bench_ws, "http": bench_http, "tcp": bench_tcp}[name](args)
         result["date"] = date
+        result["git"] = git_state()
         sections[name] = result
     argv = " ".join(sys.argv[1:])
     data = {

@@ -247,3 +247,33 @@ async def test_deleting_entity_closes_channels_with_1001(relay):
         code, reason = await c.closed
         assert code == 1001, (code, reason)
     await expect_status(listen(relay, "temp"), 404)
+
+
+@pytest_twisted.ensureDeferred
+async def test_relay_pings_control_channels_and_reports_listener_counts(relay):
+    from twisted.internet import threads
+
+    relay.service.hybrid.limits.control_ping_interval = 2
+    listener = await listen(relay)
+    pinged = []
+    listener.onPing = lambda payload: (pinged.append(payload), listener.sendPong(payload))
+    await sleep(2.6)
+    assert pinged, "the relay did not ping the idle control channel"
+    status, body = await threads.deferToThread(_manage, relay, "GET", "echo")
+    assert status == 200 and body["listeners"] == 1
+    listener.sendClose(1000)
+    await listener.closed
+    await sleep(0.1)
+    status, body = await threads.deferToThread(_manage, relay, "GET", "echo")
+    assert body["listeners"] == 0
+
+
+@pytest_twisted.ensureDeferred
+async def test_create_on_listen_is_opt_in_and_needs_manage(relay):
+    await expect_status(listen(relay, "brand/new"), 404)  # off by default
+    relay.service.namespace.create_on_listen = True
+    await expect_status(connect(hc_url(relay, "brand/new", "listen"), headers={
+        "ServiceBusAuthorization": token(relay, "brand/new", "listener", LISTEN_KEY)}), 403)
+    listener = await listen(relay, "brand/new")  # root rule: Manage
+    assert relay.service.namespace.get("brand/new") is not None
+    listener.sendClose(1000)
