@@ -78,8 +78,9 @@ def blackhole():
 def soap_relay(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("soap")
     relay = RelayProcess(tmp, write_config(tmp, extra=SOAP_CONFIG))
+    notify_file = str(tmp / "notify.txt")
     service = subprocess.Popen([sys.executable, "-m", "tests.support.soap_service"], stdin=subprocess.PIPE,
-                               stdout=subprocess.PIPE, text=True)
+                               stdout=subprocess.PIPE, text=True, env=dict(os.environ, NOTIFY_FILE=notify_file))
     p11, p12 = (int(p) for p in service.stdout.readline().split()[1:3])
     hole = blackhole()
     bridge = Bridge(tmp, relay, "-H", "calc11:http://127.0.0.1:%d" % p11, "-H", "calc12:http://127.0.0.1:%d" % p12,
@@ -89,6 +90,7 @@ def soap_relay(tmp_path_factory):
         for name in ("calc11", "calc12", "securecalc", "slowcalc"):
             bridge.wait(r"-H %s.*online" % name)
         relay.direct11 = "http://127.0.0.1:%d/" % p11
+        relay.notify_file = notify_file
         yield relay
     finally:
         bridge.stop()
@@ -115,7 +117,12 @@ def test_zeep_loads_wsdl_from_relay_and_calls(soap_relay, entity, soap_ns):
     client = client_for(soap_relay, entity)
     assert client.service.add(2, 40) == 42
     assert client.service.echo("héllo relay") == "héllo relay"
-    assert client.service.notify("x") is None
+    with client.settings(raw_response=True):
+        accepted = client.service.notify("one-way through the relay")
+    assert accepted.status_code == 202 and accepted.content == b""
+    assert client.service.notify("again") is None  # zeep treats it as one-way (no output in the WSDL)
+    with open(soap_relay.notify_file) as f:
+        assert "one-way through the relay" in f.read()
     with pytest.raises(zeep.exceptions.Fault) as e:
         client.service.fail("boom")  # the service's own fault passes through unchanged
     assert "failed: boom" in e.value.message
