@@ -41,6 +41,7 @@ import collections
 import json
 import os
 import platform
+import random
 import re
 import resource
 import shutil
@@ -104,10 +105,18 @@ def _bin(name):
     return path if os.path.exists(path) else shutil.which(name)
 
 
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
+def free_port(_rng=random.Random()):
+    """A free port below the kernel's ephemeral range, so that no outgoing connection can take
+    it while the server meant for it is not running (iperf3 -s -1 restarts for every test)."""
+    for _ in range(200):
+        port = _rng.randrange(20000, 32000)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in 20000-32000")
 
 
 def wait_listening(port, timeout=10):
@@ -365,9 +374,10 @@ def run_iperf(port, seconds, server_port):
         try:
             data = json.loads(out.stdout)
         except ValueError:
-            raise RuntimeError("iperf3 via port %d: %s%s" % (port, out.stdout[-2000:], out.stderr[-2000:]))
+            raise RuntimeError("iperf3 via port %d: %s%s\nserver: %s"
+                               % (port, out.stdout[-2000:], out.stderr[-2000:], server.text()[-2000:]))
         if data.get("error"):
-            raise RuntimeError("iperf3 via port %d: %s" % (port, data["error"]))
+            raise RuntimeError("iperf3 via port %d: %s\nserver: %s" % (port, data["error"], server.text()[-2000:]))
         end = data["end"]
         try:
             server.p.wait(15)

@@ -224,3 +224,107 @@ def test_nettcp_door_faults(tcp_relay):
     with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
         c.sendall(b"\x00\x02\x00")
         assert c.recv(4096) == nmf.fault("UnsupportedVersion")
+    assert exchange("net.tcp://example/" + "v" * 3000) == nmf.fault("ViaTooLong")
+    # a Send token in the Via query passes the door's check (then: no listener on echo)
+    from relayd import auth
+    from tests.conftest import SEND_KEY
+    from urllib.parse import quote
+
+    token = auth.make_token("http://example/echo", "sender", SEND_KEY, int(time.time()) + 60)
+    assert exchange("net.tcp://example/echo?sb-hc-token=" + quote(token, safe="")) == nmf.fault("EndpointUnavailable")
+    wrong = auth.make_token("http://example/echo", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
+    assert exchange("net.tcp://example/echo?sb-hc-token=" + quote(wrong, safe="")) == nmf.fault("EndpointAccessDenied")
+
+
+def _tagging_server(tag):
+    """A TCP service that answers every connection with its tag and closes."""
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(50)
+
+    def loop():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            conn.sendall(tag)
+            conn.close()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv
+
+
+def test_several_remote_agents_on_one_entity_are_balanced(tmp_path, tcp_relay):
+    a, b = _tagging_server(b"A"), _tagging_server(b"B")
+    agents = [Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % s.getsockname()[1]) for s in (a, b)]
+    local_port = free_port()
+    local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
+    try:
+        for agent in agents:
+            agent.wait("online")
+        local.wait("listening on")
+        seen = []
+        for _ in range(30):
+            with socket.create_connection(("127.0.0.1", local_port), timeout=20) as c:
+                seen.append(c.recv(10))
+        assert seen.count(b"A") >= 5 and seen.count(b"B") >= 5, seen
+    finally:
+        local.stop()
+        for agent in agents:
+            agent.stop()
+        a.close()
+        b.close()
+
+
+def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
+    """One local client stops reading a big download; another connection on the same relay,
+    bridge and entity still gets its whole answer."""
+    big = os.urandom(64 << 20)
+    srv = socket.socket()
+    srv.bind(("127.0.0.1", 0))
+    srv.listen(10)
+
+    def serve(conn):
+        kind = conn.recv(1)
+        try:
+            conn.sendall(big if kind == b"B" else b"small answer")
+        except OSError:
+            pass
+        conn.close()
+
+    def loop():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
+    local_port = free_port()
+    local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
+    try:
+        remote.wait("online")
+        local.wait("listening on")
+        stalled = socket.create_connection(("127.0.0.1", local_port), timeout=20)
+        stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+        stalled.sendall(b"B")  # asks for 64 MiB, then never reads
+        time.sleep(1.0)
+        started = time.time()
+        with socket.create_connection(("127.0.0.1", local_port), timeout=20) as c:
+            c.sendall(b"S")
+            got = b""
+            while True:
+                data = c.recv(4096)
+                if not data:
+                    break
+                got += data
+        assert got == b"small answer"
+        assert time.time() - started < 10
+        stalled.close()
+    finally:
+        local.stop()
+        remote.stop()
+        srv.close()

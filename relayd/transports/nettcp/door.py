@@ -19,6 +19,8 @@ peer sends one, and the side that receives one shuts down the write half of its 
 connection.  Backpressure is TCP's own through :mod:`relayd.pipe`.
 """
 
+from urllib.parse import urlsplit
+
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
@@ -115,8 +117,9 @@ class TcpDoorProtocol(Protocol):
             return self._refuse("EndpointNotFound", "no entity at %r" % (path,))
         if entity.requires_client_authorization and not door.allow_anonymous:
             try:
+                via_host = urlsplit(via).netloc if via else None  # the host the client addressed
                 access.authorize(door.namespace, entity, token, auth.SEND,
-                                 access.candidate_hosts(None, door.public_host), door.clock.seconds())
+                                 access.candidate_hosts(via_host, door.public_host), door.clock.seconds())
             except auth.AuthError as e:
                 return self._refuse("EndpointAccessDenied", str(e))
         headers = {"X-Relayd-Transport": door.mode}
