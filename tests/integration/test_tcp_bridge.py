@@ -142,11 +142,26 @@ def test_redis_through_port_mapped_relay_and_bridge_local(tmp_path, tcp_relay, r
         remote.stop()
 
 
-def _echo_until_eof_server():
-    """A TCP service that reads until EOF, then sends back everything it read and closes."""
+def serve_tcp(handler):
+    """A loopback TCP service running ``handler(conn)`` in a thread per connection."""
     srv = socket.socket()
     srv.bind(("127.0.0.1", 0))
     srv.listen(50)
+
+    def loop():
+        while True:
+            try:
+                conn, _ = srv.accept()
+            except OSError:
+                return
+            threading.Thread(target=handler, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=loop, daemon=True).start()
+    return srv
+
+
+def _echo_until_eof_server():
+    """A TCP service that reads until EOF, then sends back everything it read and closes."""
 
     def serve(conn):
         chunks = []
@@ -158,16 +173,7 @@ def _echo_until_eof_server():
         conn.sendall(b"".join(chunks))
         conn.close()
 
-    def loop():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=loop, daemon=True).start()
-    return srv
+    return serve_tcp(serve)
 
 
 def test_half_close_and_parallel_connections_through_bridges(tmp_path, tcp_relay):
@@ -238,21 +244,12 @@ def test_nettcp_door_faults(tcp_relay):
 
 def _tagging_server(tag):
     """A TCP service that answers every connection with its tag and closes."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(50)
 
-    def loop():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            conn.sendall(tag)
-            conn.close()
+    def serve(conn):
+        conn.sendall(tag)
+        conn.close()
 
-    threading.Thread(target=loop, daemon=True).start()
-    return srv
+    return serve_tcp(serve)
 
 
 def test_several_remote_agents_on_one_entity_are_balanced(tmp_path, tcp_relay):
@@ -281,9 +278,6 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
     """One local client stops reading a big download; another connection on the same relay,
     bridge and entity still gets its whole answer."""
     big = os.urandom(64 << 20)
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(10)
 
     def serve(conn):
         kind = conn.recv(1)
@@ -293,15 +287,7 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
             pass
         conn.close()
 
-    def loop():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=serve, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=loop, daemon=True).start()
+    srv = serve_tcp(serve)
     remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
     local_port = free_port()
     local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
