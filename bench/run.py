@@ -407,6 +407,7 @@ def bench_tcp(args):
         return {"skipped": "%s not installed" % " and ".join(missing)}
     samples = {name: [] for name in TCP_SCENARIOS}
     notes = []
+    failures = []
     cpu = CpuMeter()
     profile = None
     target = free_port()  # the iperf3 server's port, one server per test
@@ -450,15 +451,22 @@ def bench_tcp(args):
         for r in range(args.rounds):
             for name in rotate(list(runs), r):
                 via, watched = runs[name]
-                samples[name].append(cpu.measure(name, watched, lambda: run_iperf(via, args.seconds, target),
-                                                 "iperf3 -c and -s"))
+                try:
+                    sample = cpu.measure(name, watched, lambda: run_iperf(via, args.seconds, target),
+                                         "iperf3 -c and -s")
+                except RuntimeError as e:  # retried once, and reported
+                    log("tcp round %d %s failed, retrying: %s" % (r + 1, name, e))
+                    failures.append({"scenario": name, "round": r + 1, "error": str(e)[:2000]})
+                    sample = cpu.measure(name, watched, lambda: run_iperf(via, args.seconds, target),
+                                         "iperf3 -c and -s")
+                samples[name].append(sample)
                 log("tcp round %d %s: %.2f Gbit/s" % (r + 1, name, samples[name][-1]["bits_per_second"] / 1e9))
         if not args.no_profile:
             profile = profile_relay(relay, local_port, target, args.seconds, workdir)
         rss = relay.rss_peak()
     return {"settings": {"rounds": args.rounds, "seconds": args.seconds},
             "samples": samples, "cpu_percent": cpu.medians(), "relay_peak_rss": rss,
-            "notes": notes, "profile": profile}
+            "notes": notes, "failures": failures, "profile": profile}
 
 
 def profile_relay(relay, port, target, seconds, workdir):
@@ -653,6 +661,9 @@ def section_tcp(t):
     text += ["", "Relay process peak RSS: %.1f MiB." % (t["relay_peak_rss"] / 2**20), ""]
     for note in t.get("notes", []):
         text += [note + ".", ""]
+    for f in t.get("failures", []):
+        text += ["One test failed and was run again (round %d, %s): ``%s``."
+                 % (f["round"], f["scenario"], f["error"].splitlines()[0]), ""]
     prof = t.get("profile")
     if prof and "skipped" not in prof:
         text += [

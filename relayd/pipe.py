@@ -14,7 +14,7 @@ from twisted.internet.interfaces import IPushProducer
 
 
 @implementer(IPushProducer)
-class _PauseReading:
+class PauseReading:
     """Lets the peer's transport pause/resume reading on ``transport``.
 
     ``stopProducing`` is deliberately a no-op: a transport calls it on its producer when it
@@ -44,8 +44,8 @@ def splice(a, b):
     """Join legs ``a`` and ``b``: each forwards to the other, with backpressure both ways."""
     a.partner = b
     b.partner = a
-    pa = _PauseReading(a.transport)
-    pb = _PauseReading(b.transport)
+    pa = PauseReading(a.transport)
+    pb = PauseReading(b.transport)
     a.transport.registerProducer(pb, True)
     b.transport.registerProducer(pa, True)
     a.pause_reader, b.pause_reader = pa, pb
@@ -73,8 +73,8 @@ def unsplice(leg):
 
 def splice_transports(ta, tb):
     """Backpressure between two plain transports (e.g. an HTTP client and a WebSocket leg)."""
-    ta.registerProducer(_PauseReading(tb), True)
-    tb.registerProducer(_PauseReading(ta), True)
+    ta.registerProducer(PauseReading(tb), True)
+    tb.registerProducer(PauseReading(ta), True)
 
 
 def close_after_flush(transport):

@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd.pipe import _PauseReading, close_after_flush, shutdown_write
+from relayd.pipe import PauseReading, close_after_flush, shutdown_write
 
 log = Logger(namespace="relayd.bridge")
 
@@ -173,8 +173,8 @@ class Tunnel:
 
     def local_made(self, local):
         self.local = local
-        local.transport.registerProducer(_PauseReading(self.conn.transport), True)
-        self.conn.transport.registerProducer(_PauseReading(local.transport), True)
+        local.transport.registerProducer(PauseReading(self.conn.transport), True)
+        self.conn.transport.registerProducer(PauseReading(local.transport), True)
         held, self.held = self.held, []
         for data in held:
             self.from_relay(data)
