@@ -13,7 +13,7 @@ import pytest
 import pytest_twisted
 import requests
 
-from tests.conftest import RelayProcess, write_config
+from tests.conftest import ROOT_KEY, RelayProcess, write_config
 from tests.integration.test_tcp_bridge import Bridge
 
 MiB = 1 << 20
@@ -44,8 +44,10 @@ def published(tmp_path_factory):
     static = subprocess.Popen([sys.executable, "-m", "http.server", "0", "--bind", "127.0.0.1", "-d",
                                str(tmp / "www")], stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, text=True)
     static_port = int(static.stdout.readline().split("port ")[1].split()[0])
+    # the Azure connection-string form (sb:// on a loopback host means plain ws://)
+    cs = "Endpoint=sb://127.0.0.1:%d/;SharedAccessKeyName=root;SharedAccessKey=%s" % (relay.port, ROOT_KEY)
     bridge = Bridge(tmp, relay, "-H", "site:http://127.0.0.1:%d" % port,
-                    "-H", "files:http://127.0.0.1:%d" % static_port)
+                    "-H", "files:http://127.0.0.1:%d" % static_port, connection_string=cs)
     try:
         bridge.wait("-H site.*online")
         bridge.wait("-H files.*online")

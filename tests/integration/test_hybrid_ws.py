@@ -90,6 +90,8 @@ async def test_accept_message_shape(relay):
     assert "Sec-WebSocket-Extensions" not in headers
     assert "ServiceBusAuthorization" not in headers  # the relay token never reaches the listener
     assert accept["remoteEndpoint"]["address"] == "127.0.0.1"
+    # no compression on either leg, even when offered
+    assert sender.websocket_extensions_in_use == [] and leg.websocket_extensions_in_use == []
     for c in (sender, leg, listener):
         c.sendClose(1000)
 

@@ -49,11 +49,20 @@ def wait_for(path, pattern, proc, timeout=30):
 
 
 class Bridge:
-    def __init__(self, tmp_path, relay, *args):
+    """``relayd bridge`` as a subprocess: credentials as --url/--rule/--key, a connection string
+    (-x) or nothing at all (when ``args`` has --config)."""
+
+    def __init__(self, tmp_path, relay, *args, connection_string=None):
         self.log = str(tmp_path / ("bridge-%d.log" % time.monotonic_ns()))
+        if connection_string:
+            creds = ["-x", connection_string]
+        elif "--config" in args:
+            creds = []
+        else:
+            creds = ["--url", relay.url, "--rule", "root", "--key", ROOT_KEY]
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relayd.cli", "bridge", "--url", relay.url, "--rule", "root", "--key", ROOT_KEY,
-             *args], stdout=open(self.log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+            [sys.executable, "-m", "relayd.cli", "bridge", *creds, *args],
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
 
     def wait(self, pattern):
         return wait_for(self.log, pattern, self.proc)
@@ -178,7 +187,11 @@ def _echo_until_eof_server():
 
 def test_half_close_and_parallel_connections_through_bridges(tmp_path, tcp_relay):
     srv = _echo_until_eof_server()
-    remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
+    config = tmp_path / "bridge.toml"  # the -R side runs from a bridge config file
+    config.write_text('connection_string = "Endpoint=ws://127.0.0.1:%d/;SharedAccessKeyName=root;'
+                      'SharedAccessKey=%s"\nremote = ["echo-tcp:127.0.0.1:%d"]\n'
+                      % (tcp_relay.port, ROOT_KEY, srv.getsockname()[1]))
+    remote = Bridge(tmp_path, tcp_relay, "--config", str(config))
     local_port = free_port()
     local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
     try:

@@ -101,6 +101,14 @@ def test_keep_alive_session_reuses_connection(http_relay):
             assert r.text == "hello %d" % i
 
 
+def test_head_and_empty_body_frame_after_body_false(http_relay):
+    # hyco-https answers HEAD with "body": false followed by an empty binary frame
+    for _ in range(3):
+        r = requests.head(http_relay.http_url + "/web/hello?x=1", timeout=20)
+        assert r.status_code == 200 and r.content == b""
+    assert requests.get(http_relay.http_url + "/web/hello?x=2", timeout=20).text == "hello 2"
+
+
 def test_curl_get(http_relay):
     require_tool("curl", "curl is used as a third-party HTTP client")
     out = subprocess.run(["curl", "-sS", "-i", http_relay.http_url + "/web/hello?x=curl"], capture_output=True,

@@ -186,6 +186,22 @@ def _fault_code(response):
     return codes[0].split(":")[-1]
 
 
+def test_relay_fault_carries_ws_addressing_relates_to(soap_relay):
+    message_id = "urn:uuid:7d3c5a80-1b2c-4d5e-8f90-0a1b2c3d4e5f"
+    body = (b'<e:Envelope xmlns:e="http://www.w3.org/2003/05/soap-envelope" '
+            b'xmlns:a="http://www.w3.org/2005/08/addressing"><e:Header>'
+            b'<a:Action>http://relayd.test/calc/add</a:Action><a:MessageID>%s</a:MessageID>'
+            b'<a:To>http://relay/nolisten/</a:To></e:Header><e:Body><x/></e:Body></e:Envelope>' % message_id.encode())
+    r = requests.post(soap_relay.http_url + "/nolisten/", data=body, timeout=20,
+                      headers={"Content-Type": 'application/soap+xml; charset=utf-8; action="http://relayd.test/calc/add"'})
+    assert r.status_code == 502 and r.headers["Content-Type"].startswith("application/soap+xml")
+    doc = etree.fromstring(r.content)
+    ns = {"a": "http://www.w3.org/2005/08/addressing", "e": "http://www.w3.org/2003/05/soap-envelope"}
+    assert doc.xpath("//a:RelatesTo/text()", namespaces=ns) == [message_id]
+    assert doc.xpath("//a:Action/text()", namespaces=ns) == ["http://www.w3.org/2005/08/addressing/fault"]
+    assert doc.xpath("//e:Subcode/e:Value/text()", namespaces=ns)[0].endswith("EndpointUnavailable")
+
+
 def test_malformed_and_version_mismatch(soap_relay):
     url = soap_relay.http_url + "/calc11/"
     r = requests.post(url, data=b"<not-xml", headers={"Content-Type": "text/xml"}, timeout=20)
