@@ -51,5 +51,9 @@ class ILeg(Interface):
     def end_message():
         """Finish the current message."""
 
+    def send_message(data):
+        """Send ``data`` as one whole binary message (a TCP read; ``b""`` is the half-close
+        marker between TCP doors and bridge agents)."""
+
     def close(code, reason):
         """Close this leg with a close code and reason."""

@@ -525,9 +525,8 @@ class Exchange:
         self.channel = self.rv.listener
         door.exchanges[self.id] = self
         self.rv.result.addCallbacks(self._leg_arrived, self._rendezvous_failed)
-        if self.small and not self.has_body:
-            pass  # the request went out with the offer
-        # small requests with a body are sent once the body is complete (see _request_complete)
+        # A bodiless request went out with the offer; a small one with a body goes out when
+        # the body is complete (_request_complete); a large one waits for the listener's leg.
 
     def entity_response_timeout(self):
         return getattr(self.entity, "response_timeout", 60.0)
