@@ -30,6 +30,8 @@ setup(
             "zeep>=4.2",
         ],
         "docs": ["sphinx>=7"],
+        # bench/run.py also uses Debian's wrk and iperf3 (apt-get install wrk iperf3 socat)
+        "bench": ["py-spy>=0.3", "magic-wormhole-transit-relay>=0.3"],
     },
     entry_points={"console_scripts": ["relayd = relayd.cli:main"]},
 )

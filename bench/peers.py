@@ -1,7 +1,8 @@
 """Benchmark peers for ``bench/run.py`` (everything on 127.0.0.1; each prints ``READY PORT``).
 
     python bench/peers.py http-backend [--port 0] [--size 100]
-        a twisted.web server answering every GET with a SIZE-byte body (keep-alive, no logging)
+        a twisted.web server answering every GET with a SIZE-byte body (keep-alive, no logging);
+        GET /_stats answers {"connections": accepted so far, "requests": served so far}
 
     python bench/peers.py transit-client --relay PORT [--port 0] [--token-seed S]
     python bench/peers.py transit-server --relay PORT --target PORT [--pool 4] [--token-seed S]
@@ -30,16 +31,28 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 def http_backend(port, size):
     from twisted.web import resource, server
 
+    import json
+
     body = (b"0123456789abcdef" * (size // 16 + 1))[:size]
+    stats = {"connections": 0, "requests": 0}
 
     class Small(resource.Resource):
         isLeaf = True
 
         def render_GET(self, request):
+            stats["requests"] += 1
+            if request.path == b"/_stats":
+                request.setHeader(b"content-type", b"application/json")
+                return json.dumps(stats).encode()
             request.setHeader(b"content-type", b"text/plain")
             return body
 
-    site = server.Site(Small())
+    class CountingSite(server.Site):
+        def buildProtocol(self, addr):
+            stats["connections"] += 1
+            return super().buildProtocol(addr)
+
+    site = CountingSite(Small())
     site.log = lambda request: None
     site.timeOut = None
     p = reactor.listenTCP(port, site, interface="127.0.0.1", backlog=128)

@@ -325,6 +325,13 @@ def run_wrk(url, connections, seconds, script):
     return r
 
 
+def backend_stats(url):
+    import urllib.request
+
+    with urllib.request.urlopen(url, timeout=10) as r:
+        return json.loads(r.read())
+
+
 def bench_http(args):
     if not shutil.which("wrk"):
         return {"skipped": "wrk is not installed (apt-get install wrk)"}
@@ -345,12 +352,18 @@ def bench_http(args):
                 "http-relay": ("http://127.0.0.1:%d/web/small" % port, [relay, agent, backend])}
         for name, (url, _) in urls.items():  # warm up (connection pools, code paths)
             run_wrk(url, args.http_connections, 1, script)
+        stats_url = "http://127.0.0.1:%d/_stats" % backend_port
         for r in range(args.rounds):
             for name in rotate(list(urls), r):
                 url, watched = urls[name]
-                samples[name].append(cpu.measure(
-                    name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script), "wrk"))
-                s = samples[name][-1]
+                before = backend_stats(stats_url)
+                s = cpu.measure(name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script),
+                                "wrk")
+                after = backend_stats(stats_url)
+                # each /_stats reading opens a connection and counts itself
+                s["backend_connections"] = after["connections"] - before["connections"] - 1
+                s["backend_requests"] = after["requests"] - before["requests"] - 1
+                samples[name].append(s)
                 log("http round %d %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms"
                     % (r + 1, name, s["requests_per_s"], s["p50_us"] / 1e3, s["p99_us"] / 1e3))
         rss = relay.rss_peak()
@@ -470,26 +483,37 @@ def bench_tcp(args):
 
 
 def profile_relay(relay, port, target, seconds, workdir):
-    """One more tcp-bridge test with py-spy sampling relayd; top functions by own time."""
+    """One more tcp-bridge test with py-spy sampling relayd in its middle; top functions by
+    own time."""
+    import threading
+
     pyspy = _bin("py-spy")
     if not pyspy:
         return {"skipped": "py-spy is not installed (pip install py-spy)"}
     raw = os.path.join(workdir, "relayd.pyspy")
-    duration = max(1, seconds - 1)
-    spy = subprocess.Popen([pyspy, "record", "--pid", str(relay.p.pid), "--duration", str(duration),
-                            "--rate", "100", "--nonblocking", "--format", "raw", "--output", raw],
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    time.sleep(0.5)
-    try:
-        result = run_iperf(port, seconds, target)
-    finally:
+    duration = max(1, seconds - 2)
+    rate = 250
+    result = {}
+
+    def load():
         try:
-            out = spy.communicate(timeout=seconds + 30)[0]
-        except subprocess.TimeoutExpired:
-            spy.kill()
-            out = spy.communicate()[0]
+            result.update(run_iperf(port, seconds, target))
+        except Exception as e:
+            result["error"] = str(e)
+
+    worker = threading.Thread(target=load, daemon=True)
+    worker.start()
+    time.sleep(1)  # past the iperf3 server's start and the handshakes
+    cpu0, t0 = relay.cpu(), time.perf_counter()
+    spy = subprocess.run([pyspy, "record", "--pid", str(relay.p.pid), "--duration", str(duration),
+                          "--rate", str(rate), "--nonblocking", "--format", "raw", "--output", raw],
+                         stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 30)
+    relay_cpu = 100 * (relay.cpu() - cpu0) / (time.perf_counter() - t0)
+    worker.join(seconds + 90)
+    if "error" in result or "bits_per_second" not in result:
+        return {"skipped": "the profiled iperf3 test failed: %s" % result.get("error")}
     if spy.returncode != 0 or not os.path.exists(raw):
-        return {"skipped": "py-spy failed: %s" % out.strip()[-500:]}
+        return {"skipped": "py-spy failed: %s" % spy.stdout.strip()[-500:]}
     own = collections.Counter()
     total = 0
     with open(raw) as f:
@@ -503,8 +527,9 @@ def profile_relay(relay, port, target, seconds, workdir):
             own[re.sub(r":\d+\)$", ")", leaf)] += n  # per function, not per line
     top = [{"function": fn, "samples": n, "percent": round(100 * n / total, 1)}
            for fn, n in own.most_common(10)]
-    return {"scenario": "tcp-bridge", "seconds": duration, "rate_hz": 100, "samples": total,
-            "gbit_per_s": result["bits_per_second"] / 1e9, "top_own": top}
+    return {"scenario": "tcp-bridge", "seconds": duration, "rate_hz": rate, "samples": total,
+            "relay_cpu_percent": round(relay_cpu, 1), "gbit_per_s": result["bits_per_second"] / 1e9,
+            "top_own": top}
 
 
 # -- report -----------------------------------------------------------------------------------
@@ -584,10 +609,12 @@ def section_http(h):
     rows = []
     for label, samples, ratio in (("direct to the backend (baseline)", d, "1.00"),
                                   ("through relayd and ``relayd bridge -H``", r, "%.2f" % (rr / dr))):
+        conns = statistics.median(1000 * x["backend_connections"] / max(1, x["backend_requests"])
+                                  for x in samples)
         rows.append((label, "%.0f" % med(samples, "requests_per_s"),
                      rng(samples, "requests_per_s", 1, "%.0f"),
                      "%.2f ms" % (med(samples, "p50_us") / 1e3), "%.2f ms" % (med(samples, "p99_us") / 1e3),
-                     ratio))
+                     ratio, "%.0f" % conns))
     return head + [
         "Measured %s%s.  ``wrk -t 1 -c %d -d %ds`` (keep-alive connections, one request at a"
         % (h["date"], at(h), s["connections"], s["seconds"]),
@@ -598,7 +625,10 @@ def section_http(h):
         "control channel -> ``relayd bridge -H web:http://127.0.0.1:BACKEND`` -> backend.",
         "Latency percentiles are wrk's, per request; the table shows their medians over the rounds.",
         "",
-        *table(("Scenario", "Requests/s", "Range", "p50", "p99", "Ratio (req/s)"), rows),
+        *table(("Scenario", "Requests/s", "Range", "p50", "p99", "Ratio (req/s)", "Backend conns"), rows),
+        "*Backend conns*: TCP connections the backend accepted per 1000 requests it served (wrk's",
+        "own keep-alive connections when direct; the bridge agent's connections through relayd).",
+        "",
         "CPU (median share of one core during a round): "
         + "; ".join(cpu_note(h["cpu_percent"], ("http-direct", "http-relay"))) + ".",
         "Relay process peak RSS: %.1f MiB." % (h["relay_peak_rss"] / 2**20),
@@ -667,10 +697,10 @@ def section_tcp(t):
     prof = t.get("profile")
     if prof and "skipped" not in prof:
         text += [
-            "Profile of relayd during one more bridge -L test (``py-spy record --nonblocking``, %d Hz"
-            % prof["rate_hz"],
-            "for %d s, %d non-idle samples, %.2f Gbit/s while sampled); functions by own time:"
-            % (prof["seconds"], prof["samples"], prof["gbit_per_s"]),
+            "Profile of relayd in the middle of one more bridge -L test (``py-spy record --nonblocking``,"
+            " %d Hz for %d s: %d non-idle samples; relayd used %.0f%% of a core meanwhile, and the test"
+            % (prof["rate_hz"], prof["seconds"], prof["samples"], prof["relay_cpu_percent"]),
+            "ran at %.2f Gbit/s); the five functions with the most own time:" % prof["gbit_per_s"],
             "",
             *table(("Function", "Own samples", "What it is"),
                    [("``%s``" % p["function"], "%.1f%%" % p["percent"], explain(p["function"]))
@@ -695,6 +725,8 @@ KNOWN_FUNCTIONS = {
     "Connection.writeSomeData": "socket writes",
     "FileDescriptor.doWrite": "write buffer handling",
     "FileDescriptor.write": "write buffer handling",
+    "FileDescriptor._maybePauseProducer": "write-buffer size check (flow control)",
+    "_qn": "Autobahn's qualified-name helper (log calls)",
 }
 
 
@@ -757,7 +789,7 @@ def machine_info():
     except OSError:
         pass
     return {"arch": platform.machine(), "cpu": model, "cores": os.cpu_count(),
-            "kernel": platform.release(), "loadavg_at_start": os.getloadavg()}
+            "kernel": platform.release()}
 
 
 def write_report(data, rst_path, json_path):
@@ -770,11 +802,16 @@ def write_report(data, rst_path, json_path):
         "===========",
         "",
         "Produced by ``%s``; raw results in ``docs/performance.json``." % data["command"],
+        "The benchmark needs wrk, iperf3 and socat (apt), and optionally magic-wormhole-transit-relay",
+        "and py-spy (pip); ``python bench/run.py --help`` lists the options (``--only ws,http,tcp``",
+        "runs a subset and keeps the other sections).",
         "",
         "Machine: %s, %s, %d cores (a shared VM: other work may run beside the benchmark, hence"
         % (m["arch"], m["cpu"] or "unknown CPU", m["cores"]),
         "the rounds and medians); Linux %s; Python %s, Twisted %s; %s; %s; socat %s."
         % (m["kernel"], v.get("python"), v.get("twisted"), v.get("iperf3"), v.get("wrk"), v.get("socat")),
+        "Load average (1, 5, 15 min) when the run started: %s; when it ended: %s."
+        % (", ".join("%.2f" % x for x in m["loadavg_at_start"]), ", ".join("%.2f" % x for x in m["loadavg_at_end"])),
         "Every process of a scenario (load generator, relay, bridge agents, backend) runs on",
         "these %d cores, so a relayed scenario shares them among more processes than its direct"
         % m["cores"],
@@ -826,6 +863,7 @@ def main():
         except ValueError:
             sections = {}
     started = time.time()
+    load_start = os.getloadavg()
     for name in SECTIONS:
         if name not in only:
             continue
@@ -840,7 +878,7 @@ def main():
         "command": "python bench/run.py" + (" " + argv if argv else ""),
         "date": time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()),
         "wall_seconds": round(time.time() - started, 1),
-        "machine": machine_info(),
+        "machine": dict(machine_info(), loadavg_at_start=load_start, loadavg_at_end=os.getloadavg()),
         "versions": tool_versions(),
         "sections": sections,
     }

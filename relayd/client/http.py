@@ -212,6 +212,9 @@ class HttpHandler:
         self.base = base_url.rstrip("/")
         self.trust_root = trust_root
         self.pool = HTTPConnectionPool(reactor, persistent=True)
+        # Twisted keeps 2 idle connections per host by default; relayed requests arrive
+        # concurrently, so keep enough to avoid a new backend connection per request.
+        self.pool.maxPersistentPerHost = 64
         self.agent = Agent(reactor, pool=self.pool)
         self._awaiting = {}  # control channel -> request fields waiting for their body
 
