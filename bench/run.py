@@ -79,6 +79,25 @@ path = "web"
 requires_client_authorization = false
 """
 
+SOAP_CONFIG = CONFIG + """
+[[hybrid_connections]]
+path = "calc"
+kind = "soap"
+requires_client_authorization = false
+"""
+
+SOAP_ENVELOPE = (
+    '<?xml version="1.0" encoding="utf-8"?>'
+    '<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" xmlns:c="http://relayd.test/calc">'
+    '<soap:Body><c:add><c:a>20</c:a><c:b>22</c:b></c:add></soap:Body></soap:Envelope>'
+)
+WRK_SOAP = (
+    'wrk.method = "POST"\n'
+    'wrk.body = [[%s]]\n'
+    'wrk.headers["Content-Type"] = "text/xml; charset=utf-8"\n'
+    'wrk.headers["SOAPAction"] = \'"add"\'\n' % SOAP_ENVELOPE
+)
+
 TCP_CONFIG = CONFIG + """
 [[hybrid_connections]]
 path = "iperf"
@@ -90,7 +109,7 @@ entity = "iperf"
 allow_anonymous = true
 """
 
-SECTIONS = ("ws", "http", "tcp")
+SECTIONS = ("ws", "http", "soap", "tcp")
 TCP_SCENARIOS = ("tcp-direct", "tcp-socat", "tcp-door", "tcp-bridge", "tcp-transit")
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 
@@ -133,12 +152,11 @@ def wait_listening(port, timeout=10):
 class Proc:
     """A long-lived child process; its output goes to a log file we can wait on."""
 
-    def __init__(self, name, cmd, cwd=None, ready=r"READY ?(\d*)", timeout=30):
+    def __init__(self, name, cmd, cwd=None, ready=r"READY ?(\d*)", timeout=30, stdin=subprocess.DEVNULL):
         self.name = name
         self.cmd = cmd
         self.out = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
-        self.p = subprocess.Popen(cmd, cwd=cwd, stdout=self.out, stderr=subprocess.STDOUT,
-                                  stdin=subprocess.DEVNULL)
+        self.p = subprocess.Popen(cmd, cwd=cwd, stdout=self.out, stderr=subprocess.STDOUT, stdin=stdin)
         self.match = self.wait_for(ready, timeout) if ready else None
 
     def wait_for(self, pattern, timeout=30):
@@ -370,6 +388,75 @@ def bench_http(args):
     return {"settings": {"rounds": args.rounds, "seconds": args.seconds, "connections": args.http_connections,
                          "body_bytes": args.http_body, "wrk_threads": 1},
             "samples": samples, "cpu_percent": cpu.medians(), "relay_peak_rss": rss}
+
+
+# -- soap -------------------------------------------------------------------------------------
+
+def bench_soap(args):
+    """SOAP 1.1 calls (add) from wrk to the spyne service of tests/support/soap_service.py,
+    directly and through a SOAP entity (envelope parsed and checked by relayd) + bridge -H."""
+    if not shutil.which("wrk"):
+        return {"skipped": "wrk is not installed (apt-get install wrk)"}
+    try:
+        import spyne  # noqa: F401
+    except ImportError:
+        return {"skipped": "spyne is not installed (pip install spyne)"}
+    samples = {"soap-direct": [], "soap-relay": []}
+    cpu = CpuMeter()
+    with tempfile.TemporaryDirectory() as workdir, Procs() as procs:
+        script = os.path.join(workdir, "soap.lua")
+        with open(script, "w") as f:
+            f.write(WRK_SOAP + WRK_SCRIPT)
+        relay = procs.add(start_relay(workdir, SOAP_CONFIG))
+        port = int(relay.match.group(1))
+        service = procs.add(Proc("spyne", [_python(), "-m", "tests.support.soap_service"], cwd=ROOT,
+                                 ready=r"READY (\d+) \d+", stdin=subprocess.PIPE))
+        service_port = int(service.match.group(1))
+        agent = procs.add(bridge("bridge -H", port, "-H", "calc:http://127.0.0.1:%d" % service_port,
+                                 ready=r"online"))
+        urls = {"soap-direct": ("http://127.0.0.1:%d/" % service_port, [service]),
+                "soap-relay": ("http://127.0.0.1:%d/calc/" % port, [relay, agent, service])}
+        for name, (url, _) in urls.items():
+            run_wrk(url, args.http_connections, 1, script)
+        for r in range(args.rounds):
+            for name in rotate(list(urls), r):
+                url, watched = urls[name]
+                s = cpu.measure(name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script),
+                                "wrk")
+                samples[name].append(s)
+                log("soap round %d %s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms"
+                    % (r + 1, name, s["requests_per_s"], s["p50_us"] / 1e3, s["p99_us"] / 1e3))
+        rss = relay.rss_peak()
+    return {"settings": {"rounds": args.rounds, "seconds": args.seconds, "connections": args.http_connections,
+                         "envelope_bytes": len(SOAP_ENVELOPE)},
+            "samples": samples, "cpu_percent": cpu.medians(), "relay_peak_rss": rss}
+
+
+def section_soap(h):
+    head = ["SOAP calls", "----------", ""]
+    if "skipped" in h:
+        return head + ["Skipped: %s." % h["skipped"], ""]
+    st = h["settings"]
+    d, r = h["samples"]["soap-direct"], h["samples"]["soap-relay"]
+    dr, rr = med(d, "requests_per_s"), med(r, "requests_per_s")
+    rows = [(label, "%.0f" % med(samples, "requests_per_s"), rng(samples, "requests_per_s", 1, "%.0f"),
+             "%.2f ms" % (med(samples, "p50_us") / 1e3), "%.2f ms" % (med(samples, "p99_us") / 1e3), ratio)
+            for label, samples, ratio in (("direct to the spyne service (baseline)", d, "1.00"),
+                                          ("through relayd (SOAP entity) and ``bridge -H``", r,
+                                           "%.2f" % (rr / dr)))]
+    return head + [
+        "Measured %s%s.  ``wrk -t 1 -c %d -d %ds`` POSTs a %d-byte SOAP 1.1 ``add`` call to the"
+        % (h["date"], at(h), st["connections"], st["seconds"], st["envelope_bytes"]),
+        "spyne service of ``tests/support/soap_service.py`` (wsgiref: one request at a time, a new",
+        "connection per request), %d rounds.  Through relayd the envelope is parsed with the" % st["rounds"],
+        "hardened parser and checked before it goes over the control channel to ``relayd bridge -H``.",
+        "",
+        *table(("Scenario", "Calls/s", "Range", "p50", "p99", "Ratio"), rows),
+        "CPU (median share of one core during a round): "
+        + "; ".join(cpu_note(h["cpu_percent"], ("soap-direct", "soap-relay"))) + ".",
+        "Relay process peak RSS: %.1f MiB." % (h["relay_peak_rss"] / 2**20),
+        "",
+    ]
 
 
 # -- tcp --------------------------------------------------------------------------------------
@@ -825,6 +912,8 @@ def write_report(data, rst_path, json_path):
         text += section_ws(sections["ws"])
     if "http" in sections:
         text += section_http(sections["http"])
+    if "soap" in sections:
+        text += section_soap(sections["soap"])
     if "tcp" in sections:
         text += section_tcp(sections["tcp"])
     with open(rst_path, "w") as f:
@@ -834,7 +923,7 @@ def write_report(data, rst_path, json_path):
 def main():
     p = argparse.ArgumentParser(description="Run the relayd benchmark; write docs/performance.{rst,json}.")
     p.add_argument("--only", default=",".join(SECTIONS),
-                   help="comma-separated sections to run: ws,http,tcp (default: all); the other "
+                   help="comma-separated sections to run: ws,http,soap,tcp (default: all); the other "
                         "sections of an existing performance.json are kept")
     p.add_argument("--rounds", type=int, default=5, help="rounds per section (default 5)")
     p.add_argument("--seconds", type=int, default=5, help="length of one http or tcp test (default 5)")
@@ -869,7 +958,7 @@ def main():
             continue
         log("section %s" % name)
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        result = {"ws": bench_ws, "http": bench_http, "tcp": bench_tcp}[name](args)
+        result = {"ws": bench_ws, "http": bench_http, "soap": bench_soap, "tcp": bench_tcp}[name](args)
         result["date"] = date
         result["git"] = git_state()
         sections[name] = result

@@ -125,7 +125,8 @@ class Switchboard:
     def __init__(self, clock, accept_timeout=ACCEPT_TIMEOUT, rng=None):
         self.clock = clock
         self.accept_timeout = accept_timeout
-        self._rng = rng or random.SystemRandom()
+        # Balancing needs fairness, not secrecy: a seeded PRNG (rendezvous keys use secrets).
+        self._rng = rng or random.Random(secrets.randbits(64))
         self._listeners = {}  # entity key -> list of IListenerChannel
         self._pending = {}  # rendezvous key -> Rendezvous
         self._closables = {}  # entity key -> set of IClosable (data legs)

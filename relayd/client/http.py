@@ -266,6 +266,19 @@ class HttpHandler:
                        errbackArgs=(request_id, fields, leg, channel))
         d.addErrback(lambda f: log.failure("answering request {id} failed", f, id=request_id))
 
+    def _check_persistence(self, response):
+        """Twisted's pool keeps an HTTP/1.0 connection that has no ``Connection: close`` as if it
+        were persistent, but such a server (wsgiref, ``python -m http.server``) closes it; a POST
+        sent on it later fails and is not retried.  Stop pooling for such a backend."""
+        if not self.pool.persistent or response.version[1:] != (1, 0):
+            return
+        connection = b",".join(response.headers.getRawHeaders(b"connection", [])).lower()
+        if b"keep-alive" not in connection:
+            log.info("{base} answers with HTTP/1.0 without keep-alive: not pooling its connections",
+                     base=self.base)
+            self.pool.persistent = False
+            self.pool.closeCachedConnections()
+
     def _local_failed(self, failure, request_id, fields, leg, channel):
         log.info("the local service failed for {method} {target}: {err}", method=fields.get("method"),
                  target=fields.get("requestTarget"), err=failure.getErrorMessage())
@@ -284,6 +297,7 @@ class HttpHandler:
             channel.send(json.dumps(message))
 
     def _got_response(self, response, request_id, fields, leg, channel):
+        self._check_persistence(response)
         message = _response_message(request_id, response)
         length = response.length
         if leg is None and length is not UNKNOWN_LENGTH and length <= SMALL:

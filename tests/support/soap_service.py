@@ -15,7 +15,8 @@ import os
 import re
 import sys
 import threading
-from wsgiref.simple_server import WSGIRequestHandler, make_server
+from socketserver import ThreadingMixIn
+from wsgiref.simple_server import WSGIRequestHandler, WSGIServer, make_server
 
 from spyne import Application, Fault, Integer, ServiceBase, Unicode, rpc
 from spyne.protocol.soap import Soap11, Soap12
@@ -41,6 +42,11 @@ class Calculator(ServiceBase):
         if path:
             with open(path, "a") as f:
                 f.write(text + "\n")
+
+
+class Server(ThreadingMixIn, WSGIServer):
+    daemon_threads = True
+    request_queue_size = 128
 
 
 class Quiet(WSGIRequestHandler):
@@ -75,7 +81,8 @@ def one_way_fix(app):
 def serve(protocol):
     app = Application([Calculator], tns="http://relayd.test/calc", in_protocol=protocol(validator="lxml"),
                       out_protocol=protocol())
-    server = make_server("127.0.0.1", 0, one_way_fix(WsgiApplication(app)), handler_class=Quiet)
+    server = make_server("127.0.0.1", 0, one_way_fix(WsgiApplication(app)), server_class=Server,
+                         handler_class=Quiet)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     return server.server_port
 
