@@ -7,6 +7,7 @@
     relayd listen PATH  [-x CONN | --url URL --rule R --key K]   stdin/stdout <- relay listener
     relayd connect PATH [-x CONN | --url URL --rule R --key K]   stdin/stdout -> relay sender
     relayd entity list|add|delete ...          manage entities of a running relay
+    relayd bridge [-x CONN] [-R ...] [-L ...] [-H ...]   publish / reach services (see relayd.client.bridge)
 """
 
 import argparse
@@ -137,6 +138,8 @@ def build_parser():
         p.set_defaults(func=lambda args, name=name: _pipe(name, args))
 
     sub.add_parser("serve", help="run the relay (same as twistd -n relayd ...)", add_help=False)
+    sub.add_parser("bridge", help="publish local TCP/HTTP services or reach remote ones (relayd bridge -h)",
+                   add_help=False)
     return parser
 
 

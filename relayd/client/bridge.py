@@ -128,7 +128,8 @@ class Tunnel:
         if via is not None:
             from relayd.transports.nettcp import nmf
 
-            self.parser = nmf.PreambleParser()
+            # the relay already enforced its own Via limit
+            self.parser = nmf.PreambleParser(max_via=65536, max_preamble=65536 + 1024)
         conn.on_message = self.from_relay
         conn.on_close = self.relay_closed
         conn.pauseProducing()  # until the local side is connected

@@ -327,3 +327,41 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
         local.stop()
         remote.stop()
         srv.close()
+
+
+def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
+    """The listener gets the preamble without the relay's sb-hc-token in the Via."""
+    from urllib.parse import quote
+
+    from relayd import auth
+    from relayd.transports.nettcp import nmf
+    from tests.conftest import SEND_KEY
+
+    seen = []
+
+    def capture(conn):
+        data = b""
+        while len(data) < 40:
+            chunk = conn.recv(4096)
+            if not chunk:
+                break
+            data += chunk
+        seen.append(data)
+        conn.sendall(b"\x0b")  # PreambleAck
+        conn.close()
+
+    srv = serve_tcp(capture)
+    remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
+    try:
+        remote.wait("online")
+        token = auth.make_token("http://example/echo-tcp", "sender", SEND_KEY, int(time.time()) + 60)
+        via = "net.tcp://example/echo-tcp?x=1&sb-hc-token=" + quote(token, safe="")
+        with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
+            c.sendall(b"\x00\x01\x00\x01\x02" + nmf.encode_via(via) + b"\x03\x08\x0c")
+            assert c.recv(16) == b"\x0b"
+        parsed = nmf.PreambleParser().feed(seen[0])
+        assert parsed.via == "net.tcp://example/echo-tcp?x=1"
+        assert b"sb-hc-token" not in seen[0] and parsed.rest == b"\x0c"
+    finally:
+        remote.stop()
+        srv.close()

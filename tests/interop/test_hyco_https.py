@@ -109,6 +109,43 @@ def test_head_and_empty_body_frame_after_body_false(http_relay):
     assert requests.get(http_relay.http_url + "/web/hello?x=2", timeout=20).text == "hello 2"
 
 
+def _raw_exchange(port, request):
+    with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+        c.sendall(request)
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                return data
+            data += chunk
+
+
+def test_http10_client_gets_a_close_delimited_body(http_relay):
+    # (the Host header builds the rendezvous address when public_url is not set)
+    host = b"127.0.0.1:%d" % http_relay.port
+    reply = _raw_exchange(http_relay.port, b"GET /web/big?n=70000 HTTP/1.0\r\nHost: %s\r\n\r\n" % host)
+    head, _, body = reply.partition(b"\r\n\r\n")
+    assert head.startswith(b"HTTP/1.1 200") and b"chunked" not in head.lower()
+    assert body == pattern(70000)
+
+
+def test_expect_100_continue_is_answered_by_the_relay(http_relay):
+    body = os.urandom(70_000)
+    with socket.create_connection(("127.0.0.1", http_relay.port), timeout=20) as c:
+        c.sendall(b"POST /web/echo HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nContent-Length: %d\r\n"
+                  b"Expect: 100-continue\r\nConnection: close\r\n\r\n" % (http_relay.port, len(body)))
+        assert c.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
+        c.sendall(body)
+        data = b""
+        while True:
+            chunk = c.recv(65536)
+            if not chunk:
+                break
+            data += chunk
+    assert data.startswith(b"HTTP/1.1 200")
+    assert b"x-body-sha256: " + hashlib.sha256(body).hexdigest().encode() in data.lower()
+
+
 def test_curl_get(http_relay):
     require_tool("curl", "curl is used as a third-party HTTP client")
     out = subprocess.run(["curl", "-sS", "-i", http_relay.http_url + "/web/hello?x=curl"], capture_output=True,

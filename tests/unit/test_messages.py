@@ -80,3 +80,17 @@ def test_raw_headers_keep_casing_and_folding():
     assert out == {"Host": "a:1", "Sec-WebSocket-Key": "K==", "X-Long": "one two", "X-Dup": "1, 2",
                    "Authorization": "Bearer x"}
     assert "Authorization" not in connect_headers([("Authorization", "SharedAccessSignature x")], True)
+
+
+def test_strip_sb_params_keeps_the_original_encoding():
+    assert messages.strip_sb_params("wsdl") == "wsdl"
+    assert messages.strip_sb_params("a=b%2Fc&sb-hc-token=x+y&q=1+2") == "a=b%2Fc&q=1+2"
+    assert messages.strip_sb_params("sb%2Dhc%2Dtoken=x&k") == "k"
+
+
+def test_wsdl_rewrite_only_touches_the_services_own_hosts():
+    from relayd.transports.soap.door import own_prefixes
+
+    doc = (b'<d xmlns:soap="http://schemas.xmlsoap.org/wsdl/soap/"><soap:address location="http://10.0.0.5:8000/"/>'
+           b'<i schemaLocation="http://www.w3.org/2001/xml.xsd"/><i location="http://127.0.0.1:9/x.xsd"/></d>')
+    assert own_prefixes(doc) == ["http://10.0.0.5:8000", "http://127.0.0.1:9"]

@@ -41,7 +41,7 @@ from relayd.transports.soap import envelope as soap_envelope
 
 SMALL_BODY = 64 * 1024
 HOP_BY_HOP = {
-    "connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
+    "expect", "connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
     "close", "keep-alive", "proxy-connection",
 }
 RESPONSE_SKIP = HOP_BY_HOP | {"via"}
@@ -224,7 +224,9 @@ class HttpRelayProtocol(Protocol):
             exchange.start()
         except HttpError as e:
             self.exchange = None
-            exchange.send_error(e.status, e.message, close=True)
+            exchange.send_error(e.status, e.message, close=e.close)
+            if not e.close and self.buf:
+                self._next_request()
         except Exception:
             self._log.failure("HTTP relay request failed unexpectedly")
             self.exchange = None
@@ -246,7 +248,7 @@ class HttpRelayProtocol(Protocol):
                        message=message, tracking=tracking)
         if close:
             self.closed = True
-            self.transport.loseConnection()
+            pipe.close_after_flush(self.transport)
 
     def send_fault(self, fault, close=True):
         phrase = RESPONSES.get(fault.status, b"Error").decode("ascii")
@@ -258,14 +260,14 @@ class HttpRelayProtocol(Protocol):
         self._log.info("SOAP relay answered a fault, HTTP {status}", status=fault.status)
         if close:
             self.closed = True
-            self.transport.loseConnection()
+            pipe.close_after_flush(self.transport)
 
     def exchange_done(self, exchange, close):
         if self.exchange is exchange:
             self.exchange = None
         if close or self.closed:
             self.closed = True
-            self.transport.loseConnection()
+            pipe.close_after_flush(self.transport)
             return
         self.transport.resumeProducing()
         if self.buf:
@@ -455,6 +457,8 @@ class Exchange:
             self.soap.collect(length)  # parse, authorise and route once the envelope is complete
         else:
             self._route()
+        if self.has_body and "100-continue" in ",".join(self.lowered.get("expect", [])).lower():
+            self.client.transport.write(b"HTTP/1.1 100 Continue\r\n\r\n")
         if self.client.buf:
             data, self.client.buf = self.client.buf, b""
             if self.decoder is not None:
@@ -554,6 +558,7 @@ class Exchange:
     def _body_data(self, data):
         if not data:
             return
+        self._touch()  # upload progress: the response deadline counts from the last byte
         if self.soap is not None and self.soap.collecting:
             self.soap.data(data)
             return
@@ -648,6 +653,10 @@ class Exchange:
         self._cancel_timer()
         self.timer = self.door.clock.callLater(self.entity_response_timeout(), self._timed_out)
 
+    def _touch(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.reset(self.entity_response_timeout())
+
     def _cancel_timer(self):
         if self.timer is not None and self.timer.active():
             self.timer.cancel()
@@ -680,9 +689,14 @@ class Exchange:
             self.response_buffered = 0
             return
         if not via_control:
-            self.response_chunked = True
+            self.response_streaming = True
+            if self.version == "HTTP/1.0":
+                self.close_after = True  # no chunked encoding in HTTP/1.0: the close ends the body
+                self.response_chunked = False
+            else:
+                self.response_chunked = True
             transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
-                                          self.via_host, chunked=True, close=self.close_after))
+                                          self.via_host, chunked=self.response_chunked, close=self.close_after))
 
     def response_body_whole(self, payload):
         if self.soap is not None:
@@ -696,6 +710,8 @@ class Exchange:
     def response_body_begin(self):
         pass
 
+    response_streaming = False
+
     def response_body_data(self, data):
         if getattr(self, "response_buffer", None) is not None and not self.finished:
             self.response_buffered += len(data)
@@ -705,18 +721,22 @@ class Exchange:
             self._arm_timer()
             self.response_buffer.append(data)
             return
-        if not self.responding or not self.response_chunked or self.finished or not data:
+        if not self.responding or not self.response_streaming or self.finished or not data:
             return
-        self._arm_timer()
-        self.client.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        self._touch()
+        if self.response_chunked:
+            self.client.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            self.client.transport.write(data)
 
     def response_body_end(self):
         if getattr(self, "response_buffer", None) is not None and not self.finished:
             body, self.response_buffer = b"".join(self.response_buffer), None
             self.response_body_whole(body)
             return
-        if self.responding and self.response_chunked and not self.finished:
-            self.client.transport.write(b"0\r\n\r\n")
+        if self.responding and self.response_streaming and not self.finished:
+            if self.response_chunked:
+                self.client.transport.write(b"0\r\n\r\n")
             self.finish()
 
     # -- ending -----------------------------------------------------------------------------
@@ -770,7 +790,7 @@ class Exchange:
         self._dispose()
         self.client.exchange = None
         self.client.closed = True
-        self.client.transport.loseConnection()
+        pipe.close_after_flush(self.client.transport)
 
     def leg_lost(self):
         if not self.finished:

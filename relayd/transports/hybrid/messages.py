@@ -19,7 +19,7 @@ says what is wrong with the listener's message.
 """
 
 import json
-from urllib.parse import parse_qsl, quote, urlencode, urlsplit
+from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 MAX_CONTROL_JSON = 64 * 1024
 
@@ -108,11 +108,13 @@ def decode(payload):
 
 
 def strip_sb_params(query):
-    """The query string without ``sb-hc-*`` parameters (kept in their original order)."""
+    """The query string without ``sb-hc-*`` parameters; everything else exactly as sent
+    (order, encoding, ``?wsdl`` without ``=``)."""
     if not query:
         return ""
-    kept = [(k, v) for k, v in parse_qsl(query, keep_blank_values=True) if not k.lower().startswith("sb-hc-")]
-    return urlencode(kept, quote_via=quote, safe="")
+    kept = [part for part in query.split("&")
+            if not unquote_plus(part.split("=", 1)[0]).lower().startswith("sb-hc-")]
+    return "&".join(kept)
 
 
 def rendezvous_address(base_url, entity_path, suffix, query, action, key):

@@ -31,6 +31,15 @@ from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
 
 
+def strip_token(via):
+    """The Via without its ``sb-hc-token`` query parameter."""
+    from relayd.transports.hybrid.messages import strip_sb_params
+
+    base, sep, query = via.partition("?")
+    query = strip_sb_params(query)
+    return base + ("?" + query if query else "")
+
+
 @implementer(ILeg, IHalfCloseableProtocol)
 class TcpDoorProtocol(Protocol):
     _log = Logger()
@@ -53,7 +62,8 @@ class TcpDoorProtocol(Protocol):
         if self.door.mode == "nettcp":
             from relayd.transports.nettcp import nmf
 
-            self.parser = nmf.PreambleParser(max_via=self.door.max_via)
+            self.parser = nmf.PreambleParser(max_via=self.door.max_via,
+                                             max_preamble=max(8192, self.door.max_via + 1024))
             self._timer = self.door.clock.callLater(self.door.preamble_timeout, self._preamble_timeout)
         else:
             self._timer = None
@@ -86,8 +96,11 @@ class TcpDoorProtocol(Protocol):
             self._timer.cancel()
         self._timer = None
         self.transport.pauseProducing()
-        self._route(nmf.via_path(preamble.via), nmf.via_query_token(preamble.via),
-                    preamble.raw + preamble.rest, via=preamble.via)
+        token = nmf.via_query_token(preamble.via)
+        raw = preamble.raw
+        if token is not None:  # the relay's token stays at the relay
+            raw = nmf.rewrite_via(raw, strip_token(preamble.via))
+        self._route(nmf.via_path(preamble.via), token, raw + preamble.rest, via=preamble.via)
 
     def _fault(self, name, detail):
         from relayd.transports.nettcp import nmf

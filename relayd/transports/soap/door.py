@@ -18,6 +18,7 @@ On top of that, for a SOAP entity:
 * anything else (plain XML or JSON over HTTP, WebHttpRelayBinding style) is relayed as is.
 """
 
+import re
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.logger import Logger
@@ -55,7 +56,7 @@ class SoapExchange:
     def collect(self, length):
         from relayd.transports.hybrid.http import HttpError
 
-        limit = self.exchange.door.limits.soap_max_bytes
+        limit = self._limit()
         if length is not None and length > limit:
             raise HttpError(413, "the SOAP envelope (%d bytes) is larger than the relay's limit of %d bytes"
                             % (length, limit), close=True)
@@ -63,14 +64,18 @@ class SoapExchange:
         if self.exchange.decoder is None:
             self.complete()
 
+    def _limit(self):
+        limits = self.exchange.door.limits
+        return min(limits.soap_max_bytes, limits.http_max_body)
+
     def data(self, data):
         self.size += len(data)
-        if self.size > self.exchange.door.limits.soap_max_bytes:
+        if self.size > self._limit():
             self.collecting = False
             self.parts = []
             ex = self.exchange
             ex.send_error(413, "the SOAP envelope is larger than the relay's limit of %d bytes"
-                          % ex.door.limits.soap_max_bytes, close=True)
+                          % self._limit(), close=True)
             ex.abort()
             return
         self.parts.append(data)
@@ -110,7 +115,10 @@ class SoapExchange:
     def _addressing(self):
         req = self.request
         if req is not None and req.message_id:
-            return {"relates_to": req.message_id}
+            kw = {"relates_to": req.message_id}
+            if getattr(req, "addressing_ns", None):
+                kw["addressing_ns"] = req.addressing_ns
+            return kw
         return {}
 
     # -- responses -----------------------------------------------------------------------------
@@ -126,10 +134,25 @@ class SoapExchange:
             scheme = "https"
         base = "%s://%s/%s" % (scheme, netloc, ex.entity.path)
         try:
-            return wsdl.rewrite_locations(payload, base, [])
+            return wsdl.rewrite_locations(payload, base, own_prefixes(payload))
         except wsdl.WsdlError as e:
             log.info("not rewriting the listener's metadata for {path}: {err}", path=ex.entity.path, err=e)
             return payload
+
+
+_ADDRESS = re.compile(rb'<[\w.-]*:?address\s[^>]*location\s*=\s*["\'](https?://[^/"\'?#]+)', re.I)
+_ANY_URL = re.compile(rb'(?:location|schemaLocation)\s*=\s*["\'](https?://[^/"\'?#]+)', re.I)
+_LOOPBACK = re.compile(rb"^https?://(localhost|127\.[0-9.]+|\[::1\])(:\d+)?$", re.I)
+
+
+def own_prefixes(document):
+    """The scheme://host:port of the listener's own service: the hosts of its soap:address /
+    soap12:address elements, plus any loopback host.  Other absolute URLs (e.g. a schema on
+    www.w3.org) are left alone."""
+    prefixes = {m.group(1).decode("ascii", "replace") for m in _ADDRESS.finditer(document)}
+    prefixes |= {m.group(1).decode("ascii", "replace") for m in _ANY_URL.finditer(document)
+                 if _LOOPBACK.match(m.group(1))}
+    return sorted(prefixes) or ["http://localhost", "http://127.0.0.1"]
 
 
 _BY_STATUS = {
