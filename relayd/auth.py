@@ -232,7 +232,8 @@ def parse_token(token):
             raise _malformed("the prefix is spelled %r, it must be exactly %r" % (word, PREFIX))
         if word.startswith(("sr=", "sig=", "se=", "skn=")):
             raise _malformed("the 'SharedAccessSignature ' prefix is missing")
-        raise _malformed("it must start with 'SharedAccessSignature ' (got %r)" % word[:30])
+        # (the token's own text is never echoed: error messages reach logs)
+        raise _malformed("it must start with 'SharedAccessSignature '")
     rest = rest.strip()
     if not rest:
         raise _malformed("there are no fields after the prefix")
@@ -247,7 +248,8 @@ def parse_token(token):
             raise _malformed("it has an empty field (two '&' in a row, or a leading or trailing '&')")
         name, sep, value = part.partition("=")
         if not sep:
-            raise _malformed("field %r has no '=' (was the token URL-encoded twice?)" % part[:40])
+            raise _malformed("field %d has no '=' (was the token URL-encoded twice?)"
+                             % (len(fields) + 1))
         if name in fields:
             raise _malformed("field %r appears twice" % name)
         fields[name] = value

@@ -134,3 +134,30 @@ def test_token_command_makes_azure_compatible_tokens():
     assert 100 <= verified.expires - time.time() <= 121
     bad = relayd_cli("token", "--rule", "root", "--key", "k", "--uri", "ws://x/echo", "--ttl", "0")
     assert bad.returncode == 2 and "--ttl" in bad.stderr
+
+
+def test_tokens_and_keys_never_reach_the_log(relay_proc):
+    """Requests carrying valid, malformed and wrongly signed tokens on every door: the relay's
+    log has neither the tokens' signatures nor the keys."""
+    import requests
+    from urllib.parse import quote
+
+    from tests.conftest import ROOT_KEY, SEND_KEY
+
+    base = relay_proc.http_url
+    good = auth.make_token(base + "/echo", "root", ROOT_KEY, int(time.time()) + 60)
+    bad = auth.make_token(base + "/echo", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
+    secrets = [good.split("sig=")[1].split("&")[0], bad.split("sig=")[1].split("&")[0], "PLAINSECRETTEXT",
+               ROOT_KEY, SEND_KEY]
+    for token in (good, bad, "PLAINSECRETTEXT", "SharedAccessSignature sig=PLAINSECRETTEXT"):
+        requests.get(base + "/$relayd/entities?sb-hc-token=" + quote(token, safe=""), timeout=10)
+        requests.get(base + "/echo/x", headers={"ServiceBusAuthorization": token}, timeout=10)
+        requests.get(base + "/echo/x?sb-hc-token=" + quote(token, safe=""), timeout=10)
+        requests.get(base + "/$hc/echo?sb-hc-action=connect&sb-hc-token=" + quote(token, safe=""),
+                     headers={"Connection": "Upgrade", "Upgrade": "websocket", "Sec-WebSocket-Version": "13",
+                              "Sec-WebSocket-Key": "dGhlIHNhbXBsZSBub25jZQ=="}, timeout=10)
+    time.sleep(0.5)
+    log = relay_proc.log_text()
+    assert "401" in log or "denied" in log  # the requests were seen and refused
+    for secret in secrets:
+        assert secret not in log and quote(secret, safe="") not in log

@@ -477,8 +477,8 @@ MALFORMED = [
     (GOOD.replace("&", "&amp;"), "'&amp;'"),
     (GOOD + "&", "empty field"),
     (GOOD.replace("&", "&&", 1), "empty field"),
-    (GOOD + "&junk", "field 'junk' has no '='"),
-    (GOOD.replace("sr=", "sr%3D", 1), "has no '=' (was the token URL-encoded twice?)"),
+    (GOOD + "&junk", "field 5 has no '='"),
+    (GOOD.replace("sr=", "sr%3D", 1), "field 1 has no '=' (was the token URL-encoded twice?)"),
     (GOOD + "&se=1767229200", "field 'se' appears twice"),
     (GOOD + "&skn=root", "field 'skn' appears twice"),
     (with_field(GOOD, "sr", None), "the 'sr' field is missing"),
@@ -577,3 +577,10 @@ def test_extract_token_then_verify():
     v = VECTORS[0]
     token = auth.extract_token(None, {"servicebusauthorization": v["token"], "Authorization": "Bearer x"})
     assert auth.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"]).rule.name == "root"
+
+
+def test_malformed_token_messages_never_echo_the_token():
+    for token in ("SECRET-TOKEN-TEXT", "SharedAccessSignature SECRETSIGNATURE", "Bearer SECRET-TOKEN-TEXT"):
+        with pytest.raises(auth.Unauthorized) as e:
+            auth.parse_token(token)
+        assert "SECRET" not in str(e.value)
