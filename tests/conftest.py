@@ -80,6 +80,16 @@ def require_tool(path_or_name, why):
     pytest.skip(message)
 
 
+def recv_all(sock):
+    """Everything ``sock`` sends until it closes."""
+    parts = []
+    while True:
+        data = sock.recv(65536)
+        if not data:
+            return b"".join(parts)
+        parts.append(data)
+
+
 def twistd_path():
     candidate = os.path.join(os.path.dirname(sys.executable), "twistd")
     return candidate if os.path.exists(candidate) else "twistd"

@@ -12,7 +12,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
+from tests.conftest import ROOT_KEY, RelayProcess, recv_all, require_tool, write_config
 
 TCP_CONFIG = """
 [[hybrid_connections]]
@@ -204,12 +204,7 @@ def test_half_close_and_parallel_connections_through_bridges(tmp_path, tcp_relay
             with socket.create_connection(("127.0.0.1", local_port), timeout=30) as c:
                 c.sendall(payload)
                 c.shutdown(socket.SHUT_WR)  # half-close: the service only answers after EOF
-                got = b""
-                while True:
-                    data = c.recv(65536)
-                    if not data:
-                        break
-                    got += data
+                got = recv_all(c)
             results[i] = got == payload
 
         threads = [threading.Thread(target=one, args=(i,)) for i in range(8)]
@@ -230,12 +225,7 @@ def test_nettcp_door_faults(tcp_relay):
     def exchange(via):
         with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
             c.sendall(b"\x00\x01\x00\x01\x02" + nmf.encode_via(via) + b"\x03\x08\x0c")
-            data = b""
-            while True:
-                chunk = c.recv(4096)
-                if not chunk:
-                    return data
-                data += chunk
+            return recv_all(c)
 
     assert exchange("net.tcp://example/nowhere") == nmf.fault("EndpointNotFound")
     assert exchange("net.tcp://example/echo") == nmf.fault("EndpointAccessDenied")  # echo needs a token
@@ -314,12 +304,7 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
         started = time.time()
         with socket.create_connection(("127.0.0.1", local_port), timeout=20) as c:
             c.sendall(b"S")
-            got = b""
-            while True:
-                data = c.recv(4096)
-                if not data:
-                    break
-                got += data
+            got = recv_all(c)
         assert got == b"small answer"
         assert time.time() - started < 10
         stalled.close()

@@ -11,7 +11,7 @@ import pytest
 import requests
 
 from relayd import auth
-from tests.conftest import ROOT_KEY, SEND_KEY, RelayProcess, require_tool, write_config
+from tests.conftest import ROOT_KEY, SEND_KEY, RelayProcess, recv_all, require_tool, write_config
 from tests.interop.test_hyco_ws import NODE_DIR, NodeListener
 
 pytestmark = pytest.mark.interop
@@ -112,12 +112,7 @@ def test_head_and_empty_body_frame_after_body_false(http_relay):
 def _raw_exchange(port, request):
     with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
         c.sendall(request)
-        data = b""
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                return data
-            data += chunk
+        return recv_all(c)
 
 
 def test_http10_client_gets_a_close_delimited_body(http_relay):
@@ -136,12 +131,7 @@ def test_expect_100_continue_is_answered_by_the_relay(http_relay):
                   b"Expect: 100-continue\r\nConnection: close\r\n\r\n" % (http_relay.port, len(body)))
         assert c.recv(64).startswith(b"HTTP/1.1 100 Continue\r\n\r\n")
         c.sendall(body)
-        data = b""
-        while True:
-            chunk = c.recv(65536)
-            if not chunk:
-                break
-            data += chunk
+        data = recv_all(c)
     assert data.startswith(b"HTTP/1.1 200")
     assert b"x-body-sha256: " + hashlib.sha256(body).hexdigest().encode() in data.lower()
 
