@@ -93,3 +93,15 @@ def shutdown_write(transport):
     if getattr(transport, "producer", None) is not None:
         transport.unregisterProducer()
     transport.loseWriteConnection()
+
+
+def no_delay(transport):
+    """Disable Nagle's algorithm where the transport allows it: relayed traffic is already
+    coalesced by the reads that produce it, and small request/response exchanges must not wait
+    for delayed ACKs."""
+    setter = getattr(transport, "setTcpNoDelay", None)
+    if setter is not None:
+        try:
+            setter(True)
+        except Exception:
+            pass

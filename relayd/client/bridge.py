@@ -28,7 +28,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd.pipe import PauseReading, close_after_flush, shutdown_write
+from relayd.pipe import PauseReading, close_after_flush, no_delay, shutdown_write
 
 log = Logger(namespace="relayd.bridge")
 
@@ -174,6 +174,7 @@ class Tunnel:
 
     def local_made(self, local):
         self.local = local
+        no_delay(local.transport)
         local.transport.registerProducer(PauseReading(self.conn.transport), True)
         self.conn.transport.registerProducer(PauseReading(local.transport), True)
         held, self.held = self.held, []

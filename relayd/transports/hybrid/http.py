@@ -185,6 +185,7 @@ class HttpRelayProtocol(Protocol):
 
     def connectionMade(self):
         self.secure = ISSLTransport.providedBy(self.transport)
+        pipe.no_delay(self.transport)
 
     # -- reading ---------------------------------------------------------------------------
 

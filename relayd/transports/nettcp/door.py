@@ -59,6 +59,7 @@ class TcpDoorProtocol(Protocol):
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
+        pipe.no_delay(self.transport)
         if self.door.mode == "nettcp":
             from relayd.transports.nettcp import nmf
 
