@@ -343,6 +343,25 @@ def run_wrk(url, connections, seconds, script):
     return r
 
 
+def wrk_rounds(section, urls, args, script, cpu, samples, around=None):
+    """Warm up, then ``args.rounds`` rounds of wrk against each of ``urls`` ({scenario: (url,
+    watched procs)}), scenarios rotating; ``around(measure)`` may wrap each measurement."""
+    for url, _ in urls.values():  # warm up (connection pools, code paths)
+        run_wrk(url, args.http_connections, 1, script)
+    for r in range(args.rounds):
+        for name in rotate(list(urls), r):
+            url, watched = urls[name]
+
+            def measure():
+                return cpu.measure(name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script),
+                                   "wrk")
+
+            s = around(measure) if around else measure()
+            samples[name].append(s)
+            log("%s round %d %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms"
+                % (section, r + 1, name, s["requests_per_s"], s["p50_us"] / 1e3, s["p99_us"] / 1e3))
+
+
 def backend_stats(url):
     import urllib.request
 
@@ -368,22 +387,18 @@ def bench_http(args):
                                  ready=r"online"))
         urls = {"http-direct": ("http://127.0.0.1:%d/small" % backend_port, [backend]),
                 "http-relay": ("http://127.0.0.1:%d/web/small" % port, [relay, agent, backend])}
-        for name, (url, _) in urls.items():  # warm up (connection pools, code paths)
-            run_wrk(url, args.http_connections, 1, script)
         stats_url = "http://127.0.0.1:%d/_stats" % backend_port
-        for r in range(args.rounds):
-            for name in rotate(list(urls), r):
-                url, watched = urls[name]
-                before = backend_stats(stats_url)
-                s = cpu.measure(name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script),
-                                "wrk")
-                after = backend_stats(stats_url)
-                # each /_stats reading opens a connection and counts itself
-                s["backend_connections"] = after["connections"] - before["connections"] - 1
-                s["backend_requests"] = after["requests"] - before["requests"] - 1
-                samples[name].append(s)
-                log("http round %d %s: %.0f req/s, p50 %.2f ms, p99 %.2f ms"
-                    % (r + 1, name, s["requests_per_s"], s["p50_us"] / 1e3, s["p99_us"] / 1e3))
+
+        def counted(measure):
+            before = backend_stats(stats_url)
+            s = measure()
+            after = backend_stats(stats_url)
+            # each /_stats reading opens a connection and counts itself
+            s["backend_connections"] = after["connections"] - before["connections"] - 1
+            s["backend_requests"] = after["requests"] - before["requests"] - 1
+            return s
+
+        wrk_rounds("http", urls, args, script, cpu, samples, around=counted)
         rss = relay.rss_peak()
     return {"settings": {"rounds": args.rounds, "seconds": args.seconds, "connections": args.http_connections,
                          "body_bytes": args.http_body, "wrk_threads": 1},
@@ -416,16 +431,7 @@ def bench_soap(args):
                                  ready=r"online"))
         urls = {"soap-direct": ("http://127.0.0.1:%d/" % service_port, [service]),
                 "soap-relay": ("http://127.0.0.1:%d/calc/" % port, [relay, agent, service])}
-        for name, (url, _) in urls.items():
-            run_wrk(url, args.http_connections, 1, script)
-        for r in range(args.rounds):
-            for name in rotate(list(urls), r):
-                url, watched = urls[name]
-                s = cpu.measure(name, watched, lambda: run_wrk(url, args.http_connections, args.seconds, script),
-                                "wrk")
-                samples[name].append(s)
-                log("soap round %d %s: %.0f calls/s, p50 %.2f ms, p99 %.2f ms"
-                    % (r + 1, name, s["requests_per_s"], s["p50_us"] / 1e3, s["p99_us"] / 1e3))
+        wrk_rounds("soap", urls, args, script, cpu, samples)
         rss = relay.rss_peak()
     return {"settings": {"rounds": args.rounds, "seconds": args.seconds, "connections": args.http_connections,
                          "envelope_bytes": len(SOAP_ENVELOPE)},

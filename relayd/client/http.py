@@ -204,6 +204,17 @@ class RequestLeg(RelayedConnection):
             body.end()
 
 
+class _Pool(HTTPConnectionPool):
+    """A pool that can stop pooling: once ``persistent`` is turned off, connections that
+    finish their request (even ones opened before) are closed instead of kept."""
+
+    def _putConnection(self, key, connection):
+        if not self.persistent:
+            connection.transport.loseConnection()
+            return
+        super()._putConnection(key, connection)
+
+
 class HttpHandler:
     """Answers relayed HTTP requests by calling a local HTTP service (``base_url``)."""
 
@@ -211,7 +222,7 @@ class HttpHandler:
         self.reactor = reactor
         self.base = base_url.rstrip("/")
         self.trust_root = trust_root
-        self.pool = HTTPConnectionPool(reactor, persistent=True)
+        self.pool = _Pool(reactor, persistent=True)
         # Twisted keeps 2 idle connections per host by default; relayed requests arrive
         # concurrently, so keep enough to avoid a new backend connection per request.
         self.pool.maxPersistentPerHost = 64

@@ -280,20 +280,27 @@ def test_mono_wcf_basichttp_through_relay(soap_relay, tmp_path):
         service.stop()
 
 
-def test_concurrent_calls_to_an_http10_backend(soap_relay):
+def test_concurrent_calls_to_an_http10_backend(soap_relay, tmp_path):
     """spyne's wsgiref server answers HTTP/1.0 and closes each connection: the bridge must not
-    reuse such connections (a POST on a dead pooled connection would fail as 503)."""
+    reuse such connections (a POST on a dead pooled connection would fail as 503), not even the
+    ones opened by the first concurrent calls, before it learnt that (a fresh bridge here)."""
     import concurrent.futures
+
+    bridge = Bridge(tmp_path, soap_relay, "-H", "nolisten:" + soap_relay.direct11.rstrip("/"))
+    bridge.wait("online")
 
     envelope = (b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/" '
                 b'xmlns:c="http://relayd.test/calc"><soap:Body><c:add><c:a>%d</c:a><c:b>1</c:b></c:add>'
                 b'</soap:Body></soap:Envelope>')
 
     def call(i):
-        r = requests.post(soap_relay.http_url + "/calc11/", data=envelope % i, timeout=30,
+        r = requests.post(soap_relay.http_url + "/nolisten/", data=envelope % i, timeout=30,
                           headers={"Content-Type": "text/xml; charset=utf-8", "SOAPAction": '"add"'})
         return r.status_code, b"<tns:addResult>%d</tns:addResult>" % (i + 1) in r.content
 
-    with concurrent.futures.ThreadPoolExecutor(8) as pool:
-        results = list(pool.map(call, range(200)))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(8) as pool:
+            results = list(pool.map(call, range(200)))
+    finally:
+        bridge.stop()
     assert results == [(200, True)] * 200

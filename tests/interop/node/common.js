@@ -84,4 +84,14 @@ function errText(e, withStack) {
   try { return JSON.stringify(e); } catch (_) { return String(e); }
 }
 
-module.exports = { parseArgs, normalizeBase, encodePath, hcUrl, makeToken, errText, usage };
+// SIGTERM/SIGINT call stop(0); an uncaught exception (an SDK crash) is logged and exits 3.
+function onExit(stop, log) {
+  process.on('SIGTERM', () => stop(0));
+  process.on('SIGINT', () => stop(0));
+  process.on('uncaughtException', (e) => {
+    log('uncaught exception (SDK crash?): ' + errText(e, true));
+    process.exit(3);
+  });
+}
+
+module.exports = { parseArgs, normalizeBase, encodePath, hcUrl, makeToken, errText, usage, onExit };

@@ -33,7 +33,7 @@
 
 const crypto = require('crypto');
 const https = require('hyco-https');
-const { parseArgs, hcUrl, encodePath, errText } = require('./common');
+const { parseArgs, hcUrl, encodePath, errText, onExit } = require('./common');
 
 const SCRIPT = 'https_listener.js';
 const args = parseArgs(process.argv.slice(2), SCRIPT,
@@ -189,12 +189,7 @@ function stop(code) {
   process.exit(code);
 }
 
-process.on('SIGTERM', () => stop(0));
-process.on('SIGINT', () => stop(0));
-process.on('uncaughtException', (e) => {
-  log('uncaught exception (SDK crash?): ' + errText(e, true));
-  process.exit(3);
-});
+onExit(stop, log);
 
 server = https.createRelayedServer({
   server: listenUri,

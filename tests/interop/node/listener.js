@@ -20,7 +20,7 @@
 // reconnect exactly once, and LISTENING is printed again when that succeeds.
 
 const hyco = require('hyco-ws');
-const { parseArgs, hcUrl, makeToken, errText } = require('./common');
+const { parseArgs, hcUrl, makeToken, errText, onExit } = require('./common');
 
 const args = parseArgs(process.argv.slice(2), 'listener.js',
   '[--max-errors=N] [--token-ttl=SECONDS]');
@@ -44,12 +44,7 @@ function stop(code) {
   process.exit(code);
 }
 
-process.on('SIGTERM', () => stop(0));
-process.on('SIGINT', () => stop(0));
-process.on('uncaughtException', (e) => {
-  log('uncaught exception (SDK crash?): ' + errText(e, true));
-  process.exit(3);
-});
+onExit(stop, log);
 
 server = hyco.createRelayedServer({
   server: listenUri,
