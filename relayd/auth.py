@@ -12,7 +12,9 @@ explicit port kept, query, fragment and the leading ``$hc/`` segment dropped.
 
 A token is valid up to and including second ``se`` (rejected once ``now > se``).  ``sr``
 covers an entity when it is a prefix of the entity URI on path-segment boundaries, ignoring
-scheme and port and the case of host and path.  Pure functions, standard library only.
+scheme and port and the case of host and path.  A token whose ``sr`` has a ``.`` or ``..``
+segment (raw or percent-encoded, at any depth of encoding) is refused with 401: a scope never
+climbs above its own entity path.  Pure functions, standard library only.
 """
 
 import base64
@@ -274,10 +276,36 @@ def parse_token(token):
         raise _malformed("the signature sig is %d bytes, an HMAC-SHA256 is 32" % len(mac))
     sr = unquote(fields["sr"])
     try:
-        _split_uri(sr)
+        _, _, sr_path = _split_uri(sr)
     except ValueError:
         raise _malformed("the resource sr=%r is not an absolute URI such as http://host/path" % sr[:100]) from None
+    if has_dot_segment(sr_path):
+        raise Unauthorized("the SAS token's resource sr=%r contains a '.' or '..' path segment (raw or "
+                           "percent-encoded); a token's scope cannot climb above its entity path: make the "
+                           "token for the entity's URI itself, e.g. http://host/entity" % sr[:100])
     return SasToken(sr=sr, sr_raw=fields["sr"], sig=sig, se=int(se_raw), skn=unquote(fields["skn"]), se_raw=se_raw)
+
+
+MAX_DECODE_ROUNDS = 4
+
+
+def _decoded(segment):
+    """``segment`` percent-decoded until it no longer changes (bounded)."""
+    for _ in range(MAX_DECODE_ROUNDS):
+        plain = unquote(segment)
+        if plain == segment:
+            break
+        segment = plain
+    return segment
+
+
+def has_dot_segment(path):
+    """True when a segment of ``path`` is ``.`` or ``..`` once percent-decoded (``%2e%2e``,
+    ``%252e``), also when a decoded ``%2f`` or a backslash splits off such a segment."""
+    for seg in _decoded(path).replace("\\", "/").split("/"):
+        if seg in (".", ".."):
+            return True
+    return False
 
 
 def _segments(path):
@@ -305,6 +333,8 @@ def covers(sr, entity_uri):
         host, _, path = _split_uri(entity_uri)
     except ValueError:
         return False
+    if has_dot_segment(sr_path):
+        return False  # a scope never climbs above its own path (parse_token says why)
     sr_segments = _segments(sr_path)
     entity_segments = _segments(path)
     return sr_host == host and entity_segments[: len(sr_segments)] == sr_segments

@@ -584,3 +584,78 @@ def test_malformed_token_messages_never_echo_the_token():
         with pytest.raises(auth.Unauthorized) as e:
             auth.parse_token(token)
         assert "SECRET" not in str(e.value)
+
+
+# --- dot segments in sr (issue 8, item 18) -----------------------------------------------
+
+DOT_KEY = "a-key-for-tests-only-1234567890"
+DOT_RULES = [auth.Rule("r", DOT_KEY, {MANAGE})]
+
+
+def raw_token(sr_raw, se=NOW + 60, key=DOT_KEY, skn="r"):
+    """A token built byte for byte: sr exactly as given (already URL-encoded), signed over it."""
+    sig = sign(key.encode("utf-8"), "%s\n%d" % (sr_raw, se))
+    return "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=%s" % (sr_raw, quote(sig, safe=""), se, skn)
+
+
+DOT_SRS = [
+    "http%3A%2F%2Fh%2Fecho%2F..",                 # /echo/..
+    "http%3A%2F%2Fh%2Fecho%2F..%2F",              # /echo/../
+    "http%3A%2F%2Fh%2Fecho%2F..%2F..",            # /echo/../..
+    "http%3A%2F%2Fh%2Fecho%2F%252e%252e",         # /echo/%2e%2e
+    "http%3A%2F%2Fh%2Fecho%2F%252E%252E%2Fx",     # /echo/%2E%2E/x
+    "http%3A%2F%2Fh%2Fecho%2F..%252fx",           # /echo/..%2fx
+    "http%3A%2F%2Fh%2Fecho%2F%25252e%25252e",     # /echo/%252e%252e
+    "http%3A%2F%2Fh%2Fecho%2F.",                  # /echo/.
+    "http%3A%2F%2Fh%2Fecho%5C..",                 # /echo\..
+    "http%3A%2F%2Fh%2Fecho%2F%2e%2e",             # %2e%2e in the raw field: /echo/..
+]
+
+
+@pytest.mark.parametrize("sr_raw", DOT_SRS)
+def test_sr_with_dot_segments_is_401_for_every_resource(sr_raw):
+    token = raw_token(sr_raw)
+    for entity in ("http://h/", "http://h/echo", "http://h/echo/x", "http://h/other"):
+        with pytest.raises(auth.Unauthorized) as e:
+            auth.verify_token(token, entity, DOT_RULES, LISTEN, NOW)
+        assert e.value.status == 401
+        assert "'.' or '..' path segment" in e.value.message
+        assert "cannot climb above its entity path" in e.value.message
+        assert "sig=" not in e.value.message
+    with raises(auth.Unauthorized, "'.' or '..' path segment"):
+        auth.parse_token(token)
+
+
+def test_sr_dot_segments_made_by_make_token_are_rejected():
+    for uri in ("http://h/echo/..", "http://h/echo/../..", "http://h/echo/%2e%2e", "sb://h/$hc/echo/.."):
+        token = auth.make_token(uri, "r", DOT_KEY, NOW + 60)
+        with raises(auth.Unauthorized, "cannot climb above its entity path"):
+            auth.verify_token(token, "http://h/", DOT_RULES, MANAGE, NOW)
+
+
+@pytest.mark.parametrize("sr, entity", [
+    ("http://h/echo/..", "http://h/other"),
+    ("http://h/echo/%2e%2e", "http://h/"),
+    ("http://h/a/b/../..", "http://h/a"),
+    ("http://h/echo/.", "http://h/echo"),
+])
+def test_covers_refuses_dot_segment_scopes(sr, entity):
+    assert auth.covers(sr, entity) is False
+
+
+def test_names_with_dots_inside_segments_still_work():
+    for uri, entity in (("http://h/a..b", "http://h/a..b/x"), ("http://h/.well", "http://h/.well"),
+                        ("http://h/v1.2/x", "http://h/v1.2/x")):
+        token = auth.make_token(uri, "r", DOT_KEY, NOW + 60)
+        assert auth.verify_token(token, entity, DOT_RULES, SEND, NOW).sr == uri
+
+
+def test_has_dot_segment():
+    assert auth.has_dot_segment("/echo/..")
+    assert auth.has_dot_segment("/echo/%2E%2e/x")
+    assert auth.has_dot_segment("/echo/..%2F")
+    assert auth.has_dot_segment("/echo/.%2e")
+    assert auth.has_dot_segment("\\..\\x")
+    assert not auth.has_dot_segment("/echo/...")
+    assert not auth.has_dot_segment("/echo/a..b/.x")
+    assert not auth.has_dot_segment("/")
