@@ -104,7 +104,10 @@ def _add_connection_args(p):
 
 
 def build_parser():
+    from relayd import __version__
+
     parser = argparse.ArgumentParser(prog="relayd", description="relayd: a self-hosted relay")
+    parser.add_argument("--version", action="version", version="relayd %s" % __version__)
     sub = parser.add_subparsers(dest="command", required=True)
 
     p = sub.add_parser("token", help="print a SAS token")

@@ -1,0 +1,1 @@
+"""relayd's HTTP resources: the management API and the landing page (see :mod:`relayd.web.site`)."""
