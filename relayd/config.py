@@ -72,6 +72,18 @@ class Limits:
     http_max_body: int = 1 << 30
     # Largest SOAP envelope a SOAP entity accepts (parsed whole; a 413 SOAP fault above it).
     soap_max_bytes: int = 4 * 1024 * 1024
+    # HTTP door (relaying and management): seconds a keep-alive connection may stay idle
+    # between requests before the relay closes it.
+    http_keepalive_timeout: float = 15.0
+    # A request body must arrive within http_body_timeout seconds plus one second for every
+    # http_body_min_rate bytes received (slow uploads are fine, a 1 byte/s dribble is not): 408.
+    http_body_timeout: float = 20.0
+    http_body_min_rate: int = 1024
+    # Bytes of SOAP envelopes read before their sender is authenticated (a token only inside the
+    # envelope, the RelayAccessToken header), across all connections; 503 fault above it.
+    soap_unauthenticated_budget: int = 8 * 1024 * 1024
+    # Seconds such an unauthenticated envelope may take to arrive whole (408 fault).
+    soap_unauthenticated_timeout: float = 10.0
 
 
 @dataclass
@@ -230,6 +242,17 @@ def parse(data, source="<config>"):
         http_max_body=r.number(lim, "http_max_body", "limits", defaults.http_max_body, 0, 1 << 40, True),
         soap_max_bytes=r.number(lim, "soap_max_bytes", "limits", defaults.soap_max_bytes, 1024, 256 << 20, True),
     )
+
+    # HTTP door deadlines and the SOAP pre-authentication budget (kept apart from the call
+    # above so that each limit's range is stated once, here).
+    lm = settings.limits
+    lm.http_keepalive_timeout = r.number(lim, "http_keepalive_timeout", "limits", defaults.http_keepalive_timeout, 0.1, 3600)
+    lm.http_body_timeout = r.number(lim, "http_body_timeout", "limits", defaults.http_body_timeout, 0.1, 3600)
+    lm.http_body_min_rate = r.number(lim, "http_body_min_rate", "limits", defaults.http_body_min_rate, 1, 1 << 30, True)
+    lm.soap_unauthenticated_budget = r.number(lim, "soap_unauthenticated_budget", "limits",
+                                              defaults.soap_unauthenticated_budget, 0, 1 << 34, True)
+    lm.soap_unauthenticated_timeout = r.number(lim, "soap_unauthenticated_timeout", "limits",
+                                               defaults.soap_unauthenticated_timeout, 0.1, 600)
 
     entities = data.get("hybrid_connections", [])
     if not isinstance(entities, list):
