@@ -8,6 +8,7 @@ import base64
 import hashlib
 import hmac
 import json
+import os
 import re
 from urllib.parse import quote
 
@@ -16,7 +17,9 @@ import pytest
 from relayd import auth
 from relayd.auth import LISTEN, MANAGE, SEND
 
-VECTORS_PATH = "/work/shared/vectors/sas-tokens.json"
+# SAS tokens made by Azure Relay's own Node SDKs (see tests/vectors/README.md)
+VECTORS_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vectors",
+                            "sas-tokens.json")
 with open(VECTORS_PATH) as f:
     VECTORS = json.load(f)
 
