@@ -18,7 +18,7 @@ relay), and an unreachable service gives 503.
 """
 
 import json
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IPushProducer
@@ -265,7 +265,12 @@ class HttpHandler:
         request_id = fields.get("id")
         method = str(fields.get("method", "GET")).encode("ascii", "replace")
         target = fields.get("requestTarget") or "/"
-        url = (self.base + _strip_entity(target, self.listener.path)).encode("utf-8")
+        try:
+            local = local_target(target, self.listener.path)
+        except BadTarget as e:
+            self._refuse(400, str(e), request_id, fields, leg, body, channel)
+            return
+        url = (self.base + local).encode("utf-8")
         headers = Headers()
         for name, value in (fields.get("requestHeaders") or {}).items():
             if name.lower() in HOP_BY_HOP:
@@ -289,6 +294,16 @@ class HttpHandler:
                      base=self.base)
             self.pool.persistent = False
             self.pool.closeCachedConnections()
+
+    def _refuse(self, status, description, request_id, fields, leg, body, channel):
+        """Answer without calling the local service (its request body, if any, is read and dropped)."""
+        log.info("refused {method} {target!r}: {status} {description}", method=fields.get("method"),
+                 target=str(fields.get("requestTarget"))[:200], status=status, description=description)
+        if isinstance(body, StreamBody):
+            body.startProducing(_Discard())
+        message = {"response": {"requestId": request_id, "statusCode": status, "statusDescription": description,
+                                "responseHeaders": {"Content-Type": "text/plain"}, "body": False}}
+        self._send_json(message, leg, channel)
 
     def _local_failed(self, failure, request_id, fields, leg, channel):
         log.info("the local service failed for {method} {target}: {err}", method=fields.get("method"),
@@ -352,14 +367,56 @@ def _bytes_io(data):
     return io.BytesIO(data)
 
 
-def _strip_entity(target, entity_path):
-    """The request target without the entity path prefix: /web/a?b -> /a?b."""
-    entity = "/" + entity_path.strip("/")
+class _Discard:
+    """A consumer that drops what it is given (the body of a refused request)."""
+
+    def write(self, data):
+        pass
+
+
+class BadTarget(ValueError):
+    """A request target the bridge will not pass to its local service (answered with 400)."""
+
+
+MAX_DECODE_ROUNDS = 4
+DOT_SEGMENTS = (".", "..")
+
+
+def _decoded(text):
+    """``text`` percent-decoded until it no longer changes (``%252e`` -> ``%2e`` -> ``.``), bounded."""
+    for _ in range(MAX_DECODE_ROUNDS):
+        plain = unquote(text)
+        if plain == text:
+            break
+        text = plain
+    return text
+
+
+def local_target(target, entity_path):
+    """The path and query to ask the local service for: ``target`` without the entity path
+    prefix (``/web/a?b`` -> ``/a?b``), appended by the caller to the service's base path.
+
+    Raises :class:`BadTarget` for a target that could leave the base path once a server
+    normalises it: a ``.`` or ``..`` segment, raw or percent-encoded at any depth (also behind
+    an encoded ``/`` or a backslash), a target that is not an absolute path, or one with
+    control characters or spaces.
+    """
+    if not target.startswith("/"):
+        raise BadTarget("the request target must be an absolute path starting with '/'")
+    if any(ord(c) <= 0x20 or ord(c) == 0x7F for c in target):
+        raise BadTarget("the request target contains a space or control character")
     path, sep, query = target.partition("?")
-    if path.lower() == entity.lower():
-        path = "/"
-    elif path.lower().startswith(entity.lower() + "/"):
-        path = path[len(entity):]
+    segments = path.split("/")[1:]
+    entity = [seg.lower() for seg in entity_path.strip("/").split("/")]
+    if [_decoded(seg).lower() for seg in segments[:len(entity)]] == entity:
+        segments = segments[len(entity):]
+    for seg in segments:
+        for piece in _decoded(seg).replace("\\", "/").split("/"):
+            if piece in DOT_SEGMENTS:
+                raise BadTarget("the request path has a '.' or '..' dot segment (raw or percent-encoded); "
+                                "the bridge does not forward it, as it could reach outside the service's "
+                                "base path: request the resolved path instead")
+    path = "/" + "/".join(segments)
     return path + (sep + query if sep else "")
 
 
