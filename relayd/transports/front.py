@@ -1,10 +1,27 @@
 """The relay's HTTP port: one listening socket, two protocols behind it.
 
 Reads the request head (bounded in size and time), then hands the connection, with the bytes
-read so far, to the Hybrid Connections WebSocket door (``/$hc/...``) or to the twisted.web
-site (HTTP relaying, management API).  The WebSocket door thus sees the request head exactly
-as the client sent it, header casing included, and after the handover the door's protocol
-reads the socket directly: nothing of this class stays on the data path.
+read so far, to the Hybrid Connections WebSocket door (``/$hc/...``), the HTTP relaying door or
+the twisted.web site (management API under ``/$relayd/``).  The WebSocket door thus sees the
+request head exactly as the client sent it, header casing included, and after the handover the
+door's protocol reads the socket directly: nothing of this class stays on the data path.
+
+Connection bound
+----------------
+Every accepted socket is owned, for its whole life, by a :class:`CountedConnection` (a
+:class:`twisted.protocols.policies.ProtocolWrapper`): it counts against
+``limits.max_connections`` from accept to close, whichever door's protocol it was handed to
+(WebSocket legs, kept-alive HTTP relay connections, management calls).  Past the limit a
+connection is answered ``503`` with ``Connection: close`` at once, without reading it.
+
+The limit in force is also kept below the process's open-files limit (``RLIMIT_NOFILE``) with
+headroom for the relay's own descriptors (listening sockets, its database, logs, TCP doors), so
+that running out of descriptors refuses newcomers with a 503 instead of leaving them in the
+accept queue or resetting them; a lowered limit is logged with the fix.
+
+Management calls are authenticated and their body size checked here, from the head, before
+any of the body is read (see :meth:`relayd.web.site.RelaydSite.refuse`); management
+connections serve one request each, so every management request passes this door.
 """
 
 from twisted.internet.protocol import Factory, Protocol
@@ -13,6 +30,75 @@ from twisted.protocols.policies import ProtocolWrapper
 
 HC_PREFIX = b"/$hc/"
 MANAGE_PREFIX = b"/$relayd/"
+
+# Descriptors kept free for the relay's own use when the connection limit is derived from
+# RLIMIT_NOFILE: one eighth of the limit, at least this many.
+FD_HEADROOM_MIN = 64
+FD_HEADROOM_FRACTION = 8
+# Refusals at the connection limit are logged at most once per this many seconds (with a count).
+REFUSAL_LOG_INTERVAL = 10.0
+
+
+def open_files_limit():
+    """The soft RLIMIT_NOFILE of this process, or None where there is none."""
+    try:
+        import resource
+    except ImportError:  # pragma: no cover - not POSIX
+        return None
+    soft, _hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    return None if soft == resource.RLIM_INFINITY else soft
+
+
+def connection_ceiling(configured, nofile):
+    """The connection limit in force: ``configured`` (0 = no limit of its own), but below the
+    open-files limit ``nofile`` with headroom.  Returns (limit, lowered) where lowered says
+    whether the open-files limit decided it."""
+    if not nofile:
+        return configured, False
+    ceiling = max(1, nofile - max(FD_HEADROOM_MIN, nofile // FD_HEADROOM_FRACTION))
+    if configured == 0 or configured > ceiling:
+        return ceiling, True
+    return configured, False
+
+
+def plain_reply(transport, code, phrase, message, content_type=b"text/plain; charset=utf-8"):
+    """Write a complete ``Connection: close`` response and close (after the write drains)."""
+    body = message if isinstance(message, bytes) else (message + "\n").encode("utf-8")
+    transport.write(
+        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+        b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
+        % (code, phrase.encode("ascii"), content_type, len(body), body)
+    )
+    transport.loseConnection()
+
+
+class CountedConnection(ProtocolWrapper):
+    """Owns one accepted socket for its whole life and counts it against the limit.
+
+    The front door hands the socket over by replacing ``wrappedProtocol``; this wrapper stays
+    the transport of whichever protocol serves the connection, so its ``connectionLost``
+    (which ProtocolWrapper calls, then drops the wrapped protocol) releases the place.
+    """
+
+    counted = True
+
+    # Doors tune the socket's read size through the transport (``bufferSize``); pass it on to
+    # the real transport rather than setting it on this wrapper.
+    @property
+    def bufferSize(self):
+        return self.transport.bufferSize
+
+    @bufferSize.setter
+    def bufferSize(self, value):
+        self.transport.bufferSize = value
+
+
+class AtLimit(Protocol):
+    """Past ``max_connections``: a 503 and the connection closed, nothing read."""
+
+    def connectionMade(self):
+        plain_reply(self.transport, 503, "Service Unavailable",
+                    "the relay is at its connection limit; retry later")
 
 
 class FrontDoor(Protocol):
@@ -26,15 +112,13 @@ class FrontDoor(Protocol):
         self._done = False
 
     def connectionMade(self):
-        self.factory.connections += 1
-        limit = self.factory.max_connections
-        if limit and self.factory.connections > limit:
-            self._reply(503, "Service Unavailable", "the relay is at its connection limit")
-            return
         self._timer = self.factory.clock.callLater(self.factory.head_timeout, self._too_slow)
 
     def connectionLost(self, reason):
-        self.factory.connections -= 1
+        self._done = True
+        self._cancel_timer()
+
+    def _cancel_timer(self):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -43,15 +127,11 @@ class FrontDoor(Protocol):
         self._timer = None
         self._reply(408, "Request Timeout", "the request head did not arrive in time")
 
-    def _reply(self, code, phrase, message):
+    def _reply(self, code, phrase, message, content_type=b"text/plain; charset=utf-8"):
         self._done = True
-        body = (message + "\n").encode("utf-8")
-        self.transport.write(
-            b"HTTP/1.1 %d %s\r\nContent-Type: text/plain; charset=utf-8\r\n"
-            b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-            % (code, phrase.encode("ascii"), len(body), body)
-        )
-        self.transport.loseConnection()
+        self._cancel_timer()
+        self.buf = b""
+        plain_reply(self.transport, code, phrase, message, content_type)
 
     def dataReceived(self, data):
         if self._done:
@@ -79,39 +159,82 @@ class FrontDoor(Protocol):
             factory = self.factory.websocket
         elif target.startswith(MANAGE_PREFIX) or self.factory.http is None:
             factory = self.factory.web
+            refuse = getattr(factory, "refuse", None)
+            refusal = refuse(self.buf[:end]) if refuse is not None else None
+            if refusal is not None:
+                code, phrase, body = refusal
+                self._reply(code, phrase, body, b"application/json")
+                return
         else:
             factory = self.factory.http
         self._handover(factory.buildProtocol(self.addr))
 
     def _handover(self, protocol):
         self._done = True
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+        self._cancel_timer()
         transport = self.transport
         if isinstance(transport, ProtocolWrapper):
             transport.wrappedProtocol = protocol
         else:
             transport.protocol = protocol
-        # The handed-over protocol owns the connection count from here on.
-        self.factory.connections -= 1
-        self.connectionLost = lambda reason: None
+        # The connection's place is released by CountedConnection when the socket closes.
         protocol.makeConnection(transport)
         buf, self.buf = self.buf, b""
         protocol.dataReceived(buf)
 
 
 class FrontDoorFactory(Factory):
+    _log = Logger()
+
     def __init__(self, websocket_factory, web_factory, clock, max_head=32 * 1024,
-                 head_timeout=10.0, max_connections=0, http_factory=None):
+                 head_timeout=10.0, max_connections=0, http_factory=None, nofile=None):
         self.websocket = websocket_factory
         self.web = web_factory
         self.http = http_factory
         self.clock = clock
         self.max_head = max_head
         self.head_timeout = head_timeout
-        self.max_connections = max_connections
+        self.configured_max_connections = max_connections
+        self.max_connections, lowered = connection_ceiling(
+            max_connections, open_files_limit() if nofile is None else nofile)
+        self._lowered = lowered
         self.connections = 0
+        self.refused = 0
+        self._refused_unlogged = 0
+        self._refusal_logged_at = None
+
+    def startFactory(self):
+        if self._lowered:
+            self._log.warn(
+                "relayd accepts at most {limit} connections on its HTTP port (limits.max_connections = "
+                "{configured}): the process may open only {nofile} files; raise that limit "
+                "(ulimit -n, systemd LimitNOFILE=) to allow more",
+                limit=self.max_connections, configured=self.configured_max_connections or "unlimited",
+                nofile=open_files_limit())
 
     def buildProtocol(self, addr):
-        return FrontDoor(self, addr)
+        if self.max_connections and self.connections >= self.max_connections:
+            self._note_refusal()
+            wrapper = CountedConnection(self, AtLimit())
+            wrapper.counted = False
+            return wrapper
+        return CountedConnection(self, FrontDoor(self, addr))
+
+    def _note_refusal(self):
+        self.refused += 1
+        self._refused_unlogged += 1
+        now = self.clock.seconds()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+            self._log.warn("relayd refused {n} connection(s) at its connection limit of {limit} "
+                           "(limits.max_connections)", n=self._refused_unlogged, limit=self.max_connections)
+            self._refusal_logged_at = now
+            self._refused_unlogged = 0
+
+    # CountedConnection calls these from makeConnection / connectionLost.
+    def registerProtocol(self, wrapper):
+        if wrapper.counted:
+            self.connections += 1
+
+    def unregisterProtocol(self, wrapper):
+        if wrapper.counted:
+            self.connections -= 1

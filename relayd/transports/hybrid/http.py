@@ -182,14 +182,43 @@ class HttpRelayProtocol(Protocol):
         self.leg = None  # rendezvous WebSocket kept for later requests of this connection
         self.leg_entity = None
         self.closed = False
+        # Between requests: the keep-alive idle timer, then the head deadline from the first
+        # byte of the next request (limits.http_keepalive_timeout, limits.open_handshake_timeout).
+        self.wait_timer = None
 
     def connectionMade(self):
         self.secure = ISSLTransport.providedBy(self.transport)
         pipe.no_delay(self.transport)
 
+    # -- waiting between requests ------------------------------------------------------------
+
+    def _wait(self, seconds, expired):
+        self._stop_waiting()
+        self.wait_timer = self.door.clock.callLater(seconds, expired)
+
+    def _stop_waiting(self):
+        timer, self.wait_timer = self.wait_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _idle_expired(self):
+        self.wait_timer = None
+        if self.exchange is None and not self.buf and not self.closed:
+            self.closed = True
+            self.transport.loseConnection()
+
+    def _head_expired(self):
+        self.wait_timer = None
+        if self.exchange is None and not self.closed:
+            self.buf = b""
+            self.send_error(408, "the request head did not arrive within %s seconds"
+                            % self.door.limits.open_handshake_timeout, close=True)
+
     # -- reading ---------------------------------------------------------------------------
 
     def dataReceived(self, data):
+        if self.closed:
+            return
         if self.exchange is not None:
             if self.exchange.decoder is not None:
                 self.exchange.feed(data)
@@ -202,6 +231,14 @@ class HttpRelayProtocol(Protocol):
         self._next_request()
 
     def _next_request(self):
+        self._read_request()
+        if self.exchange is None and not self.closed and self.wait_timer is None:
+            if self.buf:
+                self._wait(self.door.limits.open_handshake_timeout, self._head_expired)
+            else:
+                self._wait(self.door.limits.http_keepalive_timeout, self._idle_expired)
+
+    def _read_request(self):
         if self.closed or self.exchange is not None:
             return
         end = self.buf.find(b"\r\n\r\n")
@@ -209,7 +246,10 @@ class HttpRelayProtocol(Protocol):
             if len(self.buf) > self.door.limits.max_header_bytes:
                 self.send_error(431, "the request head is larger than %d bytes" % self.door.limits.max_header_bytes,
                                 close=True)
+            elif self.buf and (self.wait_timer is None or self.wait_timer.func != self._head_expired):
+                self._wait(self.door.limits.open_handshake_timeout, self._head_expired)
             return
+        self._stop_waiting()
         if end > self.door.limits.max_header_bytes:
             self.send_error(431, "the request head is larger than %d bytes" % self.door.limits.max_header_bytes,
                             close=True)
@@ -227,7 +267,7 @@ class HttpRelayProtocol(Protocol):
             self.exchange = None
             exchange.send_error(e.status, e.message, close=e.close)
             if not e.close and self.buf:
-                self._next_request()
+                self._read_request()
         except Exception:
             self._log.failure("HTTP relay request failed unexpectedly")
             self.exchange = None
@@ -271,8 +311,7 @@ class HttpRelayProtocol(Protocol):
             pipe.close_after_flush(self.transport)
             return
         self.transport.resumeProducing()
-        if self.buf:
-            self._next_request()
+        self._next_request()
 
     # -- the kept rendezvous leg -------------------------------------------------------------
 
@@ -311,6 +350,7 @@ class HttpRelayProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.closed = True
+        self._stop_waiting()
         if self.exchange is not None:
             self.exchange.client_lost()
             self.exchange = None
@@ -454,6 +494,8 @@ class Exchange:
                 self.decoder = _IdentityTransferDecoder(length, self._body_data, self._body_end)
         self.has_body = self.decoder is not None
         self.small = not self.has_body or (length is not None and length <= SMALL_BODY)
+        if self.has_body:
+            self._start_body_clock()
         if soap_post:
             self.soap.collect(length)  # parse, authorise and route once the envelope is complete
         else:
@@ -556,9 +598,61 @@ class Exchange:
             self.send_error(400, "malformed request body: %s" % e, close=True)
             self.abort()
 
+    # The body must arrive within limits.http_body_timeout seconds plus one second per
+    # limits.http_body_min_rate bytes received (a slow upload goes on, a dribble does not); the
+    # clock restarts while the relay itself holds the client back (backpressure, or waiting for
+    # the listener's leg).  body_hard_limit, when set, caps the whole allowance (SOAP envelopes
+    # read before their sender is authenticated).
+    body_timer = None
+    body_hard_limit = None
+
+    def _start_body_clock(self):
+        self.body_started = self.door.clock.seconds()
+        self.body_progress = 0
+        self.body_timer = self.door.clock.callLater(self._body_allowance(), self._body_deadline)
+
+    def _body_allowance(self):
+        limits = self.door.limits
+        allowed = limits.http_body_timeout + self.body_progress / limits.http_body_min_rate
+        if self.body_hard_limit is not None:
+            allowed = min(allowed, self.body_hard_limit)
+        return allowed
+
+    def _stop_body_clock(self):
+        timer, self.body_timer = self.body_timer, None
+        if timer is not None and timer.active():
+            timer.cancel()
+
+    def _held_back(self):
+        if getattr(self, "pending_body", None):
+            return True
+        leg = self.client.leg
+        producer = getattr(getattr(leg, "transport", None), "producer", None) if leg is not None else None
+        return bool(getattr(producer, "paused", False))
+
+    def _body_deadline(self):
+        self.body_timer = None
+        if self.finished or self.decoder is None:
+            return
+        now = self.door.clock.seconds()
+        if self._held_back() and self.body_hard_limit is None:
+            self.body_started, self.body_progress = now, 0
+        left = self.body_started + self._body_allowance() - now
+        if left > 0:
+            self.body_timer = self.door.clock.callLater(left, self._body_deadline)
+            return
+        self.decoder = None
+        message = "the request body did not arrive in time (%d bytes in %.0f seconds)" % (
+            self.body_progress, now - self.body_started)
+        if self.responding:
+            self.abort()
+        else:
+            self.fail(408, message)
+
     def _body_data(self, data):
         if not data:
             return
+        self.body_progress += len(data)
         self._touch()  # upload progress: the response deadline counts from the last byte
         if self.soap is not None and self.soap.collecting:
             self.soap.data(data)
@@ -584,6 +678,7 @@ class Exchange:
 
     def _body_end(self, rest):
         self.decoder = None
+        self._stop_body_clock()
         if rest:
             self.client.buf = rest + self.client.buf
             self.client.transport.pauseProducing()
@@ -745,6 +840,7 @@ class Exchange:
     def _dispose(self):
         self.finished = True
         self._cancel_timer()
+        self._stop_body_clock()
         self.door.exchanges.pop(self.id, None)
         rv, self.rv = self.rv, None
         if rv is not None and not rv.done:
@@ -759,6 +855,7 @@ class Exchange:
         else:
             self.finished = True
             self._cancel_timer()
+            self._stop_body_clock()
 
     def finish(self):
         self._dispose()
