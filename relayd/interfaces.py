@@ -33,8 +33,12 @@ class IClosable(Interface):
 class ILeg(Interface):
     """One side of a spliced connection (see relayd.pipe).
 
-    Messages are forwarded frame by frame as they arrive, never buffered whole:
-    ``begin_message`` / ``frame_begin`` / ``frame_data`` ... / ``end_message``.
+    Messages are forwarded piece by piece as they arrive, never buffered whole:
+    ``begin_message`` / ``frame_begin`` / ``frame_data`` ... / ``end_message``.  A WebSocket
+    leg writes every ``frame_data`` piece as one complete frame of its own (the message
+    re-fragmented), so its outgoing stream is at a frame boundary between calls and control
+    frames (pongs, close) never land inside a relayed frame.  A leg forwards nothing of a frame
+    it rejects, and closes its peer at once with the same close code.
     """
 
     transport = Attribute("The Twisted transport (an IPushProducer / IConsumer).")
@@ -43,10 +47,11 @@ class ILeg(Interface):
         """Start a message of the given type."""
 
     def frame_begin(length):
-        """Start a frame of ``length`` payload bytes within the current message."""
+        """The sender started a frame of ``length`` payload bytes (a hint; WebSocket legs
+        ignore it, since they cut their own frames)."""
 
     def frame_data(data):
-        """Write part of the current frame's payload."""
+        """Write the next piece of the current message's payload (validated already)."""
 
     def end_message():
         """Finish the current message."""

@@ -18,6 +18,7 @@ errors are HTTP 400/401/403/404/500 with a tracking id in the status description
 """
 
 import json
+import struct
 from urllib.parse import unquote, urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
@@ -356,26 +357,34 @@ class HybridProtocol(WebSocketServerProtocol):
             self.transport.bufferSize = buffer_size
         self._untrack = self.factory.switchboard.track(self.entity_path, self)
 
-    # Data legs: stream frames to the peer as they arrive.  Control channels buffer
-    # whole (size-limited) messages as Autobahn does by default.
+    # Data legs: forward each validated piece of a frame to the peer as it arrives.  Control
+    # channels buffer whole (size-limited) messages as Autobahn does by default.
+    #
+    # Nothing is forwarded once this leg is no longer OPEN: Autobahn (failByDrop=False) keeps
+    # parsing a frame it has just rejected (bad RSV, opcode, mask, continuation order, invalid
+    # UTF-8) after sending its close frame, so a rejected frame would otherwise still reach the
+    # peer.  The rejection itself closes the peer at once (see sendCloseFrame).
+
+    def _forwarding(self):
+        return self.partner is not None and self.state == self.STATE_OPEN
 
     def onMessageBegin(self, isBinary):
         if self.role in DATA_ROLES:
-            if self.partner is not None:
+            if self._forwarding():
                 self.partner.begin_message(isBinary)
         else:
             super().onMessageBegin(isBinary)
 
     def onMessageFrameBegin(self, length):
         if self.role in DATA_ROLES:
-            if self.partner is not None:
+            if self._forwarding():
                 self.partner.frame_begin(length)
         else:
             super().onMessageFrameBegin(length)
 
     def onMessageFrameData(self, payload):
         if self.role in DATA_ROLES:
-            if self.partner is not None:
+            if payload and self._forwarding():
                 self.partner.frame_data(payload)
         else:
             super().onMessageFrameData(payload)
@@ -386,7 +395,7 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def onMessageEnd(self):
         if self.role in DATA_ROLES:
-            if self.partner is not None:
+            if self._forwarding():
                 self.partner.end_message()
         else:
             super().onMessageEnd()
@@ -438,13 +447,88 @@ class HybridProtocol(WebSocketServerProtocol):
         if closer is not None:
             closer()
 
+    # -- sending relayed messages --------------------------------------------------------
+    #
+    # A relayed message is re-fragmented (RFC 6455 5.4 allows an intermediary to do so when
+    # no extension is negotiated; relayd refuses compression): every piece of payload goes out
+    # as its own COMPLETE frame, the first with the message's opcode, the rest as
+    # continuations, and the message ends with an empty FIN continuation frame (a message
+    # with no payload at all is one empty FIN frame with the message's opcode).  Between two
+    # calls the outgoing stream is therefore always at a frame boundary, so the pongs and close
+    # frames Autobahn writes can never land inside a frame.  These override Autobahn's
+    # streaming API of the same names (the HTTP door and the TCP doors call them).
+
+    _out_opcode = None  # opcode of the message being sent; None outside a message
+    _out_started = False  # a frame of it has been written (later frames are continuations)
+
+    def _write_frame(self, opcode, payload, fin):
+        n = len(payload)
+        b0 = (0x80 if fin else 0) | opcode
+        if n <= 125:
+            header = bytes((b0, n))
+        elif n <= 0xFFFF:
+            header = struct.pack("!BBH", b0, 126, n)
+        else:
+            header = struct.pack("!BBQ", b0, 127, n)
+        if n:
+            self.sendData(header)
+            self.sendData(payload)
+        else:
+            self.sendData(header)
+
+    def beginMessage(self, isBinary=False, doNotCompress=False):
+        if self.state != self.STATE_OPEN:
+            return
+        if self._out_opcode is not None:
+            raise RuntimeError("beginMessage while a relayed message is still being sent")
+        self._out_opcode = self.MESSAGE_TYPE_BINARY if isBinary else self.MESSAGE_TYPE_TEXT
+        self._out_started = False
+
+    def beginMessageFrame(self, length):
+        """No-op: frames are cut by :meth:`sendMessageFrameData`, one per piece of payload."""
+
+    def sendMessageFrameData(self, payload, sync=False):
+        if self.state != self.STATE_OPEN or not payload:
+            return
+        opcode = self._out_opcode
+        if opcode is None:
+            raise RuntimeError("sendMessageFrameData outside a message (call beginMessage first)")
+        if self._out_started:
+            opcode = 0
+        self._out_started = True
+        self._write_frame(opcode, payload, False)
+
+    def endMessage(self):
+        if self.state != self.STATE_OPEN:
+            self._out_opcode = None
+            return
+        opcode = self._out_opcode
+        if opcode is None:
+            raise RuntimeError("endMessage outside a message (call beginMessage first)")
+        self._write_frame(0 if self._out_started else opcode, b"", True)
+        self._out_opcode = None
+        self._out_started = False
+
+    def sendCloseFrame(self, code=None, reasonUtf8=None, isReply=False):
+        # A close this leg starts while still spliced is the relay failing it (protocol
+        # error, invalid payload, message too big, ping timeout) or the relay closing it; the
+        # peer is told at once, with the same code, instead of after this leg's close handshake.
+        first = self.state == self.STATE_OPEN
+        super().sendCloseFrame(code=code, reasonUtf8=reasonUtf8, isReply=isReply)
+        peer = self.partner
+        if first and not isReply and peer is not None:
+            pipe.unsplice(self)
+            reason = (reasonUtf8 or b"").decode("utf-8", "replace")
+            peer.close(code, "the other side of the relayed connection was closed%s" % (
+                ": " + reason if reason else ""))
+
     # -- ILeg (what the peer calls) / IClosable -------------------------------------------
 
     def begin_message(self, is_binary):
         self.beginMessage(isBinary=is_binary)
 
     def frame_begin(self, length):
-        self.beginMessageFrame(length)
+        """No-op (see beginMessageFrame): every frame_data() goes out as one whole frame."""
 
     def frame_data(self, data):
         self.sendMessageFrameData(data)
