@@ -12,12 +12,22 @@ base URL), in the ``Authorization`` or ``ServiceBusAuthorization`` header or ``s
 
 Everything else on the port that is not ``/$hc/`` answers 404 with a JSON error (the HTTP
 relaying door replaces this fallback when it is configured).
+
+Bounds: a call is authenticated from its request head, before any of its body is read (the
+front door asks :meth:`RelaydSite.refuse`), and a body may be at most ``MAX_BODY`` bytes:
+a larger ``Content-Length`` is answered 413 from the head, a chunked body 413 as soon as it
+grows past the cap, and nothing beyond the cap is kept.  Management connections serve one
+request each (``Connection: close``), so every call passes the front door's checks, and a
+connection must be done within ``limits.open_handshake_timeout + limits.http_body_timeout``
+seconds plus one second per ``limits.http_body_min_rate`` bytes of the largest body.
 """
 
+import io
 import json
+from urllib.parse import parse_qsl, urlsplit
 
 from twisted.logger import Logger
-from twisted.web import resource, server
+from twisted.web import http, resource, server
 
 from relayd import access, auth
 from relayd.config import validate_entity_path
@@ -62,15 +72,20 @@ class Management(resource.Resource):
         self.clock = clock
 
     def _authorize(self, request):
-        token = auth.extract_token(
+        host = request.getHeader(b"host")
+        return self.authorize(
             (request.args.get(b"sb-hc-token") or [b""])[0].decode("utf-8", "replace") or None,
             {k.decode("latin-1"): b",".join(v).decode("latin-1")
              for k, v in request.requestHeaders.getAllRawHeaders()},
+            host.decode("latin-1") if host else None,
         )
+
+    def authorize(self, query_token, headers, host):
+        """Check a Manage token given in the query or the headers; raise auth.AuthError if not."""
+        token = auth.extract_token(query_token, headers)
         if not token:
             raise auth.Unauthorized("a SAS token with the Manage right is required: " + access.TOKEN_HINT)
-        host = request.getHeader(b"host")
-        hosts = access.candidate_hosts(host.decode("latin-1") if host else None, None)
+        hosts = access.candidate_hosts(host, None)
         failure = None
         for h in hosts:
             try:
@@ -172,8 +187,135 @@ class Root(resource.Resource):
         return self.fallback.render(request)
 
 
+def _error_body(status, message):
+    tracking = access.tracking_id()
+    return json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
+
+
+def _phrase(status):
+    return http.RESPONSES.get(status, b"Error").decode("ascii")
+
+
+def too_large_message():
+    return "the request body is larger than the management API's limit of %d bytes" % MAX_BODY
+
+
+class CappedRequest(server.Request):
+    """A request whose body may be at most ``MAX_BODY`` bytes: past it, a 413 goes out at once,
+    the connection closes, and what was read is dropped (never spooled to a file)."""
+
+    refused = False
+    received = 0
+
+    def gotLength(self, length):
+        if length is not None and length > MAX_BODY:
+            self._refuse_body()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data):
+        if self.refused:
+            return
+        self.received += len(data)
+        if self.received > MAX_BODY:
+            self._refuse_body()
+            return
+        super().handleContentChunk(data)
+
+    def _refuse_body(self):
+        self.refused = True
+        self.content = io.BytesIO()
+        body = _error_body(413, too_large_message())
+        transport = self.channel.transport
+        transport.write(b"HTTP/1.1 413 %s\r\nContent-Type: application/json\r\nContent-Length: %d\r\n"
+                        b"Connection: close\r\n\r\n%s" % (_phrase(413).encode(), len(body), body))
+        transport.loseConnection()
+
+    def requestReceived(self, command, path, version):
+        if self.refused:
+            return  # answered already; the connection is closing
+        super().requestReceived(command, path, version)
+
+
+class OneRequestChannel(http.HTTPChannel):
+    """Serves one request per connection (the front door checks each request's head before its
+    body is read) within a deadline for the whole connection."""
+
+    _deadline = None
+
+    def checkPersistence(self, request, version):
+        request.responseHeaders.setRawHeaders(b"connection", [b"close"])
+        return False
+
+    def connectionMade(self):
+        super().connectionMade()
+        self._deadline = self.site.clock.callLater(self.site.connection_deadline, self._too_slow)
+
+    def _too_slow(self):
+        self._deadline = None
+        self.transport.abortConnection()
+
+    def connectionLost(self, reason):
+        deadline, self._deadline = self._deadline, None
+        if deadline is not None and deadline.active():
+            deadline.cancel()
+        super().connectionLost(reason)
+
+
+class RelaydSite(server.Site):
+    protocol = OneRequestChannel
+    requestFactory = CappedRequest
+
+    def __init__(self, root, management, settings, clock):
+        super().__init__(root)
+        self.management = management
+        self.clock = clock
+        limits = settings.limits
+        self.connection_deadline = (limits.open_handshake_timeout + limits.http_body_timeout
+                                    + MAX_BODY / limits.http_body_min_rate)
+
+    def refuse(self, head):
+        """Check a request from its head (bytes up to, without, the blank line) before its body is
+        read.  Returns None to go on, or (status, phrase, JSON body) to answer and close."""
+        lines = head.split(b"\r\n")
+        parts = lines[0].split(b" ")
+        if len(parts) != 3:
+            return self._refusal(400, "malformed HTTP request line")
+        target = parts[1].decode("latin-1")
+        headers = {}
+        for line in lines[1:]:
+            name, sep, value = line.partition(b":")
+            if not sep or not name or name != name.strip() or any(c in value for c in b"\r\n\x00"):
+                return self._refusal(400, "malformed header line")
+            key = name.decode("latin-1").lower()
+            value = value.strip().decode("latin-1")
+            headers[key] = headers[key] + "," + value if key in headers else value
+        length = None
+        if "content-length" in headers:
+            values = {v.strip() for v in headers["content-length"].split(",")}
+            if len(values) != 1 or not values.copy().pop().isdigit():
+                return self._refusal(400, "Content-Length must be one decimal number")
+            length = int(values.pop())
+        parts = urlsplit(target)
+        if parts.path.startswith("/$relayd/"):
+            query_token = next((v for k, v in parse_qsl(parts.query, keep_blank_values=True)
+                                if k == "sb-hc-token"), None)
+            try:
+                self.management.authorize(query_token or None, headers, headers.get("host"))
+            except auth.AuthError as e:
+                return self._refusal(e.status, str(e))
+        if length is not None and length > MAX_BODY:
+            return self._refusal(413, too_large_message())
+        return None
+
+    @staticmethod
+    def _refusal(status, message):
+        return status, _phrase(status), _error_body(status, message)
+
+
 def make_site(namespace, switchboard, settings, clock, fallback=None):
-    site = server.Site(Root(Management(namespace, switchboard, settings, clock), fallback))
+    management = Management(namespace, switchboard, settings, clock)
+    site = RelaydSite(Root(management, fallback), management, settings, clock)
     site.displayTracebacks = False
     site.noisy = False
     return site
