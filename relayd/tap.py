@@ -3,7 +3,7 @@
 import sys
 
 from twisted.application import service
-from twisted.internet import endpoints, reactor
+from twisted.internet import defer, endpoints, reactor
 from twisted.logger import Logger
 from twisted.python import usage
 
@@ -15,6 +15,13 @@ from relayd.transports.nettcp.door import TcpDoor
 from relayd.transports.hybrid.http import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
 from relayd.web.site import make_site
+
+
+class StartupError(Exception):
+    """relayd cannot start (e.g. a listen address cannot be bound); the message says why.
+
+    Raised from ``startService``: twistd then removes its pidfile, reports the failure to the
+    parent of a daemon, and exits non-zero (``makeService`` prints the message, not a traceback)."""
 
 
 class Options(usage.Options):
@@ -106,11 +113,30 @@ class RelayService(service.Service):
                 spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
             self._listen(spec.listen, door, what, tcp_door=True)
 
+    def endpoint(self, description):
+        """The server endpoint for a listen string, with the configured backlog and, for ``ssl:``,
+        relayd's TLS context (see :func:`relayd.config.tls_options`)."""
+        spec = config.parse_listen(description)
+        backlog = spec.backlog or self.settings.limits.listen_backlog
+        if spec.kind == "ssl":
+            return endpoints.SSL4ServerEndpoint(self.reactor, spec.port, config.tls_options(spec),
+                                                backlog=backlog, interface=spec.interface or "")
+        return endpoints.serverFromString(self.reactor, spec.with_backlog(backlog))
+
     def _listen(self, description, factory, what, tcp_door=False):
-        endpoint = endpoints.serverFromString(self.reactor, description)
-        d = endpoint.listen(factory)
-        d.addCallbacks(self._listening, self._listen_failed, callbackArgs=(what, tcp_door),
-                       errbackArgs=(description,))
+        try:
+            d = self.endpoint(description).listen(factory)
+        except ValueError as e:  # a key or certificate file changed since the config was read
+            d = defer.fail(e)
+        failed = []
+        d.addCallbacks(self._listening, failed.append, callbackArgs=(what, tcp_door))
+        if failed:  # every supported endpoint type listens synchronously
+            message = "cannot listen on %s: %s" % (description, failed[0].getErrorMessage())
+            self.log.error("relayd {message}", message=message)
+            for port in self.ports + self.tcp_ports:
+                port.stopListening()
+            raise StartupError(message)
+        d.addErrback(self._listen_failed, description)
 
     def http_netloc(self):
         """host:port senders and listeners use for the HTTP/WebSocket port."""
@@ -130,9 +156,8 @@ class RelayService(service.Service):
                       port=getattr(addr, "port", ""))
 
     def _listen_failed(self, failure, description):
-        self.log.failure("relayd cannot listen on {endpoint}", failure, endpoint=description)
-        print("relayd: cannot listen on %s: %s" % (description, failure.getErrorMessage()),
-              file=sys.stderr)
+        self.log.error("relayd cannot listen on {endpoint}: {error}", endpoint=description,
+                       error=failure.getErrorMessage())
         if self.reactor.running:
             self.reactor.stop()
 
@@ -146,5 +171,20 @@ class RelayService(service.Service):
         return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
 
 
+def _report_startup_errors():
+    """Uncaught StartupError (twistd re-raises what startService raised): the message on stderr
+    instead of a traceback; the exit status stays 1."""
+    previous = sys.excepthook
+
+    def hook(kind, value, tb):
+        if isinstance(value, StartupError):
+            print("relayd: %s" % value, file=sys.__stderr__, flush=True)
+        else:
+            previous(kind, value, tb)
+
+    sys.excepthook = hook
+
+
 def makeService(options):
+    _report_startup_errors()
     return RelayService(options.settings)

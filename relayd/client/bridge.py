@@ -1,15 +1,21 @@
 """``relayd bridge``: publish local services through the relay and reach remote ones, like
 Azure Relay Bridge (azbridge).
 
-    relayd bridge -x CONNECTION_STRING [-R ENTITY:[HOST:]PORT] [-R ENTITY:net.tcp://HOST:PORT/PATH]
-                  [-L [BIND:]PORT:ENTITY] [-H ENTITY:http://HOST:PORT[/BASE]] [--config FILE]
+    relayd bridge -x CONNECTION_STRING [-R ENTITY:[HOST:]PORT] [-R ENTITY:/PATH/TO.SOCK]
+                  [-R ENTITY:net.tcp://HOST:PORT/PATH] [-L [BIND:]PORT:ENTITY] [-L /PATH/TO.SOCK:ENTITY]
+                  [-H ENTITY:http://HOST:PORT[/BASE]] [--config FILE] [--backlog N]
+
+HOST and BIND may be IPv6 addresses in brackets (``-L [::1]:8080:echo``, ``-R echo:[::1]:22``);
+a target or bind address starting with ``/`` is a Unix socket path.
 
 * ``-R`` (remote forwarder, the service side): listens on ENTITY; each relayed connection is
   connected to the local TCP service.  With a ``net.tcp://`` target the agent rewrites the
   [MC-NMF] Via record of the incoming preamble to that URI (so a WCF service behind it sees
   its own listen address) and passes everything else unchanged.
-* ``-L`` (local forwarder, the client side): a local TCP port whose connections become
-  relay sender connections to ENTITY.
+* ``-L`` (local forwarder, the client side): a local TCP port (or Unix socket) whose
+  connections become relay sender connections to ENTITY.  Its listen backlog is ``--backlog``
+  (default 1024, like the relay's ``limits.listen_backlog``).  A port or socket that cannot be
+  bound ends the command at start (exit status 1, naming the address and the cause).
 * ``-H`` (HTTP): serves relayed HTTP requests for ENTITY from a local HTTP service.
 
 Several of each may be given; several agents with ``-R`` on one entity are balanced by the
@@ -39,38 +45,70 @@ class BridgeError(ValueError):
 
 # -- option parsing ---------------------------------------------------------------------------
 
+def _host_port(text, spec, option):
+    """``HOST:PORT``, ``[V6]:PORT`` or ``PORT`` -> (host or "", port)."""
+    if text.startswith("["):
+        host, sep, rest = text[1:].partition("]")
+        if not sep or (rest and not rest.startswith(":")):
+            raise BridgeError("%s %r: expected [IPV6]:PORT" % (option, spec))
+        port = rest[1:]
+        _check_ip6(host, spec, option)
+    else:
+        host, _, port = text.rpartition(":")
+        if ":" in host:
+            raise BridgeError("%s %r: put an IPv6 address in brackets, e.g. [::1]:%s" % (option, spec, port))
+    try:
+        port = int(port)
+    except ValueError:
+        raise BridgeError("%s %r: %r is not a port number" % (option, spec, port))
+    return host, port
+
+
+def _check_ip6(host, spec, option):
+    import ipaddress
+
+    try:
+        ipaddress.IPv6Address(host)
+    except ValueError:
+        raise BridgeError("%s %r: %r is not an IPv6 address" % (option, spec, host))
+
+
 def parse_remote(spec):
-    """``ENTITY:[HOST:]PORT`` or ``ENTITY:net.tcp://HOST:PORT/PATH`` -> (entity, host, port, via)."""
+    """``ENTITY:[HOST:]PORT``, ``ENTITY:[V6]:PORT``, ``ENTITY:/PATH/TO.SOCK`` or
+    ``ENTITY:net.tcp://HOST:PORT/PATH`` -> (entity, host, port, via); for a Unix socket host
+    is the socket path and port is None."""
     entity, sep, target = spec.partition(":")
     if not sep or not entity or not target:
-        raise BridgeError("-R %r: expected ENTITY:[HOST:]PORT or ENTITY:net.tcp://HOST:PORT/PATH" % spec)
+        raise BridgeError("-R %r: expected ENTITY:[HOST:]PORT, ENTITY:/PATH/TO.SOCK or "
+                          "ENTITY:net.tcp://HOST:PORT/PATH" % spec)
     if target.startswith("net.tcp://"):
         from urllib.parse import urlsplit
 
         parts = urlsplit(target)
-        if not parts.hostname or not parts.port:
+        try:
+            port = parts.port
+        except ValueError:
+            port = None
+        if not parts.hostname or not port:
             raise BridgeError("-R %r: the net.tcp URI needs a host and a port" % spec)
-        return entity, parts.hostname, parts.port, target
-    host, _, port = target.rpartition(":")
-    try:
-        port = int(port)
-    except ValueError:
-        raise BridgeError("-R %r: %r is not a port number" % (spec, port))
+        return entity, parts.hostname, port, target
+    if target.startswith("/"):
+        return entity, target, None, None
+    host, port = _host_port(target, spec, "-R")
     if not 0 < port < 65536:
         raise BridgeError("-R %r: port %d is out of range" % (spec, port))
     return entity, host or "127.0.0.1", port, None
 
 
 def parse_local(spec):
-    """``[BIND:]PORT:ENTITY`` -> (bind, port, entity)."""
+    """``[BIND:]PORT:ENTITY``, ``[V6]:PORT:ENTITY`` or ``/PATH/TO.SOCK:ENTITY`` -> (bind, port,
+    entity); for a Unix socket bind is the socket path and port is None."""
     head, sep, entity = spec.rpartition(":")
     if not sep or not entity or not head:
-        raise BridgeError("-L %r: expected [BIND:]PORT:ENTITY" % spec)
-    bind, _, port = head.rpartition(":")
-    try:
-        port = int(port)
-    except ValueError:
-        raise BridgeError("-L %r: %r is not a port number" % (spec, port))
+        raise BridgeError("-L %r: expected [BIND:]PORT:ENTITY or /PATH/TO.SOCK:ENTITY" % spec)
+    if head.startswith("/"):
+        return head, None, entity
+    bind, port = _host_port(head, spec, "-L")
     if not 0 <= port < 65536:
         raise BridgeError("-L %r: port %d is out of range" % (spec, port))
     return bind or "127.0.0.1", port, entity
@@ -225,6 +263,16 @@ class _LocalFactory(protocol.Factory):
 
 # -- forwarders ---------------------------------------------------------------------------------
 
+LOCAL_SOCKET_MODE = 0o660  # -L Unix sockets: the owner and its group may connect
+
+
+def _address(host, port):
+    """host:port, [v6]:port, or a Unix socket path (port None) for messages."""
+    if port is None:
+        return host
+    return "%s:%d" % ("[%s]" % host if ":" in host else host, port)
+
+
 class RemoteForwarder:
     """``-R``: listen on an entity, connect each relayed connection to a local TCP service."""
 
@@ -232,7 +280,7 @@ class RemoteForwarder:
         from relayd.client.listener import HybridListener
 
         self.reactor = reactor
-        self.label = "-R %s->%s:%d" % (entity, host, port)
+        self.label = "-R %s->%s" % (entity, _address(host, port))
         self.host, self.port, self.via = host, port, via
         self.listener = HybridListener(reactor, info, entity, self.on_accept, on_status=self.on_status)
 
@@ -244,7 +292,12 @@ class RemoteForwarder:
 
         def opened(conn):
             tunnel = Tunnel(self.label, conn, self.via)
-            endpoint = endpoints.TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=30)
+            if self.port is None:
+                endpoint = endpoints.UNIXClientEndpoint(self.reactor, self.host, timeout=30)
+            elif ":" in self.host:
+                endpoint = endpoints.TCP6ClientEndpoint(self.reactor, self.host, self.port, timeout=30)
+            else:
+                endpoint = endpoints.TCP4ClientEndpoint(self.reactor, self.host, self.port, timeout=30)
             endpoint.connect(_LocalFactory(tunnel)).addErrback(tunnel.local_failed)
 
         d.addCallbacks(opened, lambda f: log.info("bridge {label}: accept failed: {err}", label=self.label,
@@ -312,23 +365,35 @@ class _LocalClient(protocol.Protocol):
 class LocalForwarder(protocol.Factory):
     """``-L``: a local TCP port whose connections become relay sender connections."""
 
-    def __init__(self, reactor, info, bind, port, entity):
+    def __init__(self, reactor, info, bind, port, entity, backlog=None):
+        from relayd.config import DEFAULT_LISTEN_BACKLOG
+
         self.reactor = reactor
         self.info = info
-        self.bind, self.port, self.entity = bind, port, entity
-        self.label = "-L %s:%d->%s" % (bind, port, entity)
+        self.bind, self.port, self.entity = bind, port, entity  # port None: bind is a Unix socket path
+        self.backlog = backlog or DEFAULT_LISTEN_BACKLOG
+        self.label = "-L %s->%s" % (_address(bind, port), entity)
         self.listening = None
 
     def buildProtocol(self, addr):
         return _LocalClient(self)
 
     def start(self):
-        endpoint = endpoints.TCP4ServerEndpoint(self.reactor, self.port, interface=self.bind)
+        if self.port is None:
+            endpoint = endpoints.UNIXServerEndpoint(self.reactor, self.bind, backlog=self.backlog,
+                                                    mode=LOCAL_SOCKET_MODE)
+        elif ":" in self.bind:
+            endpoint = endpoints.TCP6ServerEndpoint(self.reactor, self.port, backlog=self.backlog,
+                                                    interface=self.bind)
+        else:
+            endpoint = endpoints.TCP4ServerEndpoint(self.reactor, self.port, backlog=self.backlog,
+                                                    interface=self.bind)
 
         def listening(port):
             self.listening = port
-            log.info("bridge {label}: listening on {host}:{port}", label=self.label, host=self.bind,
-                     port=port.getHost().port)
+            host = port.getHost()
+            log.info("bridge {label}: listening on {address}", label=self.label,
+                     address=_address(self.bind, getattr(host, "port", None)))
             return self
 
         return endpoint.listen(self).addCallback(listening)
@@ -347,11 +412,23 @@ def build_parser():
     p.add_argument("--url", help="relay base URL (overrides the connection string's endpoint)")
     p.add_argument("--rule", help="SAS rule name")
     p.add_argument("--key", help="SAS key (or RELAYD_KEY)")
-    p.add_argument("-R", dest="remote", action="append", default=[], metavar="ENTITY:[HOST:]PORT")
-    p.add_argument("-L", dest="local", action="append", default=[], metavar="[BIND:]PORT:ENTITY")
+    p.add_argument("-R", dest="remote", action="append", default=[], metavar="ENTITY:[HOST:]PORT",
+                   help="publish a local service: ENTITY:[HOST:]PORT, ENTITY:[IPV6]:PORT, ENTITY:/PATH/TO.SOCK "
+                        "or ENTITY:net.tcp://HOST:PORT/PATH")
+    p.add_argument("-L", dest="local", action="append", default=[], metavar="[BIND:]PORT:ENTITY",
+                   help="reach ENTITY from a local port: [BIND:]PORT:ENTITY, [IPV6]:PORT:ENTITY or "
+                        "/PATH/TO.SOCK:ENTITY")
     p.add_argument("-H", dest="http", action="append", default=[], metavar="ENTITY:http://HOST:PORT")
     p.add_argument("--config", help="TOML file with connection_string, remote, local, http lists")
+    p.add_argument("--backlog", type=int, default=None,
+                   help="listen backlog of the -L sockets (default %d)" % _default_backlog())
     return p
+
+
+def _default_backlog():
+    from relayd.config import DEFAULT_LISTEN_BACKLOG
+
+    return DEFAULT_LISTEN_BACKLOG
 
 
 def load_config(args):
@@ -390,9 +467,11 @@ def main(argv):
         for spec in args.remote:
             entity, host, port, via = parse_remote(spec)
             forwarders.append(RemoteForwarder(reactor, info, entity, host, port, via))
+        if args.backlog is not None and not 1 <= args.backlog <= 65535:
+            raise BridgeError("--backlog must be a number from 1 to 65535, got %d" % args.backlog)
         for spec in args.local:
             bind, port, entity = parse_local(spec)
-            forwarders.append(LocalForwarder(reactor, info, bind, port, entity))
+            forwarders.append(LocalForwarder(reactor, info, bind, port, entity, args.backlog))
         for spec in args.http:
             from relayd.client.http import HttpForwarder
 
@@ -403,12 +482,31 @@ def main(argv):
         return 2
     sys.stdout.reconfigure(line_buffering=True)
     globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    outcome = {"code": 0}
+
+    def cannot_listen(failure, f):
+        # -L: a port or socket that cannot be bound ends the command (at start: listening is
+        # synchronous; should it ever fail later, the reactor is stopped with status 1)
+        print("relayd bridge: %s: cannot listen on %s: %s"
+              % (f.label, _address(f.bind, f.port), failure.getErrorMessage()), file=sys.stderr, flush=True)
+        outcome["code"] = 1
+        if reactor.running:
+            reactor.stop()
+
     for f in forwarders:
-        f.start().addErrback(lambda failure, f=f: log.failure("bridge: cannot start {f}", failure, f=f.label))
+        d = f.start()
+        if isinstance(f, LocalForwarder):
+            d.addErrback(cannot_listen, f)
+        else:
+            d.addErrback(lambda failure, f=f: log.failure("bridge: cannot start {f}", failure, f=f.label))
+        if outcome["code"]:
+            for started in forwarders:
+                started.stop()
+            return outcome["code"]
 
     def shutdown():
         return defer.gatherResults([defer.maybeDeferred(f.stop) for f in forwarders], consumeErrors=True)
 
     reactor.addSystemEventTrigger("before", "shutdown", shutdown)
     reactor.run()
-    return 0
+    return outcome["code"]

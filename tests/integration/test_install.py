@@ -15,10 +15,22 @@ import pytest
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
+def _copy_sources(dest):
+    """The checkout's sources without build output, caches, the venv or node_modules (a build
+    in place would leave build/ behind, and a stale build/lib could leak into the wheel)."""
+    import shutil
+
+    shutil.copytree(CHECKOUT, dest, ignore=shutil.ignore_patterns(
+        ".git", ".venv", "build", "dist", "*.egg-info", "__pycache__", "node_modules", ".pytest_cache",
+        ".hypothesis", "dropin.cache", "_build"))
+
+
 @pytest.fixture(scope="module")
 def wheel(tmp_path_factory):
     out = tmp_path_factory.mktemp("dist")
-    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), CHECKOUT],
+    src = tmp_path_factory.mktemp("src") / "relayd"
+    _copy_sources(src)
+    build = subprocess.run([sys.executable, "-m", "pip", "wheel", "-q", "--no-deps", "-w", str(out), str(src)],
                            capture_output=True, text=True, timeout=300, stdin=subprocess.DEVNULL)
     assert build.returncode == 0, build.stdout + build.stderr
     wheels = [name for name in os.listdir(out) if name.endswith(".whl")]
