@@ -134,6 +134,10 @@ class HttpDoor:
         self.clock = clock
         self.exchanges = {}
         self._discard_next_binary = set()
+        # SOAP entities: bytes of envelopes read before their sender is authenticated, and
+        # the parser that moves large envelopes off the reactor thread
+        self.soap_budget = soap_door.Budget(settings.limits.soap_unauthenticated_budget)
+        self.soap_parser = soap_door.EnvelopeParser(clock)
         hybrid_factory.response_handler = self.control_response
         hybrid_factory.control_binary_handler = self.control_binary
 
@@ -265,6 +269,7 @@ class HttpRelayProtocol(Protocol):
             exchange.start()
         except HttpError as e:
             self.exchange = None
+            exchange._dispose_quietly()
             exchange.send_error(e.status, e.message, close=e.close)
             if not e.close and self.buf:
                 self._read_request()
@@ -509,6 +514,11 @@ class Exchange:
             else:
                 self.client.buf = data
                 self.client.transport.pauseProducing()
+
+    def head_token(self):
+        """A token given in the request head (query, ServiceBusAuthorization or Authorization)."""
+        return (self.query_token or self.lowered.get("servicebusauthorization", [None])[0]
+                or self.lowered.get("authorization", [None])[0])
 
     def _authorize(self, extra_token):
         """Check the Send right (unless the entity is anonymous); strip the token headers."""
@@ -841,6 +851,8 @@ class Exchange:
         self.finished = True
         self._cancel_timer()
         self._stop_body_clock()
+        if self.soap is not None:
+            self.soap.release()
         self.door.exchanges.pop(self.id, None)
         rv, self.rv = self.rv, None
         if rv is not None and not rv.done:
@@ -856,6 +868,8 @@ class Exchange:
             self.finished = True
             self._cancel_timer()
             self._stop_body_clock()
+            if self.soap is not None:
+                self.soap.release()
 
     def finish(self):
         self._dispose()

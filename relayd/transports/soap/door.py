@@ -16,20 +16,75 @@ On top of that, for a SOAP entity:
   ``soap:address``, ``soap12:address``, ``wsdl:import`` and ``xsd:import`` locations rewritten
   to the relay's public address;
 * anything else (plain XML or JSON over HTTP, WebHttpRelayBinding style) is relayed as is.
+
+Bounds for envelopes read before their sender is known
+------------------------------------------------------
+A token in the query or the HTTP headers is checked from the request head, before any of
+the body is read (a bad one is a fault at once).  Without one, on an entity that requires
+client authorization, the token can only be the ``RelayAccessToken`` SOAP header, inside the
+body: such bodies share one budget of ``limits.soap_unauthenticated_budget`` bytes across all
+connections (a declared length is reserved whole when the head arrives; a chunked body as it
+grows), and each must arrive whole within ``limits.soap_unauthenticated_timeout`` seconds.
+Past the budget the request gets a 503 fault and the connection closes; past the deadline a
+408 fault.  The reservation is given back once the envelope is parsed and its token checked,
+or when the exchange ends in any other way.
+
+Envelopes larger than ``THREAD_PARSE_THRESHOLD`` are parsed in the reactor's thread pool (at
+most ``PARSE_THREADS`` at a time; lxml releases the GIL while it builds the tree), so a large
+envelope does not stall the other connections.
 """
 
 import re
 from urllib.parse import parse_qsl, urlsplit
 
+from twisted.internet import defer, threads
 from twisted.logger import Logger
 
 from relayd.transports.soap import envelope, faults, wsdl
 
 MAX_WSDL = 16 * 1024 * 1024
 SMALL_BODY = 64 * 1024
+THREAD_PARSE_THRESHOLD = 256 * 1024
+PARSE_THREADS = 2
 _WSDL_KEYS = {"wsdl", "xsd", "singlewsdl"}
 
 log = Logger(namespace="relayd.soap")
+
+
+class Budget:
+    """Bytes shared by all connections for envelopes read before authentication."""
+
+    def __init__(self, total):
+        self.total = total
+        self.used = 0
+
+    def take(self, n):
+        if self.used + n > self.total:
+            return False
+        self.used += n
+        return True
+
+    def give(self, n):
+        self.used -= n
+
+
+class EnvelopeParser:
+    """Parses envelopes: small ones at once, large ones in the reactor's thread pool with at
+    most ``PARSE_THREADS`` in flight.  ``reactor`` without a thread pool (a test Clock) parses
+    everything at once."""
+
+    def __init__(self, reactor, threshold=THREAD_PARSE_THRESHOLD, threads_=PARSE_THREADS):
+        self.reactor = reactor
+        self.threshold = threshold
+        self.slots = defer.DeferredSemaphore(threads_)
+
+    def parse(self, body, content_type, soap_action, max_bytes):
+        pool = getattr(self.reactor, "getThreadPool", None)
+        if len(body) <= self.threshold or pool is None:
+            return defer.maybeDeferred(envelope.parse_request, body, content_type, soap_action,
+                                       max_bytes=max_bytes)
+        return self.slots.run(threads.deferToThreadPool, self.reactor, pool(), envelope.parse_request,
+                              body, content_type, soap_action, max_bytes=max_bytes)
 
 
 class SoapExchange:
@@ -41,6 +96,8 @@ class SoapExchange:
         self.rewrites = exchange.method == "GET" and bool(keys & _WSDL_KEYS)
         self.parts = []
         self.size = 0
+        self.unauthenticated = False  # reading an envelope whose token can only be inside it
+        self.reserved = 0  # bytes of the door's unauthenticated budget held by this exchange
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -60,9 +117,34 @@ class SoapExchange:
         if length is not None and length > limit:
             raise HttpError(413, "the SOAP envelope (%d bytes) is larger than the relay's limit of %d bytes"
                             % (length, limit), close=True)
+        ex = self.exchange
+        if ex.entity.requires_client_authorization and not ex.head_token():
+            self.unauthenticated = True
+            if length is not None and not self._reserve(length):
+                raise HttpError(503, "the relay is reading too many SOAP envelopes from unauthenticated senders "
+                                "(limits.soap_unauthenticated_budget); retry later, or send the token in the "
+                                "ServiceBusAuthorization header", close=True)
+            ex.body_hard_limit = ex.door.limits.soap_unauthenticated_timeout
+            if ex.body_timer is not None:
+                ex._stop_body_clock()
+                ex._start_body_clock()
+        else:
+            ex._authorize(None)  # a token in the query or headers, or an anonymous entity: check it now
         self.collecting = True
         if self.exchange.decoder is None:
             self.complete()
+
+    def _reserve(self, n):
+        if not self.exchange.door.soap_budget.take(n):
+            return False
+        self.reserved += n
+        return True
+
+    def release(self):
+        """Give back this exchange's share of the unauthenticated budget (idempotent)."""
+        if self.reserved:
+            self.exchange.door.soap_budget.give(self.reserved)
+            self.reserved = 0
 
     def _limit(self):
         limits = self.exchange.door.limits
@@ -70,28 +152,67 @@ class SoapExchange:
 
     def data(self, data):
         self.size += len(data)
+        ex = self.exchange
         if self.size > self._limit():
             self.collecting = False
             self.parts = []
-            ex = self.exchange
             ex.send_error(413, "the SOAP envelope is larger than the relay's limit of %d bytes"
                           % self._limit(), close=True)
+            ex.abort()
+            return
+        if self.unauthenticated and self.size > self.reserved and not self._reserve(self.size - self.reserved):
+            self.collecting = False
+            self.parts = []
+            ex.send_error(503, "the relay is reading too many SOAP envelopes from unauthenticated senders "
+                          "(limits.soap_unauthenticated_budget); retry later, or send the token in the "
+                          "ServiceBusAuthorization header", close=True)
             ex.abort()
             return
         self.parts.append(data)
 
     def complete(self):
-        from relayd.transports.hybrid.http import HttpError
-
         self.collecting = False
         ex = self.exchange
         body, self.parts = b"".join(self.parts), []
+        d = ex.door.soap_parser.parse(body, ex.lowered.get("content-type", [""])[0],
+                                      ex.lowered.get("soapaction", [None])[0], ex.door.limits.soap_max_bytes)
+        del body
+        d.addCallbacks(self._parsed, self._not_parsed)
+        d.addErrback(self._failed)
+
+    def _failed(self, failure):
+        log.failure("SOAP request handling failed unexpectedly", failure)
+        ex = self.exchange
+        if ex is not None and not ex.finished and not ex.client.closed:
+            ex.client.exchange = None
+            ex._dispose_quietly()
+            ex.send_error(500, "internal error in the relay", close=True)
+
+    def _gone(self):
+        ex = self.exchange
+        return ex is None or ex.finished or ex.client.closed
+
+    def _not_parsed(self, failure):
+        failure.trap(envelope.SoapError)
+        if self._gone():
+            self.release()
+            return
+        self._parsed(None, failure.value)
+
+    def _parsed(self, request, error=None):
+        from relayd.transports.hybrid.http import HttpError
+
+        if self._gone():
+            self.release()
+            return
+        ex = self.exchange
         try:
-            self.request = envelope.parse_request(
-                body, ex.lowered.get("content-type", [""])[0], ex.lowered.get("soapaction", [None])[0],
-                max_bytes=ex.door.limits.soap_max_bytes,
-            )
+            if error is not None:
+                raise error
+            self.request = request
             ex._authorize(self.request.relay_token or None)
+            self.release()
+            self.unauthenticated = False
             body = self.request.body_bytes
             ex.has_body = bool(body)
             ex.small = len(body) <= SMALL_BODY
