@@ -1,0 +1,112 @@
+"""The listen backlog of every listening socket (HTTP/WebSocket port, TCP doors, bridge -L) is
+limits.listen_backlog (default 1024), not Twisted's 50.  Measured on the real sockets of real
+processes: for a listening TCP socket ``ss -ltn`` reports the backlog as Send-Q."""
+
+import re
+import subprocess
+import sys
+import time
+
+import pytest
+
+from relayd.config import DEFAULT_LISTEN_BACKLOG
+from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
+
+
+def listen_backlog(port):
+    """Send-Q (= the backlog) of the socket listening on 127.0.0.1:port, from ss."""
+    out = subprocess.run(["ss", "-Hltn", "sport = :%d" % port], capture_output=True, text=True, timeout=10)
+    for line in out.stdout.splitlines():
+        fields = line.split()
+        if len(fields) >= 4 and fields[0] == "LISTEN" and fields[3].endswith(":%d" % port):
+            return int(fields[2])
+    raise AssertionError("nothing listens on port %d:\n%s" % (port, out.stdout))
+
+
+def somaxconn():
+    with open("/proc/sys/net/core/somaxconn") as f:
+        return int(f.read())
+
+
+def free_port():
+    import socket
+
+    s = socket.socket()
+    s.bind(("127.0.0.1", 0))
+    port = s.getsockname()[1]
+    s.close()
+    return port
+
+
+def door_port(relay):
+    deadline = time.time() + 20
+    while time.time() < deadline:
+        m = re.search(r"door \(echo\) listening on [0-9.]+:(\d+)", relay.log_text())
+        if m:
+            return int(m.group(1))
+        time.sleep(0.05)
+    raise AssertionError(relay.log_text())
+
+
+def test_default_backlog_on_the_http_port_and_the_tcp_door(tmp_path):
+    require_tool("ss", "reads the listen backlog of a socket (iproute2)")
+    assert DEFAULT_LISTEN_BACKLOG >= 1024
+    expected = min(DEFAULT_LISTEN_BACKLOG, somaxconn())
+    config = write_config(tmp_path, extra="""
+        [[tcp_ports]]
+        listen = "tcp:0:interface=127.0.0.1"
+        entity = "echo"
+        """)
+    relay = RelayProcess(tmp_path, config)
+    try:
+        assert listen_backlog(relay.port) == expected
+        assert listen_backlog(door_port(relay)) == expected
+    finally:
+        relay.stop()
+
+
+def test_backlog_is_configurable_and_an_endpoint_string_may_override_it(tmp_path):
+    require_tool("ss", "reads the listen backlog of a socket (iproute2)")
+    config = write_config(tmp_path, listen='["tcp:0:interface=127.0.0.1", "tcp:0:interface=127.0.0.1:backlog=77"]',
+                          extra="""
+        [limits]
+        listen_backlog = 2000
+        """)
+    relay = RelayProcess(tmp_path, config)
+    try:
+        ports = [int(p) for p in re.findall(r"relayd listening on [0-9.]+:(\d+)", relay.log_text())]
+        deadline = time.time() + 10
+        while len(ports) < 2 and time.time() < deadline:
+            time.sleep(0.05)
+            ports = [int(p) for p in re.findall(r"relayd listening on [0-9.]+:(\d+)", relay.log_text())]
+        assert sorted(listen_backlog(p) for p in ports) == [77, min(2000, somaxconn())]
+    finally:
+        relay.stop()
+
+
+def test_bridge_local_forwarder_backlog(tmp_path):
+    require_tool("ss", "reads the listen backlog of a socket (iproute2)")
+    port = free_port()
+    cs = "Endpoint=sb://127.0.0.1:9/;SharedAccessKeyName=root;SharedAccessKey=%s" % ROOT_KEY
+    log = open(tmp_path / "bridge.log", "wb")
+    proc = subprocess.Popen([sys.executable, "-m", "relayd.cli", "bridge", "-x", cs, "-L", "127.0.0.1:%d:echo" % port],
+                            stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+    try:
+        deadline = time.time() + 20
+        while "listening on" not in (tmp_path / "bridge.log").read_text():
+            assert time.time() < deadline and proc.poll() is None, (tmp_path / "bridge.log").read_text()
+            time.sleep(0.05)
+        assert listen_backlog(port) == min(DEFAULT_LISTEN_BACKLOG, somaxconn())
+    finally:
+        proc.terminate()
+        proc.wait(10)
+        log.close()
+
+
+def test_listen_backlog_limit_is_validated():
+    from relayd import config
+
+    with pytest.raises(config.ConfigError, match="limits.listen_backlog: must be an integer from 1 to 65535"):
+        config.parse({"limits": {"listen_backlog": 0}})
+    with pytest.raises(config.ConfigError, match="backlog=x is not a number"):
+        config.parse({"relay": {"listen": ["tcp:0:backlog=x"]}})
