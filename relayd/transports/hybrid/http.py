@@ -26,7 +26,8 @@ control-channel request body and a transport buffer's worth of anything else.
 """
 
 import json
-from urllib.parse import parse_qsl, unquote, urlsplit
+import re
+from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
@@ -56,11 +57,20 @@ class HttpError(Exception):
         self.close = close
 
 
+# RFC 9110 token characters (header names, methods); bare CR, LF and NUL are never accepted
+# anywhere in a head (only CRLF ends a line), nor other control characters in a value but TAB.
+_TOKEN = re.compile(r"[!#$%&'*+\-.^_`|~0-9A-Za-z]+\Z")
+_BAD_IN_VALUE = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+_BAD_IN_TARGET = re.compile(r"[\x00-\x20\x7f]")
+_DIGITS = re.compile(r"[0-9]+\Z")
+
+
 def parse_head(head):
     """(method, target, version, [(name, value)]) from a raw request head (no final CRLFCRLF)."""
     lines = head.decode("iso-8859-1").split("\r\n")
     parts = lines[0].split(" ")
-    if len(parts) != 3 or not parts[2].startswith("HTTP/1."):
+    if (len(parts) != 3 or not parts[2].startswith("HTTP/1.") or not _TOKEN.match(parts[0])
+            or _BAD_IN_TARGET.search(parts[1]) or _BAD_IN_VALUE.search(parts[2])):
         raise HttpError(400, "malformed HTTP request line", close=True)
     headers = []
     for line in lines[1:]:
@@ -69,10 +79,46 @@ def parse_head(head):
         if line[0] in " \t":
             raise HttpError(400, "obsolete header line folding is not accepted", close=True)
         name, sep, value = line.partition(":")
-        if not sep or not name or name != name.strip():
+        if not sep or not _TOKEN.match(name):
             raise HttpError(400, "malformed header line %r" % line[:60], close=True)
-        headers.append((name, value.strip()))
+        if _BAD_IN_VALUE.search(value):
+            raise HttpError(400, "the value of header %r contains a control character (bare CR, LF or NUL); "
+                            "header values must be plain text" % name[:60], close=True)
+        headers.append((name, value.strip(" \t")))
     return parts[0], parts[1], parts[2], headers
+
+
+_SEPARATORS = re.compile(r"[/\\]")
+
+
+def normalise_path(raw_path, entity_depth=0, entity_name=""):
+    """The path to forward for ``raw_path`` (percent-encoded, starting with '/').
+
+    Without dot segments the path is returned as it came.  With them -- raw or percent-encoded
+    (``..``, ``%2e%2e``, ``..%2f``; a backslash counts as a separator too) -- the decoded path is
+    normalised (RFC 3986 remove_dot_segments) and returned re-encoded; if a ``..`` would remove
+    one of the first ``entity_depth`` segments (the entity's own path) or climb above the root,
+    :class:`HttpError` 400 is raised: the target escapes its entity.
+    """
+    decoded = unquote(raw_path)
+    segments = _SEPARATORS.split(decoded.lstrip("/"))
+    if not any(seg in (".", "..") for seg in segments):
+        return raw_path
+    out = []
+    for seg in segments:
+        if seg == "..":
+            if len(out) <= entity_depth:
+                raise HttpError(400, "the request target's dot segments ('..') climb out of %s; "
+                                "request a path inside it" % ("the entity '%s'" % entity_name if entity_name
+                                                                else "the relay's namespace"), close=True)
+            out.pop()
+        elif seg == ".":
+            continue
+        else:
+            out.append(seg)
+    if segments[-1] in (".", ".."):
+        out.append("")  # "/a/b/.." is the directory "/a/"
+    return "/" + quote("/".join(out), safe="/:@!$&'()*+,;=~-._")
 
 
 def request_headers(pairs, via_host, drop):
@@ -457,7 +503,16 @@ class Exchange:
             raise HttpError(400, "Upgrade requests are not relayed over HTTP; WebSockets connect to /$hc/{path}",
                             close=True)
         parts = urlsplit(self.target if self.target.startswith("/") else "/" + self.target.split("/", 3)[-1])
-        path = unquote(parts.path)
+        raw_path = parts.path
+        path = unquote(raw_path)
+        segments = _SEPARATORS.split(path.lstrip("/"))
+        dots = next((i for i, seg in enumerate(segments) if seg in (".", "..")), None)
+        if dots is not None:
+            # dot segments may act only below the entity named by the segments before them
+            entity, _ = door.namespace.resolve("/".join(segments[:dots])) if dots else (None, None)
+            raw_path = normalise_path(raw_path, entity.path.count("/") + 1 if entity else len(segments),
+                                      entity.path if entity else "")
+            path = unquote(raw_path)
         entity, suffix = door.namespace.resolve(path.lstrip("/"))
         if entity is None:
             ctype = self.lowered.get("content-type", [""])[0]
@@ -467,7 +522,7 @@ class Exchange:
         self.entity = entity
         query_pairs = parse_qsl(parts.query, keep_blank_values=True)
         self.query_token = next((v for k, v in query_pairs if k.lower() == "sb-hc-token"), None)
-        self.request_target = path_and_query(parts.path, parts.query)
+        self.request_target = path_and_query(raw_path, parts.query)
         self.via_host = self._via_host()
         soap_post = False
         if entity.kind == "soap":
@@ -485,10 +540,10 @@ class Exchange:
                 raise HttpError(501, "only chunked transfer-encoding is supported", close=True)
             self.decoder = _ChunkedTransferDecoder(self._body_data, self._body_end)
         elif "content-length" in self.lowered:
-            try:
-                values = {int(v) for v in ",".join(self.lowered["content-length"]).split(",")}
-            except ValueError:
-                raise HttpError(400, "Content-Length is not a number", close=True)
+            values = {v.strip(" \t") for v in ",".join(self.lowered["content-length"]).split(",")}
+            if not all(_DIGITS.match(v) for v in values):
+                raise HttpError(400, "Content-Length must be a decimal number of bytes (digits only)", close=True)
+            values = {int(v) for v in values}
             if len(values) != 1 or min(values) < 0:
                 raise HttpError(400, "conflicting or negative Content-Length", close=True)
             length = values.pop()
