@@ -24,7 +24,8 @@ from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool
+from twisted.python.failure import Failure
+from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, RequestGenerationFailed
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
@@ -67,10 +68,14 @@ class StreamBody:
         self.finished = defer.Deferred()
         self.held = []
         self.ended = False
+        self.failure = None
 
     def startProducing(self, consumer):
         self.consumer = consumer
         held, self.held = self.held, []
+        if self.failure is not None:
+            self.finished.errback(self.failure)
+            return self.finished
         for data in held:
             consumer.write(data)
         self.leg.transport.resumeProducing()
@@ -78,7 +83,20 @@ class StreamBody:
             self.finished.callback(None)
         return self.finished
 
+    def fail(self, reason):
+        """The relayed request was cut short (its leg closed mid-body): fail the body, which
+        makes the HTTP client abort the local connection instead of waiting for the rest."""
+        if self.ended:
+            return
+        self.ended = True
+        self.held = []
+        self.failure = Failure(RequestCutShort(reason))
+        if self.consumer is not None and not self.finished.called:
+            self.finished.errback(self.failure)
+
     def data(self, data):
+        if self.ended:
+            return
         if self.consumer is None:
             self.held.append(data)
             self.leg.transport.pauseProducing()
@@ -100,6 +118,10 @@ class StreamBody:
         pass
 
 
+class RequestCutShort(Exception):
+    """The relayed request ended before its body was complete."""
+
+
 class _BodyToLeg(Protocol):
     """Streams a local response body into the rendezvous leg as one binary message."""
 
@@ -108,14 +130,25 @@ class _BodyToLeg(Protocol):
         self.done = done
 
     def connectionMade(self):
+        self.leg.response_body = self
         self.leg.beginMessage(isBinary=True)
         self.leg.transport.registerProducer(_Pausing(self.transport), True)
 
     def dataReceived(self, data):
+        if self.leg.state != self.leg.STATE_OPEN:
+            return
         self.leg.beginMessageFrame(len(data))
         self.leg.sendMessageFrameData(data)
 
+    def leg_lost(self):
+        """The leg closed mid-response: stop reading the local response (its connection closes)."""
+        if getattr(self.leg.transport, "producer", None) is not None:
+            self.leg.transport.unregisterProducer()
+        self.transport.stopProducing()
+
     def connectionLost(self, reason):
+        if self.leg.response_body is self:
+            self.leg.response_body = None
         if getattr(self.leg.transport, "producer", None) is not None:
             self.leg.transport.unregisterProducer()
         if self.leg.state == self.leg.STATE_OPEN:
@@ -160,6 +193,17 @@ class RequestLeg(RelayedConnection):
     _text = None
     _body = None
     _current_body = None
+    response_body = None  # the _BodyToLeg streaming a local response into this leg
+
+    def onClose(self, wasClean, code, reason):
+        # A request cut short (client abort, the relay's 413/502/504): end the local request.
+        body, self._current_body, self._body = self._current_body, None, None
+        if body is not None and not body.ended:
+            body.fail("the relayed request ended early (WebSocket close %s)" % (code,))
+        streaming, self.response_body = self.response_body, None
+        if streaming is not None:
+            streaming.leg_lost()
+        super().onClose(wasClean, code, reason)
 
     def onConnect(self, response):
         super().onConnect(response)
@@ -306,6 +350,11 @@ class HttpHandler:
         self._send_json(message, leg, channel)
 
     def _local_failed(self, failure, request_id, fields, leg, channel):
+        if failure.check(RequestGenerationFailed) and any(
+                f.check(RequestCutShort) for f in failure.value.reasons):
+            log.info("{method} {target}: the relayed request ended early; the local request was aborted",
+                     method=fields.get("method"), target=fields.get("requestTarget"))
+            return
         log.info("the local service failed for {method} {target}: {err}", method=fields.get("method"),
                  target=fields.get("requestTarget"), err=failure.getErrorMessage())
         message = {"response": {"requestId": request_id, "statusCode": 503,
@@ -318,6 +367,8 @@ class HttpHandler:
         if target is None:
             return
         if leg is not None:
+            if leg.state != leg.STATE_OPEN:
+                return  # the leg closed (the request was cut short): nobody to answer
             leg.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
         else:
             channel.send(json.dumps(message))
