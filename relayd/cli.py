@@ -63,8 +63,9 @@ def _serve(rest):
 
 def _entity(args):
     from relayd.client.connection import ConnectionInfo
-    import urllib.request
     import urllib.error
+    import urllib.parse
+    import urllib.request
 
     info = ConnectionInfo.from_args(args)
     base = info.http_base()
@@ -76,7 +77,13 @@ def _entity(args):
         print("relayd entity: a key (or a SharedAccessSignature) with the Manage right is needed",
               file=sys.stderr)
         return 2
-    url = base + "/$relayd/entities" + ("/" + args.path if getattr(args, "path", None) else "")
+    if args.action == "add":
+        problem = config.validate_entity_path(args.path)
+        if problem:
+            print("relayd entity add: entity path %r %s" % (args.path, problem), file=sys.stderr)
+            return 2
+    url = base + "/$relayd/entities" + ("/" + urllib.parse.quote(args.path, safe="/")
+                                        if getattr(args, "path", None) else "")
     method = {"list": "GET", "add": "PUT", "delete": "DELETE", "show": "GET"}[args.action]
     data = None
     if args.action == "add":

@@ -129,6 +129,12 @@ class Namespace:
                 self.rules = [root]
                 self.generated_root = True
         for entity in store.entities():
+            problem = validate_entity_path(entity.path)
+            if problem:
+                # stored by an older relayd, before names were restricted: never routed to
+                self.log.warn("ignoring stored entity {path!r}: its path {problem}; delete it and create "
+                              "it again under a valid name", path=entity.path, problem=problem)
+                continue
             self._entities[entity.path.lower()] = entity
         for spec in settings.entities:
             self._entities[spec.path.lower()] = Entity(
