@@ -48,6 +48,10 @@ HOP_BY_HOP = {
 RESPONSE_SKIP = HOP_BY_HOP | {"via"}
 MAX_RESPONSE_JSON = 64 * 1024
 
+# One module-level logger: a Logger reached through an instance records that instance as the
+# event's log_source, and an event kept by an observer would then keep the connection alive.
+log = Logger(namespace="relayd.transports.hybrid.http")
+
 
 class HttpError(Exception):
     def __init__(self, status, message, close=False):
@@ -169,8 +173,6 @@ def response_head(status, description, headers, via_host, length=None, chunked=F
 class HttpDoor:
     """Shared state of the HTTP relaying door; owns the exchanges in flight by request id."""
 
-    log = Logger()
-
     def __init__(self, namespace, switchboard, hybrid_factory, settings, clock):
         self.namespace = namespace
         self.switchboard = switchboard
@@ -222,8 +224,6 @@ class HttpDoor:
 
 class HttpRelayProtocol(Protocol):
     """One client HTTP/1.1 connection; one request at a time (later ones wait, unread)."""
-
-    _log = Logger()
 
     def __init__(self, door):
         self.door = door
@@ -320,8 +320,9 @@ class HttpRelayProtocol(Protocol):
             if not e.close and self.buf:
                 self._read_request()
         except Exception:
-            self._log.failure("HTTP relay request failed unexpectedly")
+            log.failure("HTTP relay request failed unexpectedly")
             self.exchange = None
+            exchange._dispose_quietly()
             self.send_error(500, "internal error in the relay", close=True)
 
     # -- writing errors ----------------------------------------------------------------------
@@ -336,7 +337,7 @@ class HttpRelayProtocol(Protocol):
         if close:
             head.append("Connection: close")
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
-        self._log.info("HTTP relay answered {status}: {message} (tracking {tracking})", status=status,
+        log.info("HTTP relay answered {status}: {message} (tracking {tracking})", status=status,
                        message=message, tracking=tracking)
         if close:
             self.closed = True
@@ -349,7 +350,7 @@ class HttpRelayProtocol(Protocol):
         if close:
             head.append("Connection: close")
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + fault.body)
-        self._log.info("SOAP relay answered a fault, HTTP {status}", status=fault.status)
+        log.info("SOAP relay answered a fault, HTTP {status}", status=fault.status)
         if close:
             self.closed = True
             pipe.close_after_flush(self.transport)
@@ -903,11 +904,7 @@ class Exchange:
     # -- ending -----------------------------------------------------------------------------
 
     def _dispose(self):
-        self.finished = True
-        self._cancel_timer()
-        self._stop_body_clock()
-        if self.soap is not None:
-            self.soap.release()
+        self._let_go()
         self.door.exchanges.pop(self.id, None)
         rv, self.rv = self.rv, None
         if rv is not None and not rv.done:
@@ -916,15 +913,23 @@ class Exchange:
             if getattr(channel, "_awaiting_body", None) is self:
                 channel._awaiting_body = None
 
+    def _let_go(self):
+        """The exchange is over: stop its timers and break the cycles it is part of (the body
+        decoder holds bound methods of this exchange, the SOAP helper points back at it), so
+        reference counting frees it without waiting for the garbage collector."""
+        self.finished = True
+        self._cancel_timer()
+        self._stop_body_clock()
+        self.decoder = None
+        if self.soap is not None:
+            self.soap.release()
+            self.soap.exchange = None
+
     def _dispose_quietly(self):
         if self.id is not None:
             self._dispose()
         else:
-            self.finished = True
-            self._cancel_timer()
-            self._stop_body_clock()
-            if self.soap is not None:
-                self.soap.release()
+            self._let_go()
 
     def finish(self):
         self._dispose()

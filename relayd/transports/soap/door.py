@@ -97,7 +97,8 @@ class SoapExchange:
         self.parts = []
         self.size = 0
         self.unauthenticated = False  # reading an envelope whose token can only be inside it
-        self.reserved = 0  # bytes of the door's unauthenticated budget held by this exchange
+        self.budget = exchange.door.soap_budget
+        self.reserved = 0  # bytes of that budget held by this exchange
 
     # -- requests ------------------------------------------------------------------------------
 
@@ -135,7 +136,7 @@ class SoapExchange:
             self.complete()
 
     def _reserve(self, n):
-        if not self.exchange.door.soap_budget.take(n):
+        if not self.budget.take(n):
             return False
         self.reserved += n
         return True
@@ -143,7 +144,7 @@ class SoapExchange:
     def release(self):
         """Give back this exchange's share of the unauthenticated budget (idempotent)."""
         if self.reserved:
-            self.exchange.door.soap_budget.give(self.reserved)
+            self.budget.give(self.reserved)
             self.reserved = 0
 
     def _limit(self):
