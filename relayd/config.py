@@ -80,6 +80,11 @@ class Limits:
     # ports, the TCP doors and ``relayd bridge -L``, unless the endpoint string sets backlog=.
     # The kernel caps it at net.core.somaxconn (4096 on current Linux).
     listen_backlog: int = DEFAULT_LISTEN_BACKLOG
+    # Bytes queued for a listener's control channel (accept/request messages, pongs) beyond
+    # which the relay stops offering it senders and stops reading it.
+    control_queue_max: int = 1024 * 1024
+    # Seconds a control channel may stay over control_queue_max before it is closed (1008).
+    control_stall_timeout: float = 10.0
     # HTTP door (relaying and management): seconds a keep-alive connection may stay idle
     # between requests before the relay closes it.
     http_keepalive_timeout: float = 15.0
@@ -461,6 +466,8 @@ def parse(data, source="<config>"):
         http_max_body=r.number(lim, "http_max_body", "limits", defaults.http_max_body, 0, 1 << 40, True),
         soap_max_bytes=r.number(lim, "soap_max_bytes", "limits", defaults.soap_max_bytes, 1024, 256 << 20, True),
         listen_backlog=r.number(lim, "listen_backlog", "limits", defaults.listen_backlog, 1, MAX_BACKLOG, True),
+        control_queue_max=r.number(lim, "control_queue_max", "limits", defaults.control_queue_max, 4096, 256 << 20, True),
+        control_stall_timeout=r.number(lim, "control_stall_timeout", "limits", defaults.control_stall_timeout, 0.1, 3600),
     )
 
     # HTTP door deadlines and the SOAP pre-authentication budget (kept apart from the call

@@ -4,48 +4,103 @@ A leg (:class:`relayd.interfaces.ILeg`) delivers what it reads to its peer frame
 as it arrives; nothing is buffered whole.  Flow control is TCP's own: each leg's transport
 is registered as a *streaming producer* on the peer's transport, so when the peer's write
 buffer goes over its high-water mark Twisted pauses reading on this leg, and resumes when
-the peer has drained.  A reader that stops reading therefore stalls its writer, and the
-relay holds at most about one read and one write buffer per direction per pair
-(see ``docs/protocol.rst``, "Memory bound").
+the peer has drained.  The same producer also stops reading on the full transport itself:
+what a leg writes on its own (pongs to a client that pings and never reads) must not grow
+its buffer either.  A transport's reading may be held for several reasons at once
+(:func:`hold_reading`); it reads again when none is left.  A reader that stops reading
+therefore stalls its writer, and the relay holds at most about one read and one write
+buffer per direction per pair (see ``docs/protocol.rst``, "Memory bound").
 """
 
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
 
+# Why a transport's reading is held (several reasons may hold it at once; it reads again only
+# when none is left).
+HELD_BY_OWN_OUTPUT = "own-output"  # its own write buffer is over its limit (pongs, queued messages)
+HELD_BY_PEER_OUTPUT = "peer-output"  # the peer it feeds cannot take more
+HELD_BY_HANDSHAKE = "handshake"  # data before the opening handshake has completed
+
+
+def hold_reading(transport, reason):
+    """Stop reading on ``transport`` until :func:`release_reading` with every reason held."""
+    holds = getattr(transport, "relayd_read_holds", None)
+    if holds is None:
+        holds = transport.relayd_read_holds = set()
+    if reason in holds:
+        return
+    if not holds:
+        transport.pauseProducing()
+    holds.add(reason)
+
+
+def release_reading(transport, reason):
+    holds = getattr(transport, "relayd_read_holds", None)
+    if not holds or reason not in holds:
+        return
+    holds.discard(reason)
+    if not holds and not getattr(transport, "disconnected", False):
+        transport.resumeProducing()
+
+
 @implementer(IPushProducer)
 class PauseReading:
-    """Lets the peer's transport pause/resume reading on ``transport``.
+    """The streaming producer registered on a transport: when that transport's write buffer
+    goes over its limit, Twisted pauses this, which stops reading on ``peer`` (the transport
+    that feeds it) *and* on the transport itself -- a client that keeps sending (pings: their
+    pongs) but never reads must not grow the buffer without bound.
 
-    ``stopProducing`` is deliberately a no-op: a transport calls it on its producer when it
-    disconnects, and closing the other leg is the splice's job (with a proper close code),
-    not an abrupt drop.
+    ``stopProducing`` (a transport calls it on its producer when it disconnects) only lets go
+    of the readings this producer held: closing the other leg is the splice's job (with a
+    proper close code), not an abrupt drop.
     """
 
-    def __init__(self, transport):
-        self.transport = transport
+    def __init__(self, peer, own=None):
+        self.peer = peer
+        self.own = own
         self.paused = False
 
     def pauseProducing(self):
         if not self.paused:
             self.paused = True
-            self.transport.pauseProducing()
+            if self.peer is not None:
+                hold_reading(self.peer, HELD_BY_PEER_OUTPUT)
+            if self.own is not None:
+                hold_reading(self.own, HELD_BY_OWN_OUTPUT)
 
     def resumeProducing(self):
         if self.paused:
             self.paused = False
-            self.transport.resumeProducing()
+            if self.peer is not None:
+                release_reading(self.peer, HELD_BY_PEER_OUTPUT)
+            if self.own is not None:
+                release_reading(self.own, HELD_BY_OWN_OUTPUT)
 
     def stopProducing(self):
-        pass
+        # the transport this was registered on is gone: let go of the readings it held
+        self.resumeProducing()
+        self.peer = self.own = None
+
+
+def pause_when_full(transport, producer=None):
+    """For a protocol with no peer (a control channel): stop reading ``transport`` while its own
+    write buffer is over its limit.  ``producer`` may be a :class:`PauseReading` subclass
+    instance that also reacts to the pause (see the control channel)."""
+    producer = producer or PauseReading(None, transport)
+    transport.registerProducer(producer, True)
+    return producer
 
 
 def splice(a, b):
     """Join legs ``a`` and ``b``: each forwards to the other, with backpressure both ways."""
     a.partner = b
     b.partner = a
-    pa = PauseReading(a.transport)
-    pb = PauseReading(b.transport)
+    for leg in (a, b):
+        if getattr(leg.transport, "producer", None) is not None:
+            leg.transport.unregisterProducer()
+    pa = PauseReading(a.transport, b.transport)
+    pb = PauseReading(b.transport, a.transport)
     a.transport.registerProducer(pb, True)
     b.transport.registerProducer(pa, True)
     a.pause_reader, b.pause_reader = pa, pb
@@ -64,17 +119,23 @@ def unsplice(leg):
                 transport.unregisterProducer()
             except Exception:
                 pass
-    if peer is not None:
-        reader = getattr(peer, "pause_reader", None)
+    for side in (leg, peer):
+        reader = getattr(side, "pause_reader", None) if side is not None else None
         if reader is not None:
             reader.resumeProducing()
+            reader.stopProducing()
+            side.pause_reader = None
+    if peer is not None:
         peer.partner = None
 
 
 def splice_transports(ta, tb):
     """Backpressure between two plain transports (e.g. an HTTP client and a WebSocket leg)."""
-    ta.registerProducer(PauseReading(tb), True)
-    tb.registerProducer(PauseReading(ta), True)
+    for t in (ta, tb):
+        if getattr(t, "producer", None) is not None:
+            t.unregisterProducer()
+    ta.registerProducer(PauseReading(tb, ta), True)
+    tb.registerProducer(PauseReading(ta, tb), True)
 
 
 def close_after_flush(transport):

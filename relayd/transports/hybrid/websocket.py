@@ -23,6 +23,7 @@ from urllib.parse import unquote, urlsplit
 
 from autobahn.twisted.websocket import WebSocketServerFactory, WebSocketServerProtocol
 from autobahn.websocket.types import ConnectionDeny
+from twisted.internet import defer
 from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from zope.interface import implementer
@@ -36,6 +37,9 @@ from relayd.transports.hybrid import messages
 HC_PREFIX = "/$hc/"
 DATA_ROLES = ("connect", "accept", "request")
 MAX_REASON = 512
+# Bytes a sender may send before its handshake has completed (it waits for a listener);
+# beyond this the relay stops reading it until the handshake ends.
+PREOPEN_BUFFER_MAX = 64 * 1024
 
 
 class Denied(Exception):
@@ -103,6 +107,8 @@ class HybridProtocol(WebSocketServerProtocol):
     _rendezvous = None
     _token_timer = None
     _accept_leg = None
+    _pressure = None
+    _preopen_held = False
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -208,8 +214,11 @@ class HybridProtocol(WebSocketServerProtocol):
                        path=self.entity_path)
         self.close(1008, "the listener's token expired; send renewToken before it does")
 
+    def _can_offer(self):
+        return self.state == self.STATE_OPEN and not (self._pressure is not None and self._pressure.paused)
+
     def offer(self, rendezvous):
-        if self.state != self.STATE_OPEN:
+        if not self._can_offer():
             return False
         message = self.factory.offer_message(rendezvous)
         if message is not None:
@@ -218,7 +227,7 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def offer_raw(self, text, body):
         """Send a control message followed by its body as one binary message (HTTP requests)."""
-        if self.state != self.STATE_OPEN:
+        if not self._can_offer():
             return False
         self.sendMessage(text.encode("utf-8"), isBinary=False)
         self.sendMessage(body, isBinary=True)
@@ -335,8 +344,28 @@ class HybridProtocol(WebSocketServerProtocol):
 
     # -- open / messages / close ----------------------------------------------------------
 
+    def dataReceived(self, data):
+        if self.state == self.STATE_CONNECTING and self._rendezvous is not None and self.role == "connect":
+            # A sender waiting for a listener: what it sends now is processed once the
+            # handshake completes (Autobahn does that from its buffer).  Keep it, bounded.
+            self.data += data
+            if len(self.data) > PREOPEN_BUFFER_MAX and not self._preopen_held:
+                self._preopen_held = True
+                pipe.hold_reading(self.transport, pipe.HELD_BY_HANDSHAKE)
+            return
+        super().dataReceived(data)
+
+    def _release_preopen(self):
+        if self._preopen_held:
+            self._preopen_held = False
+            pipe.release_reading(self.transport, pipe.HELD_BY_HANDSHAKE)
+
     def onOpen(self):
-        if self.role in ("accept", "request"):
+        self._release_preopen()
+        if self.role == "listen":
+            self.transport.bufferSize = self.factory.limits.control_queue_max
+            self._pressure = pipe.pause_when_full(self.transport, ControlChannelPressure(self))
+        elif self.role in ("accept", "request"):
             rv, self._rendezvous = self._rendezvous, None
             if rv.done:
                 self.close(1001, "the sender went away before the connection was accepted")
@@ -425,11 +454,36 @@ class HybridProtocol(WebSocketServerProtocol):
             self._cleanup()
         finally:
             super().connectionLost(reason)
+            self._break_cycles()
+
+    def _break_cycles(self):
+        """Drop the references that tie a closed protocol into cycles, so its memory (and its
+        transport's) returns at once instead of at the next full garbage collection."""
+        self.partner = None
+        self.on_lost = None
+        self._accept_leg = None
+        self._rendezvous = None
+        # Autobahn resolves is_closed with the protocol itself: protocol -> Deferred -> protocol.
+        self.is_closed = defer.succeed(None)
+        self.is_open = defer.succeed(None)
+        # Timers Autobahn leaves armed after the TCP connection is gone hold the protocol (a
+        # bound method) until they fire, and are held by it.
+        for name in ("closeHandshakeTimeoutCall", "serverConnectionDropTimeoutCall"):
+            call = getattr(self, name, None)
+            if call is not None:
+                try:
+                    call.cancel()
+                except Exception:
+                    pass
+                setattr(self, name, None)
 
     def _cleanup(self):
         if self._token_timer is not None and self._token_timer.active():
             self._token_timer.cancel()
         self._token_timer = None
+        pressure, self._pressure = self._pressure, None
+        if pressure is not None:
+            pressure.stopProducing()
         if self.role == "listen":
             self.factory.switchboard.remove_listener(self.entity_path, self)
             self._log.info("listener {id} offline on {path}", id=self.listener_id, path=self.entity_path)
@@ -551,6 +605,53 @@ class HybridProtocol(WebSocketServerProtocol):
                 self.sendCloseFrame(code=code, reasonUtf8=reason_utf8, isReply=False)
         elif self.state == self.STATE_CONNECTING:
             self.dropConnection(abort=True)
+
+
+class ControlChannelPressure(pipe.PauseReading):
+    """The producer on a control channel's transport.  While more than
+    ``limits.control_queue_max`` bytes wait to be written to the listener (it is not reading),
+    the relay stops reading the channel (its pings would only queue more pongs), offers it no
+    senders (the switchboard balances to other listeners or fails the sender at once) and, if
+    it stays so for ``limits.control_stall_timeout`` seconds, closes it with 1008."""
+
+    def __init__(self, channel):
+        super().__init__(None, channel.transport)
+        self.channel = channel
+        self.timer = None
+
+    def pauseProducing(self):
+        super().pauseProducing()
+        channel = self.channel
+        if channel is not None and self.timer is None:
+            self.timer = channel.factory.clock.callLater(
+                channel.factory.limits.control_stall_timeout, self._stalled)
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        self._cancel()
+
+    def _cancel(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _stalled(self):
+        self.timer = None
+        channel = self.channel
+        if channel is None:
+            return
+        limits = channel.factory.limits
+        channel._log.info(
+            "listener {id} on {path} has not read its control channel for {t} s ({n} bytes queued); closing it",
+            id=channel.listener_id, path=channel.entity_path, t=limits.control_stall_timeout,
+            n=limits.control_queue_max)
+        channel.close(1008, "the listener did not read its control channel for %g s; a listener must "
+                            "keep reading it" % limits.control_stall_timeout)
+
+    def stopProducing(self):
+        self._cancel()
+        self.channel = None
+        super().stopProducing()
 
 
 class HybridFactory(WebSocketServerFactory):
