@@ -59,6 +59,22 @@ def test_header_token_is_checked_before_the_body_is_read(relay):
         s.close()
 
 
+def test_envelope_token_still_wins_over_a_service_authorization_header(relay):
+    """``Authorization: Bearer ...`` is the service's own header: relayd reads the envelope and
+    authorises with its RelayAccessToken (here: no listener, so a 502 fault after the check)."""
+    token = auth.make_token("http://relay/secure", "sender", SEND_KEY, int(time.time()) + 300)
+    header = (b'<s:Header><RelayAccessToken xmlns="http://schemas.microsoft.com/netservices/2009/05/servicebus/'
+              b'connect">' + token.encode().replace(b"&", b"&amp;") + b"</RelayAccessToken></s:Header><s:Body>")
+    body = (ENVELOPE % b"1").replace(b"<s:Body>", header)
+    s = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
+    try:
+        s.sendall(head("secure", len(body), "Authorization: Bearer service-token\r\n") + body)
+        status, _, reply = read_response(s)
+        assert status == 502 and b"Fault" in reply, reply
+    finally:
+        s.close()
+
+
 def test_tokenless_uploads_are_bounded_in_memory_and_time(relay):
     """20 clients each send all but the last byte of a 4 MiB envelope with no token in the head
     (so the relay can only find one inside the envelope) and hold the connection."""

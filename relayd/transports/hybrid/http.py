@@ -54,11 +54,12 @@ log = Logger(namespace="relayd.transports.hybrid.http")
 
 
 class HttpError(Exception):
-    def __init__(self, status, message, close=False):
+    def __init__(self, status, message, close=False, headers=()):
         super().__init__(message)
         self.status = status
         self.message = message
         self.close = close
+        self.headers = headers  # extra response headers, e.g. Retry-After with a 503
 
 
 # RFC 9110 token characters (header names, methods); bare CR, LF and NUL are never accepted
@@ -316,7 +317,7 @@ class HttpRelayProtocol(Protocol):
         except HttpError as e:
             self.exchange = None
             exchange._dispose_quietly()
-            exchange.send_error(e.status, e.message, close=e.close)
+            exchange.send_error(e.status, e.message, close=e.close, headers=e.headers)
             if not e.close and self.buf:
                 self._read_request()
         except Exception:
@@ -572,26 +573,43 @@ class Exchange:
                 self.client.transport.pauseProducing()
 
     def head_token(self):
-        """A token given in the request head (query, ServiceBusAuthorization or Authorization)."""
-        return (self.query_token or self.lowered.get("servicebusauthorization", [None])[0]
-                or self.lowered.get("authorization", [None])[0])
+        """The token that wins over any other, given in the request head: the query's
+        ``sb-hc-token`` or the ``ServiceBusAuthorization`` header (None if neither)."""
+        return self.query_token or self.lowered.get("servicebusauthorization", [None])[0]
+
+    def sender_known(self):
+        """Whether the head already proves a sender with the Send right: a winning token
+        (checked by _authorize) or a valid token in ``Authorization``."""
+        if not self.entity.requires_client_authorization or self.head_token():
+            return True
+        token = self.lowered.get("authorization", [None])[0]
+        if not token:
+            return False
+        try:
+            self._verify(token)
+        except auth.AuthError:
+            return False  # e.g. the service's own Bearer token
+        return True
+
+    def _verify(self, token):
+        door = self.door
+        host = self.lowered.get("host", [None])[0]
+        public = door.settings.public_url
+        access.authorize(door.namespace, self.entity, token, auth.SEND,
+                         access.candidate_hosts(host, urlsplit(public).hostname if public else None),
+                         door.clock.seconds())
 
     def _authorize(self, extra_token):
         """Check the Send right (unless the entity is anonymous); strip the token headers."""
-        door, entity = self.door, self.entity
         sba = self.lowered.get("servicebusauthorization", [None])[0]
         drop = {"servicebusauthorization"}
-        if entity.requires_client_authorization:
+        if self.entity.requires_client_authorization:
             token = self.query_token or sba or extra_token
             if not token and "authorization" in self.lowered:
                 token = self.lowered["authorization"][0]
                 drop.add("authorization")
-            host = self.lowered.get("host", [None])[0]
-            public = door.settings.public_url
             try:
-                access.authorize(door.namespace, entity, token, auth.SEND,
-                                 access.candidate_hosts(host, urlsplit(public).hostname if public else None),
-                                 door.clock.seconds())
+                self._verify(token)
             except auth.AuthError as e:
                 raise HttpError(e.status, str(e), close=self._body_expected())
         self.forward_headers = request_headers(self.headers, self.via_host, drop)
@@ -633,7 +651,8 @@ class Exchange:
             if e.status == 404:
                 raise HttpError(502, "no listener is connected to '%s'" % self.entity.path,
                                 close=self._body_expected())
-            raise HttpError(e.status, e.message, close=True)
+            retry = [("Retry-After", "%d" % e.retry_after)] if e.retry_after is not None else ()
+            raise HttpError(e.status, e.message, close=True, headers=retry)
         self.id = self.rv.key
         self.channel = self.rv.listener
         door.exchanges[self.id] = self
@@ -951,12 +970,12 @@ class Exchange:
         self.client.exchange = None
         self.send_error(status, message, close=True)
 
-    def send_error(self, status, message, close):
+    def send_error(self, status, message, close, headers=()):
         """A relay-side error: a SOAP fault for SOAP requests, else JSON."""
         if self.soap_version:
             self.client.send_fault(soap_door.fault_for(self, status, message), close=close)
         else:
-            self.client.send_error(status, message, close=close)
+            self.client.send_error(status, message, close=close, headers=headers)
 
     def abort(self):
         self._dispose()

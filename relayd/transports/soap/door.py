@@ -19,11 +19,12 @@ On top of that, for a SOAP entity:
 
 Bounds for envelopes read before their sender is known
 ------------------------------------------------------
-A token in the query or the HTTP headers is checked from the request head, before any of
-the body is read (a bad one is a fault at once).  Without one, on an entity that requires
-client authorization, the token can only be the ``RelayAccessToken`` SOAP header, inside the
-body: such bodies share one budget of ``limits.soap_unauthenticated_budget`` bytes across all
-connections (a declared length is reserved whole when the head arrives; a chunked body as it
+A token in the query or the ``ServiceBusAuthorization`` header (which win over the envelope's)
+is checked from the request head, before any of the body is read (a bad one is a fault at
+once).  Without one, on an entity that requires client authorization, and unless the
+``Authorization`` header holds a valid Send token, the sender is unknown until the
+``RelayAccessToken`` SOAP header, inside the body, has been read: such bodies share one
+budget of ``limits.soap_unauthenticated_budget`` bytes across all connections (a declared length is reserved whole when the head arrives; a chunked body as it
 grows), and each must arrive whole within ``limits.soap_unauthenticated_timeout`` seconds.
 Past the budget the request gets a 503 fault and the connection closes; past the deadline a
 408 fault.  The reservation is given back once the envelope is parsed and its token checked,
@@ -119,7 +120,9 @@ class SoapExchange:
             raise HttpError(413, "the SOAP envelope (%d bytes) is larger than the relay's limit of %d bytes"
                             % (length, limit), close=True)
         ex = self.exchange
-        if ex.entity.requires_client_authorization and not ex.head_token():
+        if ex.head_token():
+            ex._authorize(None)  # the token that wins over one in the envelope: check it now
+        elif not ex.sender_known():
             self.unauthenticated = True
             if length is not None and not self._reserve(length):
                 raise HttpError(503, "the relay is reading too many SOAP envelopes from unauthenticated senders "
@@ -129,8 +132,6 @@ class SoapExchange:
             if ex.body_timer is not None:
                 ex._stop_body_clock()
                 ex._start_body_clock()
-        else:
-            ex._authorize(None)  # a token in the query or headers, or an anonymous entity: check it now
         self.collecting = True
         if self.exchange.decoder is None:
             self.complete()
