@@ -85,6 +85,10 @@ class Limits:
     control_queue_max: int = 1024 * 1024
     # Seconds a control channel may stay over control_queue_max before it is closed (1008).
     control_stall_timeout: float = 10.0
+    # Refused handshakes logged in full per cause (door + status) and interval (seconds);
+    # the rest are counted in one summary line per cause at the end of the interval.
+    refusal_log_burst: int = 10
+    refusal_log_interval: float = 60.0
     # HTTP door (relaying and management): seconds a keep-alive connection may stay idle
     # between requests before the relay closes it.
     http_keepalive_timeout: float = 15.0
@@ -468,6 +472,8 @@ def parse(data, source="<config>"):
         listen_backlog=r.number(lim, "listen_backlog", "limits", defaults.listen_backlog, 1, MAX_BACKLOG, True),
         control_queue_max=r.number(lim, "control_queue_max", "limits", defaults.control_queue_max, 4096, 256 << 20, True),
         control_stall_timeout=r.number(lim, "control_stall_timeout", "limits", defaults.control_stall_timeout, 0.1, 3600),
+        refusal_log_burst=r.number(lim, "refusal_log_burst", "limits", defaults.refusal_log_burst, 0, 1 << 20, True),
+        refusal_log_interval=r.number(lim, "refusal_log_interval", "limits", defaults.refusal_log_interval, 0.1, 86400),
     )
 
     # HTTP door deadlines and the SOAP pre-authentication budget (kept apart from the call

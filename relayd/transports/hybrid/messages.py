@@ -69,6 +69,8 @@ def decode(payload):
         obj = json.loads(payload)
     except ValueError as e:
         raise MessageError("control message is not JSON: %s" % e)
+    except RecursionError:
+        raise MessageError("control message nests too deeply; control messages are flat JSON objects")
     if not isinstance(obj, dict) or len(obj) != 1:
         raise MessageError('control message must be a JSON object with one member, e.g. {"renewToken": {...}}')
     (kind, fields), = obj.items()
@@ -86,8 +88,8 @@ def decode(payload):
         status = fields.get("statusCode")
         try:
             status = int(status)
-        except (TypeError, ValueError):
-            raise MessageError('response "statusCode" must be a number, got %r' % (status,))
+        except (TypeError, ValueError, OverflowError):
+            raise MessageError('response "statusCode" must be a number from 100 to 999, got %.40r' % (status,))
         if not 100 <= status <= 999:
             raise MessageError('response "statusCode" %d is out of range' % status)
         headers = fields.get("responseHeaders")

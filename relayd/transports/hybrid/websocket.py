@@ -117,15 +117,32 @@ class HybridProtocol(WebSocketServerProtocol):
             return self._route(request)
         except Denied as e:
             tracking = access.tracking_id()
-            self._log.info(
+            action = request.params.get("sb-hc-action", ["?"])[0]
+            self._refusal_logged = True
+            self.factory.refusals.refused(
+                ("HC " + action[:20], e.status),
                 "HC {action} on {path} from {peer} denied: {status} {message} (tracking {tracking})",
-                action=request.params.get("sb-hc-action", ["?"])[0], path=request.path,
+                action=action, path=request.path,
                 peer=self.peer, status=e.status, message=e.message, tracking=tracking,
             )
             raise ConnectionDeny(e.status, access.with_tracking(e.message, tracking))
         except Exception:
             self._log.failure("HC handshake failed unexpectedly")
             raise ConnectionDeny(500, access.with_tracking("internal error in the relay"))
+
+    _refusal_logged = False
+
+    def failHandshake(self, reason, code=400, responseHeaders=None):
+        """Autobahn's refusal of a handshake: logged (rate-limited), answered, dropped."""
+        # Logged once, rate-limited (a storm of refusals must not flood the log), instead of
+        # Autobahn's two lines per refusal.
+        if not self._refusal_logged:
+            self.factory.refusals.refused(("HC handshake", code), "HC handshake from {peer} refused: {code} {reason}",
+                                          peer=self.peer, code=code, reason=access.one_line(reason, 200))
+        self.wasNotCleanReason = reason
+        self.sendHttpErrorResponse(code, reason, responseHeaders)
+        self.wasClean = True  # an orderly refusal: no "dropping connection" warning
+        self.dropConnection(abort=False)
 
     def _param(self, request, name):
         values = request.params.get(name)
@@ -667,6 +684,8 @@ class HybridFactory(WebSocketServerFactory):
         self.limits = settings.limits
         self.public_url = settings.public_url
         self.clock = clock
+        self.refusals = access.RefusalLog(HybridProtocol._log, clock, self.limits.refusal_log_burst,
+                                          self.limits.refusal_log_interval)
         self.response_handler = None  # set by the HTTP relaying door
         self.control_binary_handler = None
         self.setProtocolOptions(
@@ -678,6 +697,10 @@ class HybridFactory(WebSocketServerFactory):
             failByDrop=False,
             autoFragmentSize=0,
         )
+
+    def stopFactory(self):
+        self.refusals.stop()
+        super().stopFactory()
 
     def base_url(self, host, secure=False):
         if self.public_url:
