@@ -208,7 +208,19 @@ def test_keepalive_connections_count_against_max_connections(tmp_path):
         assert served <= 100, "%d keep-alive connections served against max_connections = 100" % served
         assert refused >= 200
         held = fds(relay) - baseline
+        print("300 keep-alive clients against max_connections = 100: %d served, %d refused, relay holds "
+              "%d more descriptors" % (served, refused, held))
         assert held <= 100 + 5, "the relay holds %d more descriptors than at start" % held
+        # the other doors behind the port are counted by the same limit
+        for raw in (b"GET /$relayd/status HTTP/1.1\r\nHost: relay\r\n\r\n",
+                    b"GET /$hc/open?sb-hc-action=connect HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\n"
+                    b"Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n"
+                    b"Sec-WebSocket-Version: 13\r\n\r\n"):
+            s = connect(relay)
+            socks.append(s)
+            s.sendall(raw)
+            answer = read_response(s)
+            assert answer is None or answer[0] == 503, answer
         # closing the served ones frees their places
         for s in socks:
             s.close()
@@ -230,6 +242,7 @@ def test_running_out_of_descriptors_does_not_take_the_door_down(tmp_path):
     # default max_connections, a process limit of 256 open files, 400 keep-alive clients
     relay = LimitedRelay(tmp_path, write_config(tmp_path), nofile=256)
     socks = []
+    codes = []
     try:
         for _ in range(400):
             s = connect(relay)
@@ -238,6 +251,9 @@ def test_running_out_of_descriptors_does_not_take_the_door_down(tmp_path):
             answer = read_response(s, timeout=5)
             assert answer is not None, "connection %d got no answer (reset or hung)" % len(socks)
             assert answer[0] in (502, 503)
+            codes.append(answer[0])
+        print("open-files limit 256, 400 keep-alive clients: %d served, %d answered 503, relay fds %d"
+              % (codes.count(502), codes.count(503), fds(relay)))
         assert fds(relay) < 256
         # a newcomer is told, not reset
         s = connect(relay)
