@@ -192,6 +192,7 @@ def test_keepalive_connections_count_against_max_connections(tmp_path):
     socks = []
     try:
         baseline = fds(relay)
+        rss_before = psutil.Process(relay.proc.pid).memory_info().rss
         served = refused = 0
         for _ in range(300):
             s = connect(relay)
@@ -211,6 +212,9 @@ def test_keepalive_connections_count_against_max_connections(tmp_path):
         print("300 keep-alive clients against max_connections = 100: %d served, %d refused, relay holds "
               "%d more descriptors" % (served, refused, held))
         assert held <= 100 + 5, "the relay holds %d more descriptors than at start" % held
+        grown = (psutil.Process(relay.proc.pid).memory_info().rss - rss_before) / (1 << 20)
+        print("relay RSS grew by %.1f MiB" % grown)
+        assert grown < 16, "relay RSS grew by %.1f MiB for 100 idle keep-alive connections" % grown
         # the other doors behind the port are counted by the same limit
         for raw in (b"GET /$relayd/status HTTP/1.1\r\nHost: relay\r\n\r\n",
                     b"GET /$hc/open?sb-hc-action=connect HTTP/1.1\r\nHost: relay\r\nUpgrade: websocket\r\n"
