@@ -27,6 +27,7 @@ connections serve one request each, so every management request passes this door
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.tls import TLSMemoryBIOProtocol
 
 HC_PREFIX = b"/$hc/"
 MANAGE_PREFIX = b"/$relayd/"
@@ -175,6 +176,11 @@ class FrontDoor(Protocol):
         transport = self.transport
         if isinstance(transport, ProtocolWrapper):
             transport.wrappedProtocol = protocol
+            # On TLS the protocol gets the TLS transport itself: autobahn takes the TLS channel
+            # (tls-unique) from it and refuses a wrapper that only claims ISSLTransport.  The
+            # CountedConnection stays in between and still sees the data and connectionLost.
+            if isinstance(transport.transport, TLSMemoryBIOProtocol):
+                transport = transport.transport
         else:
             transport.protocol = protocol
         # The connection's place is released by CountedConnection when the socket closes.
