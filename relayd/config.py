@@ -101,6 +101,12 @@ class Limits:
     soap_unauthenticated_budget: int = 8 * 1024 * 1024
     # Seconds such an unauthenticated envelope may take to arrive whole (408 fault).
     soap_unauthenticated_timeout: float = 10.0
+    # Senders waiting for a listener to accept (pending rendezvous: WebSocket senders, relayed
+    # HTTP requests and TCP connections), per hybrid connection and in all.  Above either a
+    # sender gets 503 with Retry-After: rendezvous_retry_after seconds.
+    max_pending_rendezvous_per_entity: int = 1024
+    max_pending_rendezvous: int = 8192
+    rendezvous_retry_after: int = 2
 
 
 @dataclass
@@ -486,6 +492,12 @@ def parse(data, source="<config>"):
                                               defaults.soap_unauthenticated_budget, 0, 1 << 34, True)
     lm.soap_unauthenticated_timeout = r.number(lim, "soap_unauthenticated_timeout", "limits",
                                                defaults.soap_unauthenticated_timeout, 0.1, 600)
+    lm.max_pending_rendezvous_per_entity = r.number(lim, "max_pending_rendezvous_per_entity", "limits",
+                                                    defaults.max_pending_rendezvous_per_entity, 1, 1 << 20, True)
+    lm.max_pending_rendezvous = r.number(lim, "max_pending_rendezvous", "limits",
+                                         defaults.max_pending_rendezvous, 1, 1 << 22, True)
+    lm.rendezvous_retry_after = r.number(lim, "rendezvous_retry_after", "limits",
+                                         defaults.rendezvous_retry_after, 1, 3600, True)
 
     entities = data.get("hybrid_connections", [])
     if not isinstance(entities, list):

@@ -14,15 +14,19 @@ import secrets
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from relayd.config import Limits
+
 DEFAULT_MAX_LISTENERS = 25
 ACCEPT_TIMEOUT = 30.0
 MAX_SENDER_ID = 128
 
 
 class SwitchboardError(Exception):
-    """A rendezvous could not be made.  ``status`` is the HTTP status a front door returns."""
+    """A rendezvous could not be made.  ``status`` is the HTTP status a front door returns;
+    ``retry_after`` (seconds), when set, goes into a ``Retry-After`` header."""
 
     status = 500
+    retry_after = None
 
     def __init__(self, message, status=None):
         super().__init__(message)
@@ -55,6 +59,16 @@ class SenderGone(SwitchboardError):
     status = 410
 
 
+class Overloaded(SwitchboardError):
+    """Too many senders are already waiting for a listener (per entity or in all): 503."""
+
+    status = 503
+
+    def __init__(self, message, retry_after):
+        super().__init__(message)
+        self.retry_after = retry_after
+
+
 class Rendezvous:
     """One pending pairing of a sender with a listener.
 
@@ -69,7 +83,9 @@ class Rendezvous:
         self.entity_path = entity_path
         self.kind = kind
         self.key = key
+        self.entity_key = switchboard._entity_key(entity_path)
         self.id = sender_id or key
+        # What the door needs to encode the offer; dropped once the listener has it.
         self.details = details
         self.listener = listener
         self.result = defer.Deferred(lambda d: self.cancel())
@@ -81,7 +97,8 @@ class Rendezvous:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self._switchboard._pending.pop(self.key, None)
+        self.details = None
+        self._switchboard._remove_pending(self)
 
     def accept(self, leg):
         """The listener connected its rendezvous leg: fire the sender's Deferred with it."""
@@ -122,9 +139,15 @@ class Switchboard:
 
     log = Logger()
 
-    def __init__(self, clock, accept_timeout=ACCEPT_TIMEOUT, rng=None):
+    def __init__(self, clock, accept_timeout=ACCEPT_TIMEOUT, rng=None, limits=None):
+        limits = limits or Limits()
         self.clock = clock
         self.accept_timeout = accept_timeout
+        # Pending rendezvous (senders waiting for a listener to accept), per entity and in all.
+        self.max_pending_per_entity = limits.max_pending_rendezvous_per_entity
+        self.max_pending = limits.max_pending_rendezvous
+        self.retry_after = limits.rendezvous_retry_after
+        self._pending_by_entity = {}  # entity key -> number of pending rendezvous
         # Balancing needs fairness, not secrecy: a seeded PRNG (rendezvous keys use secrets).
         self._rng = rng or random.Random(secrets.randbits(64))
         self._listeners = {}  # entity key -> list of IListenerChannel
@@ -198,19 +221,48 @@ class Switchboard:
             raise SwitchboardError(
                 "sb-hc-id is longer than %d characters" % (MAX_SENDER_ID,), status=400
             )
-        candidates = list(self._listeners.get(self._entity_key(path), ()))
+        entity_key = self._entity_key(path)
+        candidates = list(self._listeners.get(entity_key, ()))
+        if candidates:
+            self._check_caps(path, entity_key)
         while candidates:
             listener = self._rng.choice(candidates)
             candidates.remove(listener)
             rv = Rendezvous(self, path, kind, self.new_key(), sender_id, details or {}, listener)
-            self._pending[rv.key] = rv
+            self._add_pending(rv)
             if listener.offer(rv) is False:
-                self._pending.pop(rv.key, None)
+                self._remove_pending(rv)
                 continue
+            rv.details = None  # the offer is encoded and sent: keep none of the handshake
             wait = self.accept_timeout if timeout is None else timeout
             rv._timer = self.clock.callLater(wait, rv.expire)
             return rv
         raise NoListener("no listener is connected to '%s'" % (path,))
+
+    def _check_caps(self, path, entity_key):
+        waiting = self._pending_by_entity.get(entity_key, 0)
+        if self.max_pending_per_entity and waiting >= self.max_pending_per_entity:
+            raise Overloaded(
+                "%d senders are already waiting for a listener of '%s' to accept, its maximum "
+                "(limits.max_pending_rendezvous_per_entity); retry later, or add listeners that accept "
+                "faster" % (waiting, path), self.retry_after)
+        if self.max_pending and len(self._pending) >= self.max_pending:
+            raise Overloaded(
+                "%d senders are waiting for listeners to accept, the relay's maximum "
+                "(limits.max_pending_rendezvous); retry later" % (len(self._pending),), self.retry_after)
+
+    def _add_pending(self, rv):
+        self._pending[rv.key] = rv
+        self._pending_by_entity[rv.entity_key] = self._pending_by_entity.get(rv.entity_key, 0) + 1
+
+    def _remove_pending(self, rv):
+        if self._pending.pop(rv.key, None) is None:
+            return
+        left = self._pending_by_entity.get(rv.entity_key, 0) - 1
+        if left > 0:
+            self._pending_by_entity[rv.entity_key] = left
+        else:
+            self._pending_by_entity.pop(rv.entity_key, None)
 
     def find(self, key):
         """The pending rendezvous with this key, or raise :class:`RendezvousGone`."""
@@ -221,8 +273,11 @@ class Switchboard:
             )
         return rv
 
-    def pending_count(self):
-        return len(self._pending)
+    def pending_count(self, path=None):
+        """Pending rendezvous in all, or of the entity at ``path``."""
+        if path is None:
+            return len(self._pending)
+        return self._pending_by_entity.get(self._entity_key(path), 0)
 
     # -- entity lifecycle --------------------------------------------------------------
 

@@ -82,7 +82,7 @@ class RelayService(service.Service):
         self.tcp_ports = []
         self.store = SqliteStore(settings.data_dir)
         self.namespace = Namespace(self.store, settings)
-        self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout)
+        self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout, limits=settings.limits)
         self.namespace.on_removed(lambda entity: self.switchboard.close_entity(entity.path))
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)

@@ -202,3 +202,125 @@ def test_close_entity_closes_listeners_legs_and_pending():
     assert sb.listener_count("echo") == 0
     assert isinstance(out[0].value, SwitchboardError) and out[0].value.status == 404
     untrack()  # harmless after close
+
+
+# --- caps on pending rendezvous (issue 8, item 11) ----------------------------------------
+
+
+def capped(clock=None, per_entity=3, total=5, retry_after=7):
+    from relayd.config import Limits
+
+    limits = Limits(max_pending_rendezvous_per_entity=per_entity, max_pending_rendezvous=total,
+                    rendezvous_retry_after=retry_after)
+    return Switchboard(clock or Clock(), limits=limits)
+
+
+def test_per_entity_cap_gives_503_with_retry_after():
+    from relayd.switchboard import Overloaded
+
+    clock = Clock()
+    sb = capped(clock)
+    sb.add_listener("echo", Channel("a"))
+    sb.add_listener("other", Channel("b"))
+    held = [sb.open_rendezvous("echo") for _ in range(3)]
+    with pytest.raises(Overloaded) as e:
+        sb.open_rendezvous("ECHO")
+    assert e.value.status == 503 and e.value.retry_after == 7
+    assert "3 senders are already waiting" in e.value.message
+    assert "max_pending_rendezvous_per_entity" in e.value.message
+    assert sb.pending_count() == 3
+    assert sb.pending_count("echo") == 3
+    # another entity is not affected by echo's cap
+    other = sb.open_rendezvous("other")
+    outcomes = [results(rv.result) for rv in held + [other]]
+    # one accepted, one rejected: each frees its place at once
+    held[0].accept("leg")
+    held[1].reject(403, "no")
+    assert sb.pending_count("echo") == 1
+    more = [sb.open_rendezvous("echo") for _ in range(2)]
+    outcomes += [results(rv.result) for rv in more]
+    with pytest.raises(Overloaded):
+        sb.open_rendezvous("echo")
+    # the accept deadline frees the rest
+    clock.advance(30.1)
+    assert sb.pending_count() == 0 and sb.pending_count("echo") == 0
+    assert all(len(out) == 1 for out in outcomes)
+    for rv in [sb.open_rendezvous("echo") for _ in range(3)]:
+        drop(rv)  # the sender going away frees its place
+    assert sb.pending_count() == 0
+
+
+def test_global_cap_across_entities():
+    from relayd.switchboard import Overloaded
+
+    sb = capped(per_entity=3, total=5)
+    for name in ("a", "b"):
+        sb.add_listener(name, Channel(name))
+    for _ in range(3):
+        sb.open_rendezvous("a")
+    sb.open_rendezvous("b")
+    sb.open_rendezvous("b")
+    with pytest.raises(Overloaded) as e:
+        sb.open_rendezvous("b")
+    assert e.value.status == 503 and "max_pending_rendezvous" in e.value.message
+    assert "5 senders are waiting" in e.value.message
+    assert sb.pending_count() == 5
+
+
+def test_refused_offer_and_no_listener_do_not_count():
+    sb = capped(per_entity=1, total=1)
+    sb.add_listener("echo", Channel("dead", live=False))
+    with pytest.raises(NoListener):
+        sb.open_rendezvous("echo")
+    assert sb.pending_count() == 0
+    sb.add_listener("echo", Channel("live"))
+    rv = sb.open_rendezvous("echo")
+    assert rv.listener.name == "live"
+
+
+def test_close_entity_frees_its_places():
+    sb = capped(per_entity=2, total=2)
+    sb.add_listener("echo", Channel("a"))
+    rvs = [sb.open_rendezvous("echo") for _ in range(2)]
+    for rv in rvs:
+        results(rv.result)
+    sb.close_entity("echo")
+    sb.add_listener("echo", Channel("b"))
+    assert len([sb.open_rendezvous("echo") for _ in range(2)]) == 2
+
+
+def test_pending_rendezvous_keeps_no_handshake_after_the_offer():
+    """Once the listener has its accept message, the sender's handshake details are dropped."""
+    sb = Switchboard(Clock())
+    offered = []
+
+    @implementer(IListenerChannel)
+    class Encoding(Channel):
+        def offer(self, rv):
+            offered.append(dict(rv.details))  # what the door encodes into the accept message
+            return True
+
+    sb.add_listener("echo", Encoding("a"))
+    rv = sb.open_rendezvous("echo", details={"headers": {"X-Big": "x" * 100_000}, "suffix": "/s"})
+    assert offered[0]["headers"]["X-Big"] == "x" * 100_000
+    assert rv.details is None
+    rv.accept("leg")
+
+
+def test_default_caps_are_the_documented_limits():
+    from relayd.config import Limits
+
+    sb = Switchboard(Clock())
+    assert sb.max_pending_per_entity == Limits().max_pending_rendezvous_per_entity
+    assert sb.max_pending == Limits().max_pending_rendezvous
+
+
+@pytest.mark.parametrize("key, value", [("max_pending_rendezvous_per_entity", 0), ("max_pending_rendezvous", -1),
+                                        ("rendezvous_retry_after", 0), ("max_pending_rendezvous", "many")])
+def test_caps_are_validated_in_the_config(key, value):
+    from relayd.config import ConfigError, parse
+
+    with pytest.raises(ConfigError) as e:
+        parse({"limits": {key: value}}, "relayd.toml")
+    assert str(e.value).startswith("relayd.toml: limits.%s: must be an integer from" % key)
+    assert getattr(parse({"limits": {key: 5}}, "t").limits, key) == 5

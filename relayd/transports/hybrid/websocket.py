@@ -130,10 +130,14 @@ class HybridProtocol(WebSocketServerProtocol):
             self._log.failure("HC handshake failed unexpectedly")
             raise ConnectionDeny(500, access.with_tracking("internal error in the relay"))
 
+    _deny_headers = None
     _refusal_logged = False
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
-        """Autobahn's refusal of a handshake: logged (rate-limited), answered, dropped."""
+        """Autobahn's refusal of a handshake (ConnectionDeny carries no headers): adds the
+        headers a refusal needs, e.g. Retry-After with a 503."""
+        if self._deny_headers:
+            responseHeaders = list(responseHeaders or ()) + self._deny_headers
         # Logged once, rate-limited (a storm of refusals must not flood the log), instead of
         # Autobahn's two lines per refusal.
         if not self._refusal_logged:
@@ -300,7 +304,11 @@ class HybridProtocol(WebSocketServerProtocol):
                 self.entity.path, "accept", self._param(request, "sb-hc-id"), details
             )
         except SwitchboardError as e:
+            if e.retry_after is not None:  # 503: too many senders waiting (see failHandshake)
+                self._deny_headers = [("Retry-After", "%d" % e.retry_after)]
             raise Denied(e.status, e.message)
+        finally:
+            self.head_pairs = details = None  # the offer has what it needs: drop the handshake copy
         self._rendezvous = rv
         offered = list(request.protocols)
 
@@ -541,11 +549,12 @@ class HybridProtocol(WebSocketServerProtocol):
             header = struct.pack("!BBH", b0, 126, n)
         else:
             header = struct.pack("!BBQ", b0, 127, n)
+        # Straight to the transport: Autobahn's sendData only adds its send queue (used for
+        # "sync"/chopped writes, which relayd never makes) and per-call debug-log arguments.
         if n:
-            self.sendData(header)
-            self.sendData(payload)
+            self.transport.writeSequence((header, payload))
         else:
-            self.sendData(header)
+            self.transport.write(header)
 
     def beginMessage(self, isBinary=False, doNotCompress=False):
         if self.state != self.STATE_OPEN:
