@@ -350,3 +350,85 @@ def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
     finally:
         remote.stop()
         srv.close()
+
+
+# -- a bridge that dies mid-stream: the port-door client sees a reset, not a clean EOF ----------
+
+STREAM_BLOCK = bytes(i % 251 for i in range(251 * 256))
+
+
+def _streaming_server(total=None):
+    """A TCP service that sends the 251-byte pattern: ``total`` bytes then a clean close, or
+    without end (until its peer goes away)."""
+
+    def serve(conn):
+        sent = 0
+        try:
+            while total is None or sent < total:
+                block = STREAM_BLOCK if total is None else STREAM_BLOCK[: total - sent]
+                conn.sendall(block)
+                sent += len(block)
+        except OSError:
+            pass
+        finally:
+            conn.close()
+
+    return serve_tcp(serve)
+
+
+def _read_until_end(sock, deadline_s=20):
+    """(bytes read, "eof" or "reset") reading ``sock`` until its end."""
+    sock.settimeout(deadline_s)
+    got = bytearray()
+    try:
+        while True:
+            data = sock.recv(1 << 20)
+            if not data:
+                return bytes(got), "eof"
+            got += data
+    except ConnectionResetError:
+        return bytes(got), "reset"
+
+
+def _pattern_ok(data):
+    whole = STREAM_BLOCK * (len(data) // len(STREAM_BLOCK) + 1)
+    return data == whole[: len(data)]
+
+
+def test_port_door_client_gets_a_reset_when_bridge_r_is_killed_mid_stream(tmp_path, tcp_relay):
+    import signal
+
+    srv = _streaming_server()
+    remote = Bridge(tmp_path, tcp_relay, "-R", "redis:127.0.0.1:%d" % srv.getsockname()[1])
+    try:
+        remote.wait("online")
+        with socket.create_connection(("127.0.0.1", tcp_relay.redis_port), timeout=20) as c:
+            got = bytearray()
+            while len(got) < 4 * (1 << 20):
+                data = c.recv(1 << 20)
+                assert data, "the stream ended before the bridge was killed"
+                got += data
+            remote.proc.send_signal(signal.SIGKILL)
+            remote.proc.wait(10)
+            rest, end = _read_until_end(c)
+        assert _pattern_ok(bytes(got) + rest)
+        assert end == "reset", "the client saw a clean end of stream after %d bytes, though the bridge " \
+                               "died mid-stream" % (len(got) + len(rest))
+        assert "resetting the TCP connection" in tcp_relay.log_text()
+    finally:
+        remote.stop()
+        srv.close()
+
+
+def test_port_door_stream_that_the_service_ends_cleanly_ends_with_eof(tmp_path, tcp_relay):
+    total = 8 * (1 << 20) + 12345
+    srv = _streaming_server(total)
+    remote = Bridge(tmp_path, tcp_relay, "-R", "redis:127.0.0.1:%d" % srv.getsockname()[1])
+    try:
+        remote.wait("online")
+        with socket.create_connection(("127.0.0.1", tcp_relay.redis_port), timeout=20) as c:
+            data, end = _read_until_end(c)
+        assert end == "eof" and len(data) == total and _pattern_ok(data)
+    finally:
+        remote.stop()
+        srv.close()

@@ -16,7 +16,10 @@ The listener side is the Hybrid Connections listener protocol: an ``accept`` mes
 control channel, a rendezvous WebSocket, TCP bytes as binary messages (one message per read).
 An **empty binary message** is the half-close marker: the side that reads EOF from its TCP
 peer sends one, and the side that receives one shuts down the write half of its TCP
-connection.  Backpressure is TCP's own through :mod:`relayd.pipe`.
+connection.  Backpressure is TCP's own through :mod:`relayd.pipe`.  When the listener's leg
+ends without the marker and without a normal close (1000) -- dropped, killed, 1001/1011 --
+the TCP client's connection is reset (RST) rather than closed, so a truncated stream never
+looks complete.
 """
 
 from urllib.parse import urlsplit
@@ -29,6 +32,10 @@ from zope.interface import implementer
 from relayd import access, auth, pipe
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
+
+
+# Close codes of the listener's leg that end a stream cleanly (FIN); anything else is a reset.
+CLEAN_CLOSE_CODES = (1000, 1005, None)
 
 
 def strip_token(via):
@@ -221,9 +228,22 @@ class TcpDoorProtocol(Protocol):
         self.transport.write(data)
 
     def close(self, code, reason):
+        """The listener's leg ended.  After its half-close marker, or with a normal close
+        (1000, or a close frame without a code), the client gets a FIN once what is queued
+        is written.  Any other end while the stream was still open (the leg's TCP connection
+        dropped without a close frame, i.e. 1006; the listener killed; 1001, 1011, ...)
+        means bytes were lost: the client gets a reset (RST), never a clean end of stream."""
         self.closed = True
         self.partner = None
-        pipe.close_after_flush(self.transport)
+        if self._write_shut or code in CLEAN_CLOSE_CODES:
+            pipe.close_after_flush(self.transport)
+            return
+        self._log.info("TCP {mode} door {port} from {peer}: the listener's side ended abnormally mid-stream "
+                       "({code} {reason}); resetting the TCP connection", mode=self.door.mode,
+                       port=self.door.port_label, peer=self.peer, code=code, reason=reason or "")
+        if getattr(self.transport, "producer", None) is not None:
+            self.transport.unregisterProducer()
+        self.transport.abortConnection()
 
 
 class TcpDoor(Factory):
