@@ -404,7 +404,7 @@ def test_port_door_client_gets_a_reset_when_bridge_r_is_killed_mid_stream(tmp_pa
         remote.wait("online")
         with socket.create_connection(("127.0.0.1", tcp_relay.redis_port), timeout=20) as c:
             got = bytearray()
-            while len(got) < 4 * (1 << 20):
+            while len(got) < 1 << 20:
                 data = c.recv(1 << 20)
                 assert data, "the stream ended before the bridge was killed"
                 got += data
@@ -421,7 +421,7 @@ def test_port_door_client_gets_a_reset_when_bridge_r_is_killed_mid_stream(tmp_pa
 
 
 def test_port_door_stream_that_the_service_ends_cleanly_ends_with_eof(tmp_path, tcp_relay):
-    total = 8 * (1 << 20) + 12345
+    total = 2 * (1 << 20) + 12345
     srv = _streaming_server(total)
     remote = Bridge(tmp_path, tcp_relay, "-R", "redis:127.0.0.1:%d" % srv.getsockname()[1])
     try:
