@@ -10,7 +10,8 @@ from twisted.python import usage
 from relayd import config
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
-from relayd.transports.front import FrontDoorFactory
+from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
+from relayd.transports.nettcp import nmf
 from relayd.transports.nettcp.door import TcpDoor
 from relayd.transports.hybrid.http import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
@@ -87,8 +88,10 @@ class RelayService(service.Service):
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)
         self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor)
+        # One connection budget (limits.max_connections) for the HTTP port and every TCP door.
+        self.budget = ConnectionBudget(reactor, settings.limits.max_connections)
         self.front = FrontDoorFactory(
-            self.hybrid, self.site, reactor,
+            self.hybrid, self.site, reactor, budget=self.budget,
             max_head=settings.limits.max_header_bytes,
             head_timeout=settings.limits.open_handshake_timeout,
             max_connections=settings.limits.max_connections,
@@ -111,7 +114,9 @@ class RelayService(service.Service):
             door = TcpDoor(spec, self.namespace, self.switchboard, s, self.reactor, self.http_netloc)
             what = "relayd %s door (%s) listening on" % (
                 spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
-            self._listen(spec.listen, door, what, tcp_door=True)
+            refusal = nmf.fault(nmf.SERVER_TOO_BUSY) if spec.mode == "nettcp" else b""
+            counted = CountingFactory(self.budget, door, "TCP door %s" % spec.listen, refusal)
+            self._listen(spec.listen, counted, what, tcp_door=True)
 
     def endpoint(self, description):
         """The server endpoint for a listen string, with the configured backlog and, for ``ssl:``,

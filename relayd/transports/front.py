@@ -24,10 +24,12 @@ any of the body is read (see :meth:`relayd.web.site.RelaydSite.refuse`); managem
 connections serve one request each, so every management request passes this door.
 """
 
+from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.policies import ProtocolWrapper
+from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOProtocol
+from zope.interface import implementer
 
 HC_PREFIX = b"/$hc/"
 MANAGE_PREFIX = b"/$relayd/"
@@ -38,6 +40,8 @@ FD_HEADROOM_MIN = 64
 FD_HEADROOM_FRACTION = 8
 # Refusals at the connection limit are logged at most once per this many seconds (with a count).
 REFUSAL_LOG_INTERVAL = 10.0
+# Seconds a client refused at the connection limit is told to wait (Retry-After).
+AT_LIMIT_RETRY_AFTER = 1
 
 
 def open_files_limit():
@@ -62,13 +66,15 @@ def connection_ceiling(configured, nofile):
     return configured, False
 
 
-def plain_reply(transport, code, phrase, message, content_type=b"text/plain; charset=utf-8"):
+def plain_reply(transport, code, phrase, message, content_type=b"text/plain; charset=utf-8",
+                retry_after=None):
     """Write a complete ``Connection: close`` response and close (after the write drains)."""
     body = message if isinstance(message, bytes) else (message + "\n").encode("utf-8")
+    extra = b"Retry-After: %d\r\n" % retry_after if retry_after is not None else b""
     transport.write(
-        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n"
+        b"HTTP/1.1 %d %s\r\nContent-Type: %s\r\n%s"
         b"Content-Length: %d\r\nConnection: close\r\n\r\n%s"
-        % (code, phrase.encode("ascii"), content_type, len(body), body)
+        % (code, phrase.encode("ascii"), content_type, extra, len(body), body)
     )
     transport.loseConnection()
 
@@ -99,7 +105,7 @@ class AtLimit(Protocol):
 
     def connectionMade(self):
         plain_reply(self.transport, 503, "Service Unavailable",
-                    "the relay is at its connection limit; retry later")
+                    "the relay is at its connection limit; retry later", retry_after=AT_LIMIT_RETRY_AFTER)
 
 
 class FrontDoor(Protocol):
@@ -189,58 +195,171 @@ class FrontDoor(Protocol):
         protocol.dataReceived(buf)
 
 
-class FrontDoorFactory(Factory):
+class ConnectionBudget:
+    """``limits.max_connections``, shared by every listening door of the relay.
+
+    The HTTP port and each TCP door take a place when a socket is accepted and give it back
+    when it closes.  The limit in force is kept below the process's open-files limit with
+    headroom (see :func:`connection_ceiling`).  Refusals are logged at most once every
+    ``REFUSAL_LOG_INTERVAL`` seconds, with a count.
+    """
+
     _log = Logger()
 
+    def __init__(self, clock, max_connections=0, nofile=None):
+        self.clock = clock
+        self.configured = max_connections
+        self.nofile = open_files_limit() if nofile is None else nofile
+        self.limit, self.lowered = connection_ceiling(max_connections, self.nofile)
+        self.count = 0
+        self.refused = 0
+        self._refused_unlogged = 0
+        self._refusal_logged_at = None
+        self._warned = False
+
+    def full(self):
+        return bool(self.limit) and self.count >= self.limit
+
+    def take(self):
+        self.count += 1
+
+    def release(self):
+        self.count -= 1
+
+    def warn_if_lowered(self):
+        if self.lowered and not self._warned:
+            self._warned = True
+            self._log.warn(
+                "relayd accepts at most {limit} connections (limits.max_connections = "
+                "{configured}): the process may open only {nofile} files; raise that limit "
+                "(ulimit -n, systemd LimitNOFILE=) to allow more",
+                limit=self.limit, configured=self.configured or "unlimited", nofile=self.nofile)
+
+    def note_refusal(self, door):
+        self.refused += 1
+        self._refused_unlogged += 1
+        now = self.clock.seconds()
+        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
+            self._log.warn("relayd refused {n} connection(s) on {door} at its connection limit of "
+                           "{limit} (limits.max_connections)", n=self._refused_unlogged, door=door,
+                           limit=self.limit)
+            self._refusal_logged_at = now
+            self._refused_unlogged = 0
+
+
+class FrontDoorFactory(Factory):
     def __init__(self, websocket_factory, web_factory, clock, max_head=32 * 1024,
-                 head_timeout=10.0, max_connections=0, http_factory=None, nofile=None):
+                 head_timeout=10.0, max_connections=0, http_factory=None, nofile=None,
+                 budget=None):
         self.websocket = websocket_factory
         self.web = web_factory
         self.http = http_factory
         self.clock = clock
         self.max_head = max_head
         self.head_timeout = head_timeout
-        self.configured_max_connections = max_connections
-        self.max_connections, lowered = connection_ceiling(
-            max_connections, open_files_limit() if nofile is None else nofile)
-        self._lowered = lowered
-        self.connections = 0
-        self.refused = 0
-        self._refused_unlogged = 0
-        self._refusal_logged_at = None
+        self.budget = budget if budget is not None else ConnectionBudget(clock, max_connections, nofile)
+
+    # Read-only views kept for callers and tests.
+    @property
+    def max_connections(self):
+        return self.budget.limit
+
+    @property
+    def configured_max_connections(self):
+        return self.budget.configured
+
+    @property
+    def connections(self):
+        return self.budget.count
+
+    @property
+    def refused(self):
+        return self.budget.refused
 
     def startFactory(self):
-        if self._lowered:
-            self._log.warn(
-                "relayd accepts at most {limit} connections on its HTTP port (limits.max_connections = "
-                "{configured}): the process may open only {nofile} files; raise that limit "
-                "(ulimit -n, systemd LimitNOFILE=) to allow more",
-                limit=self.max_connections, configured=self.configured_max_connections or "unlimited",
-                nofile=open_files_limit())
+        self.budget.warn_if_lowered()
 
     def buildProtocol(self, addr):
-        if self.max_connections and self.connections >= self.max_connections:
-            self._note_refusal()
+        if self.budget.full():
+            self.budget.note_refusal("the HTTP port")
             wrapper = CountedConnection(self, AtLimit())
             wrapper.counted = False
             return wrapper
         return CountedConnection(self, FrontDoor(self, addr))
 
-    def _note_refusal(self):
-        self.refused += 1
-        self._refused_unlogged += 1
-        now = self.clock.seconds()
-        if self._refusal_logged_at is None or now - self._refusal_logged_at >= REFUSAL_LOG_INTERVAL:
-            self._log.warn("relayd refused {n} connection(s) at its connection limit of {limit} "
-                           "(limits.max_connections)", n=self._refused_unlogged, limit=self.max_connections)
-            self._refusal_logged_at = now
-            self._refused_unlogged = 0
-
     # CountedConnection calls these from makeConnection / connectionLost.
     def registerProtocol(self, wrapper):
         if wrapper.counted:
-            self.connections += 1
+            self.budget.take()
 
     def unregisterProtocol(self, wrapper):
         if wrapper.counted:
-            self.connections -= 1
+            self.budget.release()
+
+
+class Refused(Protocol):
+    """Past the connection limit on a TCP door: ``greeting`` (an NMF fault record for net.tcp
+    clients, nothing for port-mapped ones) and the connection closed, nothing read."""
+
+    def __init__(self, greeting=b""):
+        self.greeting = greeting
+
+    def connectionMade(self):
+        if self.greeting:
+            self.transport.write(self.greeting)
+        self.transport.loseConnection()
+
+    def readConnectionLost(self):
+        pass
+
+    def writeConnectionLost(self):
+        pass
+
+
+@implementer(IHalfCloseableProtocol)
+class HalfCloseCounted(CountedConnection):
+    """A counted TCP door connection: the door's protocol handles half-closes (the client's
+    EOF becomes the half-close marker), so the wrapper passes them on."""
+
+    def readConnectionLost(self):
+        self.wrappedProtocol.readConnectionLost()
+
+    def writeConnectionLost(self):
+        self.wrappedProtocol.writeConnectionLost()
+
+
+class CountingFactory(WrappingFactory):
+    """Counts a TCP door's connections against the relay's :class:`ConnectionBudget`.
+
+    The wrapper stays between the socket and the door's protocol (one extra call per read
+    and write), so the place is given back exactly when the socket closes.
+    """
+
+    protocol = HalfCloseCounted
+
+    def __init__(self, budget, wrapped, label, refusal=b""):
+        super().__init__(wrapped)
+        self.budget = budget
+        self.label = label
+        self.refusal = refusal
+
+    def startFactory(self):
+        self.budget.warn_if_lowered()
+        super().startFactory()
+
+    def buildProtocol(self, addr):
+        if self.budget.full():
+            self.budget.note_refusal(self.label)
+            wrapper = HalfCloseCounted(self, Refused(self.refusal))
+            wrapper.counted = False
+            return wrapper
+        wrapper = super().buildProtocol(addr)
+        return wrapper
+
+    def registerProtocol(self, wrapper):
+        if wrapper.counted:
+            self.budget.take()
+
+    def unregisterProtocol(self, wrapper):
+        if wrapper.counted:
+            self.budget.release()

@@ -1,0 +1,106 @@
+"""``limits.max_connections`` is one budget for the whole relay (issue 8, item 12): sockets held
+open on the TCP doors count against it as well as those on the HTTP port, a net.tcp client past
+the limit gets the [MC-NMF] ``ServerTooBusy`` fault, an HTTP client a 503 with Retry-After, and
+closing connections gives their places back.  Against a ``twistd -n relayd`` subprocess."""
+
+import re
+import socket
+import time
+
+import pytest
+
+from relayd.transports.nettcp import nmf
+from tests.conftest import RelayProcess, write_config
+
+CONFIG = """
+[[hybrid_connections]]
+path = "tcpent"
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "tcpent"
+allow_anonymous = true
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "nettcp"
+
+[limits]
+max_connections = 20
+"""
+
+
+@pytest.fixture
+def relay(tmp_path):
+    proc = RelayProcess(tmp_path, write_config(tmp_path, extra=CONFIG))
+    deadline = time.time() + 20
+    port = nettcp = None
+    while time.time() < deadline:
+        text = proc.log_text()
+        port = re.search(r"port door \(tcpent\) listening on [0-9.]+:(\d+)", text)
+        nettcp = re.search(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", text)
+        if port and nettcp:
+            break
+        time.sleep(0.05)
+    assert port and nettcp, proc.log_text()
+    proc.tcp_port = int(port.group(1))
+    proc.nettcp_port = int(nettcp.group(1))
+    yield proc
+    proc.stop()
+
+
+def read_until_closed(sock, timeout=5.0):
+    sock.settimeout(timeout)
+    data = b""
+    while True:
+        try:
+            chunk = sock.recv(65536)
+        except ConnectionResetError:
+            return data
+        if not chunk:
+            return data
+        data += chunk
+
+
+def http_get(port):
+    with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+        s.sendall(b"GET /$relayd/status HTTP/1.1\r\nHost: relay\r\n\r\n")
+        return read_until_closed(s)
+
+
+def wait_until(predicate, timeout=10.0):
+    deadline = time.time() + timeout
+    while time.time() < deadline:
+        if predicate():
+            return True
+        time.sleep(0.05)
+    return False
+
+
+def test_tcp_door_connections_count_against_the_relay_limit(relay):
+    held = []
+    try:
+        # 20 net.tcp clients that never send their preamble fill the whole budget.
+        for _ in range(20):
+            held.append(socket.create_connection(("127.0.0.1", relay.nettcp_port), timeout=5))
+        time.sleep(0.3)  # let the relay accept them all
+        # The HTTP port is now full too: 503 with Retry-After, not a hang or a reset.
+        answer = http_get(relay.port)
+        assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
+        assert b"\r\nRetry-After: 1\r\n" in answer
+        # A net.tcp client past the limit is told ServerTooBusy in its own protocol.
+        with socket.create_connection(("127.0.0.1", relay.nettcp_port), timeout=5) as extra:
+            fault = read_until_closed(extra)
+        assert fault == nmf.fault(nmf.SERVER_TOO_BUSY)
+        # A port-mapped client past the limit is closed at once (no listener was even asked).
+        with socket.create_connection(("127.0.0.1", relay.tcp_port), timeout=5) as extra:
+            assert read_until_closed(extra) == b""
+        # Refusals are logged, rate-limited (one line per 10 s with a count): the first one here.
+        assert re.search(r"refused 1 connection\(s\) on the HTTP port at its connection limit of 20",
+                         relay.log_text())
+    finally:
+        for s in held:
+            s.close()
+    # Closing them gives the places back: the HTTP port answers again.
+    assert wait_until(lambda: not http_get(relay.port).startswith(b"HTTP/1.1 503 ")), relay.log_text()[-2000:]
