@@ -2,8 +2,7 @@
 
 ``relayd connect PATH`` connects to the hybrid connection as a sender, then copies stdin to
 the relay as binary messages (one per read) and every message from the relay (binary, or
-text as UTF-8) to stdout.  End of stdin closes the connection with 1000; when the other
-side closes, the command exits.
+text as UTF-8) to stdout.
 
 ``relayd listen PATH`` opens a listener, accepts **one** connection (senders arriving while
 it is busy are rejected with 503), pipes stdin/stdout over it the same way, and exits when
@@ -12,13 +11,23 @@ stderr when it is online (``relayd listen: online on PATH``), and keeps reconnec
 control channel with backoff, except that a 401, 403 or 404 before it was ever online
 ends it (a wrong key, rule or path will not fix itself).
 
+End of file is a half-close, as with TCP: at the end of stdin (``</dev/null`` included) the
+command sends an empty binary message (the end-of-data marker ``relayd bridge`` uses too)
+and goes on receiving; when the peer's empty binary message arrives, stdout is closed (the
+reader sees end of file) and stdin goes on being sent.  The side that has both sent and
+received the marker closes the connection (1000).  A peer that does not use the marker ends
+the transfer by closing the connection.
+
 Flow control: stdin is read only while the relay socket can take more, and the relay
 socket is read only while stdout keeps up.  Stdin is not read before a connection exists.
 
-Exit status: 0 after a normal close (1000, 1001 or no code) from either side; 1 when the
-connection could not be made or ended abnormally; 2 for bad options; 130 on Ctrl-C.
+Exit status: 0 when the transfer completed (the connection closed normally after all of stdin
+was sent, or after the reader of stdout went away); 1 when the connection could not be made
+or ended abnormally; 2 for bad options; 3 when the peer closed the connection normally before
+all of stdin was sent; 130 on Ctrl-C.
 """
 
+import os
 import sys
 
 from twisted.internet import defer, interfaces
@@ -37,31 +46,78 @@ def _say(name, message, err=None):
     print("relayd %s: %s" % (name, message), file=err or sys.stderr, flush=True)
 
 
+EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_NOT_SENT = 0, 1, 2, 3
+END_OF_DATA = b""  # an empty binary message: this side has nothing more to send
+
+
 @implementer(interfaces.IHalfCloseableProtocol)
 class _Stdio(Protocol):
-    """The stdin/stdout end of the pipe."""
+    """The stdin/stdout end of the pipe, and the half-close state of both directions."""
 
-    def __init__(self, conn):
+    def __init__(self, conn, stdout_fd):
         self.conn = conn
-        self.lost = defer.Deferred()
+        self.stdout_fd = stdout_fd
+        self.sent_eof = False  # stdin ended and the end-of-data marker went out
+        self.got_eof = False  # the peer's end-of-data marker arrived; stdout is being closed
+        self.reader_gone = False  # stdout closed under us (e.g. `| head`)
+        self.stdout_done = defer.Deferred()  # stdout flushed and closed
 
     def dataReceived(self, data):
         if self.conn.is_connected:
             self.conn.send(data)
 
     def readConnectionLost(self):
-        # end of stdin: finish the connection (the close frame follows what was sent)
-        if self.conn.is_connected:
+        # end of stdin: half-close; keep receiving until the peer has finished too
+        if self.conn.is_connected and not self.sent_eof:
+            self.sent_eof = True
+            self.conn.send(END_OF_DATA)
+            self._both_done()
+
+    def peer_data(self, data):
+        if data:
+            self.transport.write(data)
+        else:
+            self.peer_eof()
+
+    def peer_message_end(self, is_binary, size):
+        if is_binary and size == 0:
+            self.peer_eof()
+
+    def peer_eof(self):
+        if self.got_eof:
+            return
+        self.got_eof = True
+        # nothing more will come: stdout no longer paces the socket (which must stay readable
+        # for the close), and closes once what arrived is written
+        self.transport.unregisterProducer()
+        self.conn.resumeProducing()
+        self.transport.loseWriteConnection()
+        self._both_done()
+
+    def _both_done(self):
+        if self.sent_eof and self.got_eof and self.conn.is_connected:
             self.conn.close(1000)
 
     def writeConnectionLost(self):
-        # stdout went away (e.g. `| head`): nothing more can be delivered
-        if self.conn.is_connected:
-            self.conn.close(1000, "the reader's stdout closed")
+        if self.got_eof:
+            # flushed: the reader gets its end of file now (Twisted leaves the descriptor open;
+            # pointing it at /dev/null closes the pipe and keeps the descriptor number valid)
+            devnull = os.open(os.devnull, os.O_WRONLY)
+            os.dup2(devnull, self.stdout_fd)
+            os.close(devnull)
+        else:
+            # stdout went away (e.g. `| head`): nothing more can be delivered
+            self.reader_gone = True
+            if self.conn.is_connected:
+                self.conn.close(1000, "the reader's stdout closed")
+        self._stdout_closed()
 
     def connectionLost(self, reason):
-        if not self.lost.called:
-            self.lost.callback(None)
+        self._stdout_closed()
+
+    def _stdout_closed(self):
+        if not self.stdout_done.called:
+            self.stdout_done.callback(None)
 
 
 async def _pipe(reactor, name, conn, stdin, stdout, err):
@@ -69,9 +125,10 @@ async def _pipe(reactor, name, conn, stdin, stdout, err):
     from twisted.internet import stdio
 
     closed = conn.closed
-    proto = _Stdio(conn)
+    proto = _Stdio(conn, stdout)
     io = stdio.StandardIO(proto, stdin=stdin, stdout=stdout, reactor=reactor)
-    conn.on_data = io.write
+    conn.on_data = proto.peer_data
+    conn.on_message_end = proto.peer_message_end
     conn.registerProducer(io, True)  # a full socket buffer pauses reading stdin
     io.registerProducer(conn, True)  # a full stdout buffer pauses reading the socket
     # Ctrl-C / SIGTERM: close with 1001 rather than dropping the socket
@@ -82,12 +139,16 @@ async def _pipe(reactor, name, conn, stdin, stdout, err):
     finally:
         reactor.removeSystemEventTrigger(trigger)
     io.unregisterProducer()
-    io.loseConnection()  # flushes stdout first
-    await proto.lost
-    if code in NORMAL_CLOSE:
-        return 0
-    _say(name, "the connection ended abnormally: %s %s" % (code, reason or ""), err)
-    return 1
+    io.loseConnection()  # flushes stdout first (if still open) and stops reading stdin
+    await proto.stdout_done
+    if code not in NORMAL_CLOSE:
+        _say(name, "the connection ended abnormally: %s %s" % (code, reason or ""), err)
+        return EXIT_FAILED
+    if not proto.sent_eof and not proto.reader_gone:
+        _say(name, "the peer closed the connection (%s %s) before all of stdin was sent"
+             % (code, reason or ""), err)
+        return EXIT_INPUT_NOT_SENT
+    return EXIT_OK
 
 
 async def run_connect(reactor, info, path, stdin=0, stdout=1, err=None, timeout=40):

@@ -145,6 +145,7 @@ class RelayedConnection(WebSocketClientProtocol):
         if self._on_data is not None:
             self._streaming = True
             self.message_is_binary = isBinary
+            self._streamed = 0
             return
         self._streaming = False
         super().onMessageBegin(isBinary)
@@ -156,6 +157,7 @@ class RelayedConnection(WebSocketClientProtocol):
 
     def onMessageFrameData(self, payload):
         if self._streaming:
+            self._streamed += len(payload)
             if payload and self._on_data is not None:
                 self._on_data(payload)
             return
@@ -169,10 +171,16 @@ class RelayedConnection(WebSocketClientProtocol):
     def onMessageEnd(self):
         if self._streaming:
             self._streaming = False
+            if self.on_message_end is not None:
+                self.on_message_end(self.message_is_binary, self._streamed)
             return
         super().onMessageEnd()
 
     _streaming = False
+    _streamed = 0
+    # streaming (``on_data``) mode: called with (is_binary, size in bytes) as each message ends,
+    # e.g. to see an empty binary message (the half-close marker of relayd's byte pipes)
+    on_message_end = None
 
     def onMessage(self, payload, isBinary):
         data = payload if isBinary else payload.decode("utf-8")

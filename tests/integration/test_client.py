@@ -467,7 +467,8 @@ def _start_listen(relay_proc, tmp_path, stdin, path="echo", env=None):
 
 def test_cli_connect_pipes_stdin_to_listen_stdout(relay_proc, tmp_path):
     data = os.urandom(200_000)
-    listen, err_path = _start_listen(relay_proc, tmp_path, subprocess.PIPE)
+    # the listener's stdin is at EOF: it half-closes and still receives everything (issue 8 item 20)
+    listen, err_path = _start_listen(relay_proc, tmp_path, subprocess.DEVNULL)
     try:
         sender = subprocess.run(_cli("connect", "echo", "--url", relay_proc.url, "--rule", "sender",
                                      "--key", SEND_KEY),
@@ -491,8 +492,8 @@ def test_cli_listen_stdin_reaches_connect_stdout(relay_proc, tmp_path):
         sender = subprocess.Popen(_cli("connect", "echo", "-x", _cs(relay_proc, "sender", SEND_KEY)),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=_env(), cwd=REPO)
-        # the sender's stdin stays open (its EOF would close the connection at once); the
-        # listener's end of file closes the connection, which ends the sender too
+        # the listener's end of file half-closes: the sender's stdout ends, and the sender's
+        # own end of file then closes the connection
         out = sender.stdout.read()
         sender.stdin.close()
         err = sender.stderr.read()
@@ -528,7 +529,7 @@ def test_cli_over_wss_with_ssl_cert_file(tmp_path):
         relay.url = "wss://127.0.0.1:%d" % relay.port
         env = dict(_env(), SSL_CERT_FILE=certs["ca.pem"])
         data = os.urandom(50_000)
-        listen, err_path = _start_listen(relay, tmp_path, subprocess.PIPE, env=env)
+        listen, err_path = _start_listen(relay, tmp_path, subprocess.DEVNULL, env=env)
         try:
             sender = subprocess.run(_cli("connect", "echo", "-x", _cs(relay, "sender", SEND_KEY)),
                                     input=data, capture_output=True, env=env, cwd=REPO, timeout=60)

@@ -151,9 +151,12 @@ def test_chromium_websocket_over_wss_talks_to_a_relay_listener(tls_relay, browse
         big = "x" * 40000
         browser.execute_script("window.relayInbox = []; window.relayWs.send(arguments[0]);", big)
         listener.wait_for(listener.proc.stdout, big.encode())
-        # the browser closes normally; the listener sees the close and exits 0
-        browser.execute_script("window.relayWs.close(1000, 'done');")
+        # the listener has sent all it had (its stdin ends: an empty binary message, the
+        # end-of-data marker), then the browser closes normally: the listener exits 0
         listener.proc.stdin.close()
-        assert listener.proc.wait(20) == 0
+        got = browser.execute_async_script(WAIT_FOR_MESSAGE)
+        assert got == {"message": ""}, got
+        browser.execute_script("window.relayWs.close(1000, 'done');")
+        assert listener.proc.wait(20) == 0, listener.proc.stderr.read()
     finally:
         listener.stop()
