@@ -28,6 +28,8 @@ from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from urllib.parse import quote, unquote, urlsplit
 
+from relayd.wire.paths import has_dot_segment  # noqa: F401 (part of this module's API)
+
 LISTEN = "Listen"
 SEND = "Send"
 MANAGE = "Manage"
@@ -284,28 +286,6 @@ def parse_token(token):
                            "percent-encoded); a token's scope cannot climb above its entity path: make the "
                            "token for the entity's URI itself, e.g. http://host/entity" % sr[:100])
     return SasToken(sr=sr, sr_raw=fields["sr"], sig=sig, se=int(se_raw), skn=unquote(fields["skn"]), se_raw=se_raw)
-
-
-MAX_DECODE_ROUNDS = 4
-
-
-def _decoded(segment):
-    """``segment`` percent-decoded until it no longer changes (bounded)."""
-    for _ in range(MAX_DECODE_ROUNDS):
-        plain = unquote(segment)
-        if plain == segment:
-            break
-        segment = plain
-    return segment
-
-
-def has_dot_segment(path):
-    """True when a segment of ``path`` is ``.`` or ``..`` once percent-decoded (``%2e%2e``,
-    ``%252e``), also when a decoded ``%2f`` or a backslash splits off such a segment."""
-    for seg in _decoded(path).replace("\\", "/").split("/"):
-        if seg in (".", ".."):
-            return True
-    return False
 
 
 def _segments(path):

@@ -62,3 +62,12 @@ class ILeg(Interface):
 
     def close(code, reason):
         """Close this leg with a close code and reason."""
+
+
+class IHeadCheck(Interface):
+    """A door that checks a request from its head alone, before any of the body is read (the
+    front door asks it while it still owns the socket)."""
+
+    def refuse(head):
+        """``head``: the request head, bytes up to (without) the blank line.  Returns None to go
+        on, or ``(status, phrase, body)`` for the front door to answer and close."""

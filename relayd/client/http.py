@@ -18,7 +18,6 @@ relay), and an unreachable service gives 503.
 """
 
 import json
-from urllib.parse import unquote, urlsplit
 
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IPushProducer
@@ -31,6 +30,7 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from relayd.client.sender import RelayedConnection, open_websocket
+from relayd.wire.paths import fully_decoded, has_dot_segment
 
 log = Logger(namespace="relayd.http")
 SMALL = 64 * 1024
@@ -429,20 +429,6 @@ class BadTarget(ValueError):
     """A request target the bridge will not pass to its local service (answered with 400)."""
 
 
-MAX_DECODE_ROUNDS = 4
-DOT_SEGMENTS = (".", "..")
-
-
-def _decoded(text):
-    """``text`` percent-decoded until it no longer changes (``%252e`` -> ``%2e`` -> ``.``), bounded."""
-    for _ in range(MAX_DECODE_ROUNDS):
-        plain = unquote(text)
-        if plain == text:
-            break
-        text = plain
-    return text
-
-
 def local_target(target, entity_path):
     """The path and query to ask the local service for: ``target`` without the entity path
     prefix (``/web/a?b`` -> ``/a?b``), appended by the caller to the service's base path.
@@ -459,14 +445,13 @@ def local_target(target, entity_path):
     path, sep, query = target.partition("?")
     segments = path.split("/")[1:]
     entity = [seg.lower() for seg in entity_path.strip("/").split("/")]
-    if [_decoded(seg).lower() for seg in segments[:len(entity)]] == entity:
+    if [fully_decoded(seg).lower() for seg in segments[:len(entity)]] == entity:
         segments = segments[len(entity):]
     for seg in segments:
-        for piece in _decoded(seg).replace("\\", "/").split("/"):
-            if piece in DOT_SEGMENTS:
-                raise BadTarget("the request path has a '.' or '..' dot segment (raw or percent-encoded); "
-                                "the bridge does not forward it, as it could reach outside the service's "
-                                "base path: request the resolved path instead")
+        if has_dot_segment(seg):
+            raise BadTarget("the request path has a '.' or '..' dot segment (raw or percent-encoded); "
+                            "the bridge does not forward it, as it could reach outside the service's "
+                            "base path: request the resolved path instead")
     path = "/" + "/".join(segments)
     return path + (sep + query if sep else "")
 

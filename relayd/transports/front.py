@@ -20,7 +20,7 @@ that running out of descriptors refuses newcomers with a 503 instead of leaving 
 accept queue or resetting them; a lowered limit is logged with the fix.
 
 Management calls are authenticated and their body size checked here, from the head, before
-any of the body is read (see :meth:`relayd.web.site.RelaydSite.refuse`); management
+any of the body is read (:class:`relayd.interfaces.IHeadCheck`, which the management site provides); management
 connections serve one request each, so every management request passes this door.
 """
 
@@ -30,6 +30,8 @@ from twisted.logger import Logger
 from twisted.protocols.policies import ProtocolWrapper, WrappingFactory
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
+
+from relayd.interfaces import IHeadCheck
 
 HC_PREFIX = b"/$hc/"
 MANAGE_PREFIX = b"/$relayd/"
@@ -166,8 +168,7 @@ class FrontDoor(Protocol):
             factory = self.factory.websocket
         elif target.startswith(MANAGE_PREFIX) or self.factory.http is None:
             factory = self.factory.web
-            refuse = getattr(factory, "refuse", None)
-            refusal = refuse(self.buf[:end]) if refuse is not None else None
+            refusal = factory.refuse(self.buf[:end]) if IHeadCheck.providedBy(factory) else None
             if refusal is not None:
                 code, phrase, body = refusal
                 self._reply(code, phrase, body, b"application/json")
@@ -247,7 +248,29 @@ class ConnectionBudget:
             self._refused_unlogged = 0
 
 
-class FrontDoorFactory(Factory):
+class Budgeted:
+    """What a listening factory needs to count its connections against ``self.budget``: the
+    wrappers call these from makeConnection / connectionLost."""
+
+    budget = None
+
+    def registerProtocol(self, wrapper):
+        if wrapper.counted:
+            self.budget.take()
+
+    def unregisterProtocol(self, wrapper):
+        if wrapper.counted:
+            self.budget.release()
+
+    def at_limit(self, door, wrapper_class, protocol):
+        """The connection past the limit: ``protocol`` answers it, and it is not counted."""
+        self.budget.note_refusal(door)
+        wrapper = wrapper_class(self, protocol)
+        wrapper.counted = False
+        return wrapper
+
+
+class FrontDoorFactory(Budgeted, Factory):
     def __init__(self, websocket_factory, web_factory, clock, max_head=32 * 1024,
                  head_timeout=10.0, max_connections=0, http_factory=None, nofile=None,
                  budget=None):
@@ -281,20 +304,9 @@ class FrontDoorFactory(Factory):
 
     def buildProtocol(self, addr):
         if self.budget.full():
-            self.budget.note_refusal("the HTTP port")
-            wrapper = CountedConnection(self, AtLimit())
-            wrapper.counted = False
-            return wrapper
+            return self.at_limit("the HTTP port", CountedConnection, AtLimit())
         return CountedConnection(self, FrontDoor(self, addr))
 
-    # CountedConnection calls these from makeConnection / connectionLost.
-    def registerProtocol(self, wrapper):
-        if wrapper.counted:
-            self.budget.take()
-
-    def unregisterProtocol(self, wrapper):
-        if wrapper.counted:
-            self.budget.release()
 
 
 class Refused(Protocol):
@@ -328,7 +340,7 @@ class HalfCloseCounted(CountedConnection):
         self.wrappedProtocol.writeConnectionLost()
 
 
-class CountingFactory(WrappingFactory):
+class CountingFactory(Budgeted, WrappingFactory):
     """Counts a TCP door's connections against the relay's :class:`ConnectionBudget`.
 
     The wrapper stays between the socket and the door's protocol (one extra call per read
@@ -349,17 +361,5 @@ class CountingFactory(WrappingFactory):
 
     def buildProtocol(self, addr):
         if self.budget.full():
-            self.budget.note_refusal(self.label)
-            wrapper = HalfCloseCounted(self, Refused(self.refusal))
-            wrapper.counted = False
-            return wrapper
-        wrapper = super().buildProtocol(addr)
-        return wrapper
-
-    def registerProtocol(self, wrapper):
-        if wrapper.counted:
-            self.budget.take()
-
-    def unregisterProtocol(self, wrapper):
-        if wrapper.counted:
-            self.budget.release()
+            return self.at_limit(self.label, HalfCloseCounted, Refused(self.refusal))
+        return super().buildProtocol(addr)

@@ -28,8 +28,10 @@ from urllib.parse import parse_qsl, urlsplit
 
 from twisted.logger import Logger
 from twisted.web import http, resource, server
+from zope.interface import implementer
 
 from relayd import access, auth
+from relayd.interfaces import IHeadCheck
 from relayd.config import validate_entity_path
 from relayd.namespace import Entity, NamespaceError
 
@@ -262,6 +264,7 @@ class OneRequestChannel(http.HTTPChannel):
         super().connectionLost(reason)
 
 
+@implementer(IHeadCheck)
 class RelaydSite(server.Site):
     protocol = OneRequestChannel
     requestFactory = CappedRequest

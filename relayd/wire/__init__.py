@@ -1,0 +1,1 @@
+"""Byte and text formats shared by the relay and its clients: pure, no Twisted, no Autobahn."""
