@@ -87,6 +87,16 @@ def test_close_after_sender_dies_mid_frame_is_a_clean_frame(relay):
 
 BAD = b"BAD-FRAME-PAYLOAD"
 
+
+class _Pause:
+    """Between two sends: let the relay read (and act on) what came before."""
+
+
+def _split_frame(opcode, payload, at):
+    whole = frame(opcode, payload)
+    head = len(whole) - len(payload)
+    return [whole[:head + at], _Pause, whole[head + at:]]
+
 REJECTED = {
     "reserved-opcode": ([frame(3, BAD)], 1002),
     "reserved-control-opcode": ([frame(0xB, BAD)], 1002),
@@ -95,9 +105,10 @@ REJECTED = {
     "orphan-continuation": ([frame(0, BAD)], 1002),
     "interleaved-data-frame": ([frame(1, b"first half ", fin=False), frame(2, BAD)], 1002),
     "invalid-utf8": ([frame(1, b"text \xff\xfe " + BAD)], 1007),
-    # the payload is valid UTF-8 right up to the cut: what was read before the end of the
-    # message may have been forwarded, but never as a complete message
+    # valid UTF-8 right up to the cut at the end of the message
     "utf8-cut-at-end": ([frame(1, b"ok " + BAD + b"\xe2\x82")], 1007),
+    # one text frame whose first part (a read of its own) is valid and second part is not
+    "invalid-utf8-in-a-later-read": (_split_frame(1, BAD * 100 + b"\xff" + BAD, 1000), 1007),
     "2^63-length": ([frame(2, BAD, length=1 << 63)[:10] + b"\x00" * 4 + BAD], 1002),
 }
 
@@ -109,13 +120,15 @@ def test_rejected_frame_is_not_forwarded_and_peer_closed_promptly(relay, case):
     try:
         start = time.monotonic()
         for f in frames:
+            if f is _Pause:
+                time.sleep(0.2)  # a sleep only to split the reads; nothing waits on it
+                continue
             sender.send(f)
         got = collect_until_close(leg, timeout=4)
         elapsed = time.monotonic() - start
         assert elapsed < 2, "the listener's leg heard nothing for %.1f s" % elapsed
         data = [f for f in got if f[1] in (0, 1, 2)]
-        if case != "utf8-cut-at-end":
-            assert not any(BAD in p for _, _, p in data), got
+        assert not any(BAD in p for _, _, p in data), got
         assert not any(fin for fin, _, _ in data), "no complete message may come out of it"
         assert int.from_bytes(got[-1][2][:2], "big") == code
         # and the sender got the same code
@@ -139,6 +152,13 @@ def test_relayed_messages_keep_their_types_and_bytes(relay):
         assert leg.recv_message() == (2, b"")
         assert leg.recv_message() == (1, "héllo".encode())
         assert leg.recv_message() == (2, big)
+        # text split inside a code point across frames, and a text frame longer than the
+        # relay holds at once (limits.leg_buffer, 256 KiB)
+        sender.send(frame(1, "caf".encode() + b"\xc3", fin=False) + frame(0, b"\xa9!"))
+        assert leg.recv_message() == (1, "café!".encode())
+        long_text = ("é" * 200_000).encode()
+        sender.send(frame(1, long_text))
+        assert leg.recv_message() == (1, long_text)
         leg.send(frame(1, b""))
         assert sender.recv_message() == (1, b"")
     finally:

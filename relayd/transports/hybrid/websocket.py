@@ -418,12 +418,29 @@ class HybridProtocol(WebSocketServerProtocol):
     # parsing a frame it has just rejected (bad RSV, opcode, mask, continuation order, invalid
     # UTF-8) after sending its close frame, so a rejected frame would otherwise still reach the
     # peer.  The rejection itself closes the peer at once (see sendCloseFrame).
+    #
+    # Binary payload needs no check beyond the frame header, so it goes on as it is read.
+    # Text is valid only once its frame has been checked to the end (and, for the final
+    # frame, once the message does not end inside a code point), so a text frame is held
+    # until then, up to limits.leg_buffer bytes; a longer one is forwarded in pieces of that
+    # size, each validated before it goes.
+
+    _text = False  # the message being received is text
+    _held = ()  # validated text of the current frame not yet forwarded
+    _held_size = 0
 
     def _forwarding(self):
         return self.partner is not None and self.state == self.STATE_OPEN
 
+    def _flush_held(self):
+        held, self._held, self._held_size = self._held, (), 0
+        if held and self._forwarding():
+            self.partner.frame_data(held[0] if len(held) == 1 else b"".join(held))
+
     def onMessageBegin(self, isBinary):
         if self.role in DATA_ROLES:
+            self._text = not isBinary
+            self._held, self._held_size = (), 0
             if self._forwarding():
                 self.partner.begin_message(isBinary)
         else:
@@ -438,19 +455,34 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def onMessageFrameData(self, payload):
         if self.role in DATA_ROLES:
-            if payload and self._forwarding():
-                self.partner.frame_data(payload)
+            if not payload or not self._forwarding():
+                return
+            if self._text:
+                if self._held_size + len(payload) <= self.factory.limits.leg_buffer:
+                    self._held = self._held + (payload,) if self._held else (payload,)
+                    self._held_size += len(payload)
+                    return
+                self._flush_held()
+            self.partner.frame_data(payload)
         else:
             super().onMessageFrameData(payload)
 
     def onMessageFrameEnd(self):
-        if self.role not in DATA_ROLES:
+        if self.role in DATA_ROLES:
+            # Autobahn checks the end of a text message (FIN) only after this: hold the final
+            # frame's text until onMessageEnd.
+            frame = self.current_frame
+            if self._held and frame is not None and not frame.fin:
+                self._flush_held()
+        else:
             super().onMessageFrameEnd()
 
     def onMessageEnd(self):
         if self.role in DATA_ROLES:
             if self._forwarding():
+                self._flush_held()
                 self.partner.end_message()
+            self._held, self._held_size = (), 0
         else:
             super().onMessageEnd()
 
