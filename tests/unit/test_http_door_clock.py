@@ -110,6 +110,7 @@ def test_unauthenticated_soap_envelope_has_a_hard_deadline_and_returns_its_budge
     other.dataReceived(b"POST /secure HTTP/1.1\r\nHost: relay\r\nContent-Type: text/xml\r\n"
                        b"Content-Length: 6000\r\n\r\n")
     assert status_of(other_t) == 503 and other_t.disconnecting
+    assert b"\r\nRetry-After: 1\r\n" in other_t.value()
     for _ in range(3):
         protocol.dataReceived(b"x" * 1000)  # fast enough for the ordinary body deadline
         door.clock.advance(1)

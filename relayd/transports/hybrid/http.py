@@ -344,10 +344,11 @@ class HttpRelayProtocol(Protocol):
             self.closed = True
             pipe.close_after_flush(self.transport)
 
-    def send_fault(self, fault, close=True):
+    def send_fault(self, fault, close=True, headers=()):
         phrase = RESPONSES.get(fault.status, b"Error").decode("ascii")
         head = ["HTTP/1.1 %d %s" % (fault.status, phrase), "Content-Type: %s" % fault.content_type,
                 "Content-Length: %d" % len(fault.body)]
+        head += ["%s: %s" % h for h in headers]
         if close:
             head.append("Connection: close")
         self.transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + fault.body)
@@ -973,7 +974,7 @@ class Exchange:
     def send_error(self, status, message, close, headers=()):
         """A relay-side error: a SOAP fault for SOAP requests, else JSON."""
         if self.soap_version:
-            self.client.send_fault(soap_door.fault_for(self, status, message), close=close)
+            self.client.send_fault(soap_door.fault_for(self, status, message), close=close, headers=headers)
         else:
             self.client.send_error(status, message, close=close, headers=headers)
 

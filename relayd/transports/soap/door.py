@@ -47,6 +47,11 @@ MAX_WSDL = 16 * 1024 * 1024
 SMALL_BODY = 64 * 1024
 THREAD_PARSE_THRESHOLD = 256 * 1024
 PARSE_THREADS = 2
+OVER_BUDGET = ("the relay is reading too many SOAP envelopes from unauthenticated senders "
+               "(limits.soap_unauthenticated_budget); retry later, or send the token in the "
+               "ServiceBusAuthorization header")
+# Seconds a sender refused for the unauthenticated budget is told to wait (Retry-After).
+OVER_BUDGET_RETRY = (("Retry-After", "1"),)
 _WSDL_KEYS = {"wsdl", "xsd", "singlewsdl"}
 
 log = Logger(namespace="relayd.soap")
@@ -125,9 +130,7 @@ class SoapExchange:
         elif not ex.sender_known():
             self.unauthenticated = True
             if length is not None and not self._reserve(length):
-                raise HttpError(503, "the relay is reading too many SOAP envelopes from unauthenticated senders "
-                                "(limits.soap_unauthenticated_budget); retry later, or send the token in the "
-                                "ServiceBusAuthorization header", close=True)
+                raise HttpError(503, OVER_BUDGET, close=True, headers=OVER_BUDGET_RETRY)
             ex.body_hard_limit = ex.door.limits.soap_unauthenticated_timeout
             if ex.body_timer is not None:
                 ex._stop_body_clock()
@@ -165,9 +168,7 @@ class SoapExchange:
         if self.unauthenticated and self.size > self.reserved and not self._reserve(self.size - self.reserved):
             self.collecting = False
             self.parts = []
-            ex.send_error(503, "the relay is reading too many SOAP envelopes from unauthenticated senders "
-                          "(limits.soap_unauthenticated_budget); retry later, or send the token in the "
-                          "ServiceBusAuthorization header", close=True)
+            ex.send_error(503, OVER_BUDGET, close=True, headers=OVER_BUDGET_RETRY)
             ex.abort()
             return
         self.parts.append(data)
