@@ -15,6 +15,9 @@ buffer per direction per pair (see ``docs/protocol.rst``, "Memory bound").
 from zope.interface import implementer
 from twisted.internet.interfaces import IPushProducer
 
+# Close codes that end a relayed TCP stream cleanly (the far end's TCP connection gets a FIN);
+# any other code means the stream broke before its end, and the far end gets a reset (RST).
+CLEAN_CLOSE_CODES = (1000, 1005, None)
 
 # Why a transport's reading is held (several reasons may hold it at once; it reads again only
 # when none is left).

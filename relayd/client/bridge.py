@@ -29,14 +29,17 @@ import sys
 import tomllib
 import uuid
 
-from twisted.internet import defer, endpoints, protocol
+from twisted.internet import defer, endpoints, error, protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd.pipe import PauseReading, close_after_flush, no_delay, shutdown_write
+from relayd.pipe import CLEAN_CLOSE_CODES, PauseReading, close_after_flush, no_delay, shutdown_write
 
 log = Logger(namespace="relayd.bridge")
+
+# The close reason when the local side reset the connection mid-stream.
+LOCAL_RESET = "the local side reset the connection before the end of its stream"
 
 
 class BridgeError(ValueError):
@@ -236,12 +239,19 @@ class Tunnel:
             self.conn.close(1011, "the bridge cannot reach its local service")
 
     def local_lost(self, reason):
+        # A local side that ends without its EOF (reset, aborted) truncated its stream: say so
+        # with 1011, so that the relay resets the far end's TCP connection instead of a FIN.
+        clean = self.read_eof or reason is None or reason.check(error.ConnectionDone) is not None
         if not self.done:
             self.done = True
-            log.info("bridge {label} [{id}]: closed by the local side ({i} bytes in, {o} bytes out)",
-                     label=self.label, id=self.id, i=self.bytes_in, o=self.bytes_out)
+            log.info("bridge {label} [{id}]: closed by the local side{how} ({i} bytes in, {o} bytes out)",
+                     label=self.label, id=self.id, how="" if clean else " without EOF (reset)",
+                     i=self.bytes_in, o=self.bytes_out)
         if self.conn.is_connected:
-            self.conn.close(1000)
+            if clean:
+                self.conn.close(1000)
+            else:
+                self.conn.close(1011, LOCAL_RESET)
 
     def relay_closed(self, code, reason):
         if not self.done:
@@ -249,8 +259,16 @@ class Tunnel:
             log.info("bridge {label} [{id}]: closed by the relay side {code} {reason} ({i} bytes in, {o} bytes out)",
                      label=self.label, id=self.id, code=code, reason=reason or "", i=self.bytes_in,
                      o=self.bytes_out)
-        if self.local is not None:
+        if self.local is None:
+            return
+        if code in CLEAN_CLOSE_CODES or self.write_shut:
             close_after_flush(self.local.transport)
+        else:
+            # The far end's stream broke before its end: a reset, so the local peer never takes
+            # a truncated stream for a complete one.
+            if getattr(self.local.transport, "producer", None) is not None:
+                self.local.transport.unregisterProducer()
+            self.local.transport.abortConnection()
 
 
 class _LocalFactory(protocol.Factory):

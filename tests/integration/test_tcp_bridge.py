@@ -432,3 +432,50 @@ def test_port_door_stream_that_the_service_ends_cleanly_ends_with_eof(tmp_path, 
     finally:
         remote.stop()
         srv.close()
+
+
+def _resetting_server(total):
+    """A TCP service that sends ``total`` bytes of the pattern, then resets the connection
+    (SO_LINGER 0) instead of ending its stream."""
+    import struct
+
+    def serve(conn):
+        try:
+            conn.sendall(STREAM_BLOCK * (total // len(STREAM_BLOCK)) + STREAM_BLOCK[: total % len(STREAM_BLOCK)])
+            time.sleep(0.2)  # let the bytes leave before the reset
+        except OSError:
+            pass
+        conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        conn.close()
+
+    return serve_tcp(serve)
+
+
+@pytest.mark.parametrize("front", ["port door", "bridge -L"])
+def test_a_local_service_reset_reaches_the_far_client_as_a_reset(tmp_path, tcp_relay, front):
+    """The service behind bridge -R resets its connection: the client at the other end (on the
+    relay's port door, or behind bridge -L) gets a reset too, never a clean end of stream."""
+    total = 300_000
+    srv = _resetting_server(total)
+    entity = "redis" if front == "port door" else "echo-tcp"
+    remote = Bridge(tmp_path, tcp_relay, "-R", "%s:127.0.0.1:%d" % (entity, srv.getsockname()[1]))
+    local = None
+    try:
+        remote.wait("online")
+        if front == "port door":
+            port = tcp_relay.redis_port
+        else:
+            port = free_port()
+            local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % port)
+            local.wait("listening on")
+        with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
+            data, end = _read_until_end(c)
+        assert _pattern_ok(data) and len(data) <= total
+        assert end == "reset", "the client saw a clean end of stream after %d bytes, though the " \
+                               "service reset its connection" % len(data)
+        assert "without EOF (reset)" in remote.text()
+    finally:
+        if local is not None:
+            local.stop()
+        remote.stop()
+        srv.close()

@@ -30,12 +30,11 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd import access, auth, pipe
+from relayd.pipe import CLEAN_CLOSE_CODES
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
 
 
-# Close codes of the listener's leg that end a stream cleanly (FIN); anything else is a reset.
-CLEAN_CLOSE_CODES = (1000, 1005, None)
 
 
 def strip_token(via):
