@@ -18,6 +18,10 @@ DEFAULT_PUBLIC_URL = None
 # wait for a 1 s retransmit.
 DEFAULT_LISTEN_BACKLOG = 1024
 MAX_BACKLOG = 65535
+# In the data directory: the connection-string endpoint (``sb://host:port/[;UseTls=..]``) of the
+# relay's first listening port, written at start; ``relayd key show`` prints it.
+ENDPOINT_FILE = "endpoint"
+DEFAULT_ENDPOINT = "sb://127.0.0.1:9090/"
 
 
 class ConfigError(Exception):

@@ -1,5 +1,6 @@
 """``twistd relayd``: options and the one place that wires every part together."""
 
+import os
 import sys
 
 from twisted.application import service
@@ -16,6 +17,38 @@ from relayd.transports.nettcp.door import TcpDoor
 from relayd.transports.hybrid.http import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
 from relayd.web.site import make_site
+
+
+def connection_endpoint(public_url, addr, tls):
+    """The ``Endpoint=`` value of a connection string for clients of this relay:
+    ``sb://host:port/``, plus ``;UseTls=true`` (TLS on a loopback host, where sb:// means plain)
+    or ``;UseTls=false`` (plain on another host, where sb:// means TLS).  From ``public_url``
+    when set, else from the listening address (0.0.0.0 / :: become the loopback address).
+    None for a Unix socket."""
+    import ipaddress
+    from urllib.parse import urlsplit
+
+    if public_url:
+        parts = urlsplit(public_url)
+        host = parts.hostname
+        tls = parts.scheme in ("wss", "https")
+        port = parts.port or (443 if tls else 80)
+    else:
+        host, port = getattr(addr, "host", None), getattr(addr, "port", None)
+        if host is None or port is None:
+            return None
+        host = {"0.0.0.0": "127.0.0.1", "::": "::1", "": "127.0.0.1"}.get(host, host)
+    try:
+        loopback = host == "localhost" or ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        loopback = False
+    netloc = "[%s]:%d" % (host, port) if ":" in host else "%s:%d" % (host, port)
+    endpoint = "sb://%s/" % netloc
+    if tls and loopback:
+        endpoint += ";UseTls=true"
+    elif not tls and not loopback:
+        endpoint += ";UseTls=false"
+    return endpoint
 
 
 class StartupError(Exception):
@@ -134,7 +167,7 @@ class RelayService(service.Service):
         except ValueError as e:  # a key or certificate file changed since the config was read
             d = defer.fail(e)
         failed = []
-        d.addCallbacks(self._listening, failed.append, callbackArgs=(what, tcp_door))
+        d.addCallbacks(self._listening, failed.append, callbackArgs=(what, tcp_door, description))
         if failed:  # every supported endpoint type listens synchronously
             message = "cannot listen on %s: %s" % (description, failed[0].getErrorMessage())
             self.log.error("relayd {message}", message=message)
@@ -154,11 +187,29 @@ class RelayService(service.Service):
             return "%s:%d" % (addr.host, addr.port)
         return "localhost"
 
-    def _listening(self, port, what, tcp_door):
+    def _listening(self, port, what, tcp_door, description):
         (self.tcp_ports if tcp_door else self.ports).append(port)
         addr = port.getHost()
         self.log.info("{what} {host}:{port}", what=what, host=getattr(addr, "host", addr),
                       port=getattr(addr, "port", ""))
+        if not tcp_door and not self.endpoint_recorded:
+            endpoint = connection_endpoint(self.settings.public_url, addr,
+                                           config.parse_listen(description).kind == "ssl")
+            if endpoint is not None:
+                self._record_endpoint(endpoint)
+
+    endpoint_recorded = False
+
+    def _record_endpoint(self, endpoint):
+        """Tell ``relayd key show`` where this relay listens (data_dir/endpoint)."""
+        path = os.path.join(self.settings.data_dir, config.ENDPOINT_FILE)
+        try:
+            with open(path + ".tmp", "w", encoding="utf-8") as f:
+                f.write(endpoint + "\n")
+            os.replace(path + ".tmp", path)
+            self.endpoint_recorded = True
+        except OSError as e:
+            self.log.warn("cannot record the relay's endpoint in {path}: {error}", path=path, error=e)
 
     def _listen_failed(self, failure, description):
         self.log.error("relayd cannot listen on {endpoint}: {error}", endpoint=description,

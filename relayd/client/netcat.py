@@ -42,8 +42,25 @@ NORMAL_CLOSE = (1000, 1001, 1005)
 FATAL_BEFORE_ONLINE = (401, 403, 404)
 
 
+# -q: stderr only for problems; -v: also what the command is doing (set by main)
+_verbosity = 0
+
+
 def _say(name, message, err=None):
+    """A problem: always reported."""
     print("relayd %s: %s" % (name, message), file=err or sys.stderr, flush=True)
+
+
+def _info(name, message, err=None):
+    """Progress (online, reconnecting): not with -q."""
+    if _verbosity >= 0:
+        _say(name, message, err)
+
+
+def _debug(name, message, err=None):
+    """Details: only with -v."""
+    if _verbosity > 0:
+        _say(name, message, err)
 
 
 EXIT_OK, EXIT_FAILED, EXIT_USAGE, EXIT_INPUT_NOT_SENT = 0, 1, 2, 3
@@ -138,9 +155,16 @@ async def _pipe(reactor, name, conn, stdin, stdout, err):
         code, reason = await closed
     finally:
         reactor.removeSystemEventTrigger(trigger)
+    _debug(name, "closed: %s %s (stdin %s, the peer's data %s)" % (
+        code, reason or "", "sent" if proto.sent_eof else "not at its end",
+        "complete" if proto.got_eof else "ended by the close"), err)
     io.unregisterProducer()
     io.loseConnection()  # flushes stdout first (if still open) and stops reading stdin
     await proto.stdout_done
+    if proto.sent_eof and proto.got_eof:
+        # both ends of data were exchanged: everything arrived whatever the close looked like
+        # (both sides may close at once, and the crossing closes may end in a dropped socket)
+        return EXIT_OK
     if code not in NORMAL_CLOSE:
         _say(name, "the connection ended abnormally: %s %s" % (code, reason or ""), err)
         return EXIT_FAILED
@@ -152,6 +176,7 @@ async def _pipe(reactor, name, conn, stdin, stdout, err):
 
 
 async def run_connect(reactor, info, path, stdin=0, stdout=1, err=None, timeout=40):
+    _debug("connect", "connecting to %s" % info.hc_url(path), err)
     try:
         conn = await connect(reactor, info, path, timeout=timeout)
     except RelayConnectError as e:
@@ -168,17 +193,17 @@ async def run_listen(reactor, info, path, stdin=0, stdout=1, err=None):
     def on_status(status, detail):
         if status == "online":
             if not state["online_once"]:
-                _say("listen", "online on %s" % listener.path, err)
+                _info("listen", "online on %s" % listener.path, err)
             state["online_once"] = True
         elif status == "error":
             if not state["online_once"] and detail.status in FATAL_BEFORE_ONLINE:
                 if not fatal.called:
                     fatal.callback(detail)
             else:
-                _say("listen", "control channel: %s (retrying)" % (detail,), err)
+                _info("listen", "control channel: %s (retrying)" % (detail,), err)
         elif status == "offline" and listener.state != "stopped" and state["online_once"]:
-            _say("listen", "control channel closed: %s %s (reconnecting)" % (detail.code, detail.reason or ""),
-                 err)
+            _info("listen", "control channel closed: %s %s (reconnecting)" % (detail.code, detail.reason or ""),
+                  err)
 
     def on_accept(request):
         if state["busy"]:
@@ -242,6 +267,8 @@ def main(name, args, reactor=None):
     except ValueError as e:
         _say(name, str(e))
         return 2
+    global _verbosity
+    _verbosity = getattr(args, "verbosity", 0)
     if reactor is None:
         from twisted.internet import reactor
     if name == "connect":
