@@ -438,6 +438,8 @@ def build_parser():
                         "/PATH/TO.SOCK:ENTITY")
     p.add_argument("-H", dest="http", action="append", default=[], metavar="ENTITY:http://HOST:PORT")
     p.add_argument("--config", help="TOML file with connection_string, remote, local, http lists")
+    p.add_argument("-v", "--verbose", action="store_true", help="log debug messages too")
+    p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("--backlog", type=int, default=None,
                    help="listen backlog of the -L sockets (default %d)" % _default_backlog())
     return p
@@ -477,6 +479,8 @@ def main(argv):
 
     args = build_parser().parse_args(argv)
     try:
+        if args.verbose and args.quiet:
+            raise BridgeError("-q and -v contradict each other; give one of them")
         load_config(args)
         if not (args.remote or args.local or args.http):
             raise BridgeError("nothing to do: give at least one -R, -L or -H")
@@ -499,7 +503,11 @@ def main(argv):
         print("relayd bridge: %s" % e, file=sys.stderr)
         return 2
     sys.stdout.reconfigure(line_buffering=True)
-    globalLogBeginner.beginLoggingTo([textFileLogObserver(sys.stdout)])
+    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
+
+    level = LogLevel.debug if args.verbose else LogLevel.warn if args.quiet else LogLevel.info
+    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
+        textFileLogObserver(sys.stdout), [LogLevelFilterPredicate(defaultLogLevel=level)])])
     outcome = {"code": 0}
 
     def cannot_listen(failure, f):

@@ -280,3 +280,31 @@ def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
         bridge.wait(15)
         server.shutdown()
         server.server_close()
+
+
+def test_bridge_quiet_logs_only_problems(relay_proc, tmp_path):
+    port = socket.socket()
+    port.bind(("127.0.0.1", 0))
+    number = port.getsockname()[1]
+    port.close()
+    logs = {}
+    for flag in ("-v", "-q"):
+        log = tmp_path / ("bridge%s.log" % flag)
+        with open(log, "wb") as f:
+            bridge = subprocess.Popen(CLI + [flag, "bridge", "--url", relay_proc.url, "--rule", "root", "--key",
+                                             ROOT_KEY, "-R", "echo:127.0.0.1:9", "-L", "127.0.0.1:%d:echo" % number],
+                                      stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env())
+        try:
+            deadline = time.time() + 30
+            while relay_proc.log_text().count("online on echo") < (1 if flag == "-v" else 2):
+                assert time.time() < deadline and bridge.poll() is None, log.read_text()
+                time.sleep(0.05)
+            time.sleep(0.2)  # let the bridge write what it logs on coming online
+        finally:
+            bridge.terminate()
+            bridge.wait(15)
+        logs[flag] = log.read_text()
+    assert "listening on 127.0.0.1:%d" % number in logs["-v"] and "online" in logs["-v"], logs["-v"]
+    assert "listening on" not in logs["-q"] and "online" not in logs["-q"], logs["-q"]
+    out = relayd("bridge", "-q", "-v", "--url", relay_proc.url, "-L", "1:echo")
+    assert_message(out, 2, "-q and -v")
