@@ -398,8 +398,9 @@ class LocalForwarder(protocol.Factory):
 
     def start(self):
         if self.port is None:
+            # wantPID: a lock file next to the socket, so a socket left by a dead agent is replaced
             endpoint = endpoints.UNIXServerEndpoint(self.reactor, self.bind, backlog=self.backlog,
-                                                    mode=LOCAL_SOCKET_MODE)
+                                                    mode=LOCAL_SOCKET_MODE, wantPID=True)
         elif ":" in self.bind:
             endpoint = endpoints.TCP6ServerEndpoint(self.reactor, self.port, backlog=self.backlog,
                                                     interface=self.bind)
