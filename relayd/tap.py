@@ -102,7 +102,10 @@ class Options(usage.Options):
             if self["create-on-listen"]:
                 settings.create_on_listen = True
         except config.ConfigError as e:
-            raise usage.UsageError(str(e))
+            # The message and status 1 here rather than a UsageError: twistd 24.3 (still supported) exits
+            # with status 0 after a UsageError, and the option listing would bury the message.
+            print("%s: %s" % (" ".join(sys.argv[0:2]), e), file=sys.stderr, flush=True)
+            raise SystemExit(1)
         self.settings = settings
 
 
