@@ -312,6 +312,10 @@ def main(argv=None):
         while argv and argv[0] in ("-v", "--verbose", "-q", "--quiet"):
             flags.append(argv.pop(0))
         if argv[:1] == ["serve"]:
+            command = "relayd serve"
+            if flags:
+                _fail("-v and -q are options of the client commands; the relay logs at info level "
+                      "(twistd's --logfile and --logger say where to)")
             return _serve(argv[1:])
         if argv[:1] == ["bridge"]:
             from relayd.client import bridge

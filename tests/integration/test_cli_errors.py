@@ -308,3 +308,31 @@ def test_bridge_quiet_logs_only_problems(relay_proc, tmp_path):
     assert "listening on" not in logs["-q"] and "online" not in logs["-q"], logs["-q"]
     out = relayd("bridge", "-q", "-v", "--url", relay_proc.url, "-L", "1:echo")
     assert_message(out, 2, "-q and -v")
+
+
+def test_serve_refuses_client_verbosity_flags():
+    assert_message(relayd("-q", "serve"), 2, "relayd serve:", "client commands")
+
+
+@pytest.mark.parametrize("public_url, host, port, tls, expected", [
+    (None, "127.0.0.1", 9090, False, "sb://127.0.0.1:9090/"),
+    (None, "127.0.0.1", 9443, True, "sb://127.0.0.1:9443/;UseTls=true"),
+    (None, "0.0.0.0", 9090, False, "sb://127.0.0.1:9090/"),
+    (None, "::", 9090, False, "sb://[::1]:9090/"),
+    (None, "192.0.2.7", 9090, False, "sb://192.0.2.7:9090/;UseTls=false"),
+    (None, "192.0.2.7", 443, True, "sb://192.0.2.7:443/"),
+    ("wss://relay.example.com", "127.0.0.1", 9090, False, "sb://relay.example.com:443/"),
+    ("ws://relay.example.com:8080", "127.0.0.1", 9090, False, "sb://relay.example.com:8080/;UseTls=false"),
+])
+def test_recorded_endpoint_means_what_the_relay_speaks(public_url, host, port, tls, expected):
+    """The Endpoint= that relayd key show prints parses back to the right scheme, host and port."""
+    from types import SimpleNamespace
+
+    from relayd.client.connection import ConnectionInfo
+    from relayd.tap import connection_endpoint
+
+    endpoint = connection_endpoint(public_url, SimpleNamespace(host=host, port=port), tls)
+    assert endpoint == expected
+    info = ConnectionInfo.parse("Endpoint=%s;SharedAccessKeyName=r;SharedAccessKey=k" % endpoint)
+    assert info.secure == (public_url.startswith("wss") if public_url else tls)
+    assert info.port == (443 if public_url and public_url.startswith("wss") else 8080 if public_url else port)

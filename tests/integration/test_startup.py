@@ -104,3 +104,32 @@ def test_bridge_local_forwarder_exits_when_the_port_is_in_use(tmp_path, busy_por
     code, out, seconds = run_until_exit(
         [sys.executable, "-m", "relayd.cli", "bridge", "-x", cs, "-L", "127.0.0.1:%d:echo" % busy_port], tmp_path)
     assert_loud(code, out, seconds, "127.0.0.1:%d" % busy_port, "Address already in use")
+
+
+def test_twistd_exits_when_it_may_not_bind_the_port(tmp_path):
+    """Permission: a port below ip_unprivileged_port_start for a user without the right.  As
+    root the relay drops to nobody first (twistd --uid: relayd binds in startService, after
+    twistd has shed its privileges)."""
+    try:
+        with open("/proc/sys/net/ipv4/ip_unprivileged_port_start") as f:
+            first_free = int(f.read())
+    except OSError:
+        first_free = 1024
+    if first_free <= 1:
+        pytest.skip("every port is unprivileged on this machine (net.ipv4.ip_unprivileged_port_start)")
+    drop = []
+    if os.geteuid() == 0:
+        import grp
+        import pwd
+
+        try:
+            pwd.getpwnam("nobody")
+            group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
+        except KeyError:
+            pytest.skip("no user nobody to drop root privileges to")
+        drop = ["--uid", "nobody", "--gid", group]
+    os.chmod(tmp_path, 0o755)
+    code, out, seconds = run_until_exit(
+        [twistd_path(), "-n", "--pidfile=", *drop, "relayd", "--listen", "tcp:1:interface=127.0.0.1"],
+        tmp_path, relay_env(tmp_path))
+    assert_loud(code, out, seconds, "127.0.0.1:1", "Permission denied")
