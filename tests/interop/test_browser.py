@@ -83,7 +83,12 @@ class Listener:
             [sys.executable, "-m", "relayd.cli", "listen", "echo", "--url", "wss://localhost:%d" % relay.port,
              "--rule", "root", "--key", ROOT_KEY],
             env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE)
-        self.wait_for(self.proc.stderr, b"online on echo")
+        try:
+            self.wait_for(self.proc.stderr, b"online on echo")
+        except BaseException:
+            self.proc.kill()
+            self.proc.wait()
+            raise
 
     def wait_for(self, stream, expected, timeout=20):
         data = b""
