@@ -32,7 +32,10 @@ def start_listen(relay, tmp_path, stdin, stdout=subprocess.PIPE, name="listen"):
     err.close()
     deadline = time.time() + 30
     while b"online on" not in err_path.read_bytes():
-        assert proc.poll() is None and time.time() < deadline, err_path.read_bytes()
+        if proc.poll() is not None or time.time() > deadline:
+            proc.kill()
+            proc.wait()
+            raise AssertionError("relayd listen did not come online: %r" % err_path.read_bytes())
         time.sleep(0.05)
     proc.err_path = err_path
     return proc
