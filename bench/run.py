@@ -285,7 +285,7 @@ def run_source(url, total, message, token=None):
 
 
 def bench_ws(args):
-    from relayd import auth
+    from relayd.wire import sas
 
     total, message = args.mib << 20, args.message_kib << 10
     samples = {"ws-direct": [], "ws-relay": []}
@@ -298,7 +298,7 @@ def bench_ws(args):
                                                         "sink-hc", url, "bench", "root", KEY]))
         sink = procs.add(Proc("sink", [_python(), os.path.join(HERE, "wsbench.py"), "sink-direct", "0"]))
         direct_url = "ws://127.0.0.1:%s" % sink.match.group(1)
-        token = auth.make_token(url.replace("ws:", "http:") + "/bench", "root", KEY, int(time.time()) + 3600)
+        token = sas.make_token(url.replace("ws:", "http:") + "/bench", "root", KEY, int(time.time()) + 3600)
         runs = {
             "ws-direct": ([sink], lambda: run_source(direct_url, total, message)),
             "ws-relay": ([relay, sink_hc],

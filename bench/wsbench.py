@@ -90,10 +90,10 @@ class Control(WebSocketClientProtocol):
 
 
 def sink_hc(url, path, rule, key):
-    from relayd import auth
+    from relayd.wire import sas
 
     base = url.rstrip("/")
-    token = auth.make_token("%s/%s" % (base.replace("ws://", "http://"), path), rule, key,
+    token = sas.make_token("%s/%s" % (base.replace("ws://", "http://"), path), rule, key,
                             int(time.time()) + 86400)
     factory = WebSocketClientFactory("%s/$hc/%s?sb-hc-action=listen" % (base, path),
                                      headers={"ServiceBusAuthorization": token})

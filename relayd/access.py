@@ -1,13 +1,13 @@
 """Door-side access checks shared by every front door: find the token, verify it for an entity.
 
-Wraps the pure :mod:`relayd.auth` with the relay's namespace (entity- then namespace-level
+Wraps the pure :mod:`relayd.wire.sas` with the relay's namespace (entity- then namespace-level
 rules) and the host names the relay answers to.
 """
 
 import uuid
 from datetime import datetime, timezone
 
-from relayd import auth
+from relayd.wire import sas
 
 TOKEN_HINT = (
     "pass a SAS token in the sb-hc-token query parameter or the ServiceBusAuthorization header "
@@ -48,15 +48,15 @@ def candidate_hosts(request_host, public_url_host):
 
 
 def authorize(namespace, entity, token, right, hosts, now):
-    """Verify ``token`` grants ``right`` on ``entity``; raise :class:`relayd.auth.AuthError` if not."""
+    """Verify ``token`` grants ``right`` on ``entity``; raise :class:`relayd.wire.sas.AuthError` if not."""
     if not token:
-        raise auth.Unauthorized("a SAS token is required for '%s': %s" % (entity.path, TOKEN_HINT))
+        raise sas.Unauthorized("a SAS token is required for '%s': %s" % (entity.path, TOKEN_HINT))
     rules = namespace.rules_for(entity)
     failure = None
     for host in hosts:
         try:
-            return auth.verify_token(token, "http://%s/%s" % (host, entity.path), rules, right, now)
-        except auth.Forbidden as e:
+            return sas.verify_token(token, "http://%s/%s" % (host, entity.path), rules, right, now)
+        except sas.Forbidden as e:
             failure = e
     raise failure
 

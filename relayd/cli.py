@@ -24,7 +24,9 @@ import sys
 import time
 from urllib.parse import quote
 
-from relayd import auth, config
+from relayd import config
+
+from relayd.wire import sas
 
 EXIT_USAGE = 2
 
@@ -72,7 +74,7 @@ def _token(args):
         if not rule or not key:
             _fail("no SAS rule and key to sign with: pass --rule NAME and --key KEY (or $%s), "
                   "or -x CONNECTION_STRING" % ENV_KEY)
-        print(auth.make_token(args.uri, rule, key, expiry))
+        print(sas.make_token(args.uri, rule, key, expiry))
         return 0
     if not (args.connection_string or args.url or os.environ.get(ENV_CONNECTION_STRING)):
         _fail("what is the token for? pass --uri URI, or PATH with -x CONNECTION_STRING "
@@ -99,7 +101,7 @@ def endpoint_of(data_dir):
 
 def _key(args):
     if args.action == "new":
-        print(auth.generate_key())
+        print(sas.generate_key())
         return 0
     from relayd.namespace import SqliteStore
 
@@ -184,7 +186,7 @@ def _entity(args):
         _check_entity_path(path)
     base = info.http_base()
     if info.key is not None:
-        token = auth.make_token(base + "/", info.rule, info.key, int(time.time()) + 300)
+        token = sas.make_token(base + "/", info.rule, info.key, int(time.time()) + 300)
     elif info.token:
         token = info.token
     else:

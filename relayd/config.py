@@ -10,7 +10,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from urllib.parse import urlsplit
 
-from relayd import auth
+from relayd.wire import sas
 
 DEFAULT_LISTEN = "tcp:9090:interface=127.0.0.1"
 DEFAULT_PUBLIC_URL = None
@@ -36,7 +36,7 @@ class RuleSpec:
     secondary_key: str | None = None
 
     def to_rule(self):
-        return auth.Rule(self.name, self.key, self.rights, self.secondary_key)
+        return sas.Rule(self.name, self.key, self.rights, self.secondary_key)
 
     def __repr__(self):
         return "RuleSpec(name=%r, rights=%r)" % (self.name, sorted(self.rights))
@@ -191,7 +191,7 @@ class _Reader:
         if not isinstance(rights, list) or not rights:
             self.fail(where + ".rights", 'must be a non-empty list such as ["Listen", "Send"]')
         try:
-            rights = auth.normalize_rights(rights)
+            rights = sas.normalize_rights(rights)
         except ValueError as e:
             self.fail(where + ".rights", str(e))
         return RuleSpec(name, key, rights, secondary)

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 
 from twisted.logger import Logger
 
-from relayd import auth
+from relayd.wire import sas
 from relayd.config import validate_entity_path
 
 HYBRID_CONNECTION = "hybrid_connection"
@@ -68,7 +68,7 @@ class SqliteStore:
             "SELECT name, key, secondary_key, rights FROM rules WHERE entity = ? ORDER BY name",
             (entity.lower(),),
         )
-        return [auth.Rule(n, k, frozenset(r.split(",")), s) for n, k, s, r in rows]
+        return [sas.Rule(n, k, frozenset(r.split(",")), s) for n, k, s, r in rows]
 
     def put_rule(self, rule, entity=""):
         with self._db:
@@ -124,7 +124,7 @@ class Namespace:
         else:
             self.rules = store.rules("")
             if not self.rules:
-                root = auth.Rule(ROOT_RULE, auth.generate_key(), auth.normalize_rights(["Manage"]))
+                root = sas.Rule(ROOT_RULE, sas.generate_key(), sas.normalize_rights(["Manage"]))
                 store.put_rule(root, "")
                 self.rules = [root]
                 self.generated_root = True

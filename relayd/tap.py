@@ -12,7 +12,7 @@ from relayd import config
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
 from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
-from relayd.transports.nettcp import nmf
+from relayd.wire import nmf
 from relayd.transports.nettcp.door import TcpDoor
 from relayd.transports.hybrid.http import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory

@@ -167,7 +167,7 @@ class Tunnel:
         self.read_eof = False  # the local side sent EOF
         self.write_shut = False  # we shut down writing to the local side
         if via is not None:
-            from relayd.transports.nettcp import nmf
+            from relayd.wire import nmf
 
             # the relay already enforced its own Via limit
             self.parser = nmf.PreambleParser(max_via=65536, max_preamble=65536 + 1024)
@@ -190,7 +190,7 @@ class Tunnel:
                 shutdown_write(self.local.transport)
             return
         if self.parser is not None:
-            from relayd.transports.nettcp import nmf
+            from relayd.wire import nmf
 
             try:
                 preamble = self.parser.feed(data)

@@ -247,11 +247,11 @@ class ConnectionInfo:
         there are no credentials at all."""
         if self.key is None:
             return self.token
-        from relayd import auth
+        from relayd.wire import sas
 
         now = time.time() if now is None else now
         expiry = int(math.ceil(now + ttl))
-        return auth.make_token(self.audience(path), self.rule, self.key, expiry)
+        return sas.make_token(self.audience(path), self.rule, self.key, expiry)
 
     def __repr__(self):
         return "ConnectionInfo(%r, rule=%r, key=%s, entity_path=%r)" % (

@@ -30,7 +30,9 @@ from twisted.logger import Logger
 from twisted.web import http, resource, server
 from zope.interface import implementer
 
-from relayd import access, auth
+from relayd import access
+
+from relayd.wire import sas
 from relayd.interfaces import IHeadCheck
 from relayd.config import validate_entity_path
 from relayd.namespace import Entity, NamespaceError
@@ -83,17 +85,17 @@ class Management(resource.Resource):
         )
 
     def authorize(self, query_token, headers, host):
-        """Check a Manage token given in the query or the headers; raise auth.AuthError if not."""
-        token = auth.extract_token(query_token, headers)
+        """Check a Manage token given in the query or the headers; raise sas.AuthError if not."""
+        token = sas.extract_token(query_token, headers)
         if not token:
-            raise auth.Unauthorized("a SAS token with the Manage right is required: " + access.TOKEN_HINT)
+            raise sas.Unauthorized("a SAS token with the Manage right is required: " + access.TOKEN_HINT)
         hosts = access.candidate_hosts(host, None)
         failure = None
         for h in hosts:
             try:
-                return auth.verify_token(token, "http://%s/" % h, self.namespace.rules, auth.MANAGE,
+                return sas.verify_token(token, "http://%s/" % h, self.namespace.rules, sas.MANAGE,
                                          self.clock.seconds())
-            except auth.Forbidden as e:
+            except sas.Forbidden as e:
                 failure = e
         raise failure
 
@@ -105,7 +107,7 @@ class Management(resource.Resource):
     def render(self, request):
         try:
             self._authorize(request)
-        except auth.AuthError as e:
+        except sas.AuthError as e:
             return json_error(request, e.status, str(e))
         parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
         try:
@@ -305,7 +307,7 @@ class RelaydSite(server.Site):
                                 if k == "sb-hc-token"), None)
             try:
                 self.management.authorize(query_token or None, headers, headers.get("host"))
-            except auth.AuthError as e:
+            except sas.AuthError as e:
                 return self._refusal(e.status, str(e))
         if length is not None and length > MAX_BODY:
             return self._refusal(413, too_large_message())

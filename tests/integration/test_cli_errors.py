@@ -15,7 +15,7 @@ import time
 
 import pytest
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY, twistd_path
 
 CLI = [sys.executable, "-m", "relayd.cli"]
@@ -88,17 +88,17 @@ def test_bad_listen_endpoints_fail_at_config_load(tmp_path, listen, fragment):
 def test_token_takes_a_connection_string_and_relayd_key():
     out = relayd("token", "-x", GOOD_CS, "echo", "--ttl", "60")
     assert out.returncode == 0, out.stderr
-    rule = auth.Rule("root", ROOT_KEY, frozenset({"Send"}))
-    assert auth.verify_token(out.stdout.strip(), "ws://127.0.0.1:9/$hc/echo", [rule], "Send", time.time())
+    rule = sas.Rule("root", ROOT_KEY, frozenset({"Send"}))
+    assert sas.verify_token(out.stdout.strip(), "ws://127.0.0.1:9/$hc/echo", [rule], "Send", time.time())
     # the key from $RELAYD_KEY, the rule from --rule, the path from -x's EntityPath
     out = relayd("token", "-x", "Endpoint=sb://127.0.0.1:9/;EntityPath=echo", "--rule", "root",
                  env=clean_env(RELAYD_KEY=ROOT_KEY))
     assert out.returncode == 0, out.stderr
-    assert auth.verify_token(out.stdout.strip(), "ws://127.0.0.1:9/$hc/echo", [rule], "Send", time.time())
+    assert sas.verify_token(out.stdout.strip(), "ws://127.0.0.1:9/$hc/echo", [rule], "Send", time.time())
     # --uri with the key from $RELAYD_KEY
     out = relayd("token", "--rule", "root", "--uri", "sb://127.0.0.1:9/echo", env=clean_env(RELAYD_KEY=ROOT_KEY))
     assert out.returncode == 0, out.stderr
-    assert auth.verify_token(out.stdout.strip(), "ws://127.0.0.1:9/$hc/echo", [rule], "Send", time.time())
+    assert sas.verify_token(out.stdout.strip(), "ws://127.0.0.1:9/$hc/echo", [rule], "Send", time.time())
 
 
 # -- relayd serve and relayd key show ------------------------------------------------------------

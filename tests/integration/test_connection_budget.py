@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from relayd.transports.nettcp import nmf
+from relayd.wire import nmf
 from tests.conftest import RelayProcess, write_config
 
 CONFIG = """

@@ -18,7 +18,7 @@ from twisted.internet import defer, reactor
 from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY
 from tests.wsclient import connect, sleep
 
@@ -130,7 +130,7 @@ async def wait_until(predicate, timeout, step=0.05):
 
 
 async def paired(relay_proc, total, single):
-    t = auth.make_token(relay_proc.http_url + "/echo", "root", ROOT_KEY, int(time.time()) + 3600)
+    t = sas.make_token(relay_proc.http_url + "/echo", "root", ROOT_KEY, int(time.time()) + 3600)
     control = await connect(relay_proc.url + "/$hc/echo?sb-hc-action=listen",
                             headers={"ServiceBusAuthorization": t})
     pusher_d = push(relay_proc.url + "/$hc/echo?sb-hc-action=connect", t, total, single)

@@ -10,13 +10,13 @@ from urllib.parse import parse_qs, quote, urlsplit
 import pytest
 import pytest_twisted
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import LISTEN_KEY, ROOT_KEY, SEND_KEY
 from tests.wsclient import HandshakeFailed, connect, sleep
 
 
 def token(relay, path, rule="root", key=ROOT_KEY, ttl=3600):
-    return auth.make_token("%s/%s" % (relay.http_url, path), rule, key, int(time.time()) + ttl)
+    return sas.make_token("%s/%s" % (relay.http_url, path), rule, key, int(time.time()) + ttl)
 
 
 def hc_url(relay, path, action, **params):
@@ -151,7 +151,7 @@ async def test_handshake_errors(relay):
     await expect_status(connect(hc_url(relay, "echo", "connect")), 401)
     bad = token(relay, "echo", key="d3Jvbmcta2V5LWZvci10ZXN0cw==")
     await expect_status(connect(hc_url(relay, "echo", "listen"), headers={"ServiceBusAuthorization": bad}), 401)
-    expired = auth.make_token(relay.http_url + "/echo", "root", ROOT_KEY, int(time.time()) - 5)
+    expired = sas.make_token(relay.http_url + "/echo", "root", ROOT_KEY, int(time.time()) - 5)
     f = await expect_status(connect(hc_url(relay, "echo", "listen"), headers={"Authorization": expired}), 401)
     assert "expired" in f.reason
     # a Send-only rule cannot listen; a Listen-only rule cannot send
@@ -185,7 +185,7 @@ async def test_token_in_query_and_anonymous_entity(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_entity_level_rule(relay):
-    scoped = auth.make_token(relay.http_url + "/scoped", "scoped-send",
+    scoped = sas.make_token(relay.http_url + "/scoped", "scoped-send",
                              "c2NvcGVkLXNlbmQta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
     listener = await listen(relay, "scoped")
     sender_d = connect(hc_url(relay, "scoped", "connect"), headers={"ServiceBusAuthorization": scoped})
@@ -213,7 +213,7 @@ async def test_max_listeners(relay):
 
 @pytest_twisted.ensureDeferred
 async def test_token_expiry_closes_control_channel_unless_renewed(relay):
-    short = auth.make_token(relay.http_url + "/echo", "root", ROOT_KEY, int(time.time()) + 2)
+    short = sas.make_token(relay.http_url + "/echo", "root", ROOT_KEY, int(time.time()) + 2)
     dying = await connect(hc_url(relay, "echo", "listen"), headers={"ServiceBusAuthorization": short})
     renewed = await connect(hc_url(relay, "echo", "listen"), headers={"ServiceBusAuthorization": short})
     renewed.sendMessage(json.dumps({"renewToken": {"token": token(relay, "echo")}}).encode(), isBinary=False)
@@ -228,7 +228,7 @@ async def test_token_expiry_closes_control_channel_unless_renewed(relay):
 
 
 def _manage(relay, method, path, body=None):
-    t = auth.make_token(relay.http_url + "/", "root", ROOT_KEY, int(time.time()) + 60)
+    t = sas.make_token(relay.http_url + "/", "root", ROOT_KEY, int(time.time()) + 60)
     req = urllib.request.Request(relay.http_url + "/$relayd/entities/" + path, method=method,
                                  data=json.dumps(body).encode() if body is not None else None,
                                  headers={"Authorization": t})

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY, RelayProcess, write_config
 from tests.integration.test_http_limits import read_response
 
@@ -23,7 +23,7 @@ def relay(tmp_path_factory):
 
 
 def token(relay):
-    return auth.make_token(relay.http_url + "/", "root", ROOT_KEY, int(time.time()) + 300)
+    return sas.make_token(relay.http_url + "/", "root", ROOT_KEY, int(time.time()) + 300)
 
 
 def connect(relay):

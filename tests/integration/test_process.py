@@ -11,7 +11,9 @@ import urllib.request
 
 import pytest
 
-from relayd import auth, config
+from relayd import config
+
+from relayd.wire import sas
 from tests.conftest import RelayProcess, twistd_path
 
 ISSUE_EXAMPLE = """\
@@ -61,7 +63,7 @@ def test_documented_example_config_runs_as_is(tmp_path):
     # The same file under twistd (listening on an ephemeral port so tests never collide).
     relay = RelayProcess(tmp_path, str(path), args=["--listen", "tcp:0:interface=127.0.0.1"])
     try:
-        token = auth.make_token(relay.http_url + "/", "root", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ==",
+        token = sas.make_token(relay.http_url + "/", "root", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ==",
                                 int(time.time()) + 60)
         status, body = get_entities(relay.http_url, token)
         assert status == 200
@@ -92,9 +94,9 @@ def test_no_options_generates_root_key_and_key_show_prints_it(tmp_path):
         key = re.search(r"^key:\s+(\S+)$", shown.stdout, re.M).group(1)
         assert key not in text  # the secret never reaches the log
         base = "http://127.0.0.1:%s" % m.group(1)
-        token = auth.make_token(base + "/", "RootManageSharedAccessKey", key, int(time.time()) + 60)
+        token = sas.make_token(base + "/", "RootManageSharedAccessKey", key, int(time.time()) + 60)
         assert get_entities(base, token)[0] == 200
-        wrong = auth.make_token(base + "/", "RootManageSharedAccessKey", auth.generate_key(), int(time.time()) + 60)
+        wrong = sas.make_token(base + "/", "RootManageSharedAccessKey", sas.generate_key(), int(time.time()) + 60)
         status, body = get_entities(base, wrong)
         assert status == 401 and "signature" in body["error"]["message"]
     finally:
@@ -129,8 +131,8 @@ def test_token_command_makes_azure_compatible_tokens():
     assert out.returncode == 0, out.stderr
     token = out.stdout.strip()
     assert token.startswith("SharedAccessSignature sr=http%3A%2F%2F127.0.0.1%3A9090%2Fecho&sig=")
-    rule = auth.Rule("root", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ==", frozenset({"Listen"}))
-    verified = auth.verify_token(token, "ws://127.0.0.1:9090/$hc/echo", [rule], "Listen", time.time())
+    rule = sas.Rule("root", "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ==", frozenset({"Listen"}))
+    verified = sas.verify_token(token, "ws://127.0.0.1:9090/$hc/echo", [rule], "Listen", time.time())
     assert 100 <= verified.expires - time.time() <= 121
     bad = relayd_cli("token", "--rule", "root", "--key", "k", "--uri", "ws://x/echo", "--ttl", "0")
     assert bad.returncode == 2 and "--ttl" in bad.stderr
@@ -145,8 +147,8 @@ def test_tokens_and_keys_never_reach_the_log(relay_proc):
     from tests.conftest import ROOT_KEY, SEND_KEY
 
     base = relay_proc.http_url
-    good = auth.make_token(base + "/echo", "root", ROOT_KEY, int(time.time()) + 60)
-    bad = auth.make_token(base + "/echo", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
+    good = sas.make_token(base + "/echo", "root", ROOT_KEY, int(time.time()) + 60)
+    bad = sas.make_token(base + "/echo", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
     secrets = [good.split("sig=")[1].split("&")[0], bad.split("sig=")[1].split("&")[0], "PLAINSECRETTEXT",
                ROOT_KEY, SEND_KEY]
     for token in (good, bad, "PLAINSECRETTEXT", "SharedAccessSignature sig=PLAINSECRETTEXT"):

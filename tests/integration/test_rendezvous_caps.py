@@ -11,7 +11,7 @@ import time
 
 import pytest
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY, RelayProcess, write_config
 
 MiB = 1 << 20
@@ -63,7 +63,7 @@ class NeverAccepts:
     senders) and accepts none."""
 
     def __init__(self, relay, entity):
-        token = auth.make_token("%s/%s" % (relay.http_url, entity), "root", ROOT_KEY, int(time.time()) + 300)
+        token = sas.make_token("%s/%s" % (relay.http_url, entity), "root", ROOT_KEY, int(time.time()) + 300)
         from urllib.parse import quote
 
         self.sock = upgrade(relay.port, "/$hc/%s?sb-hc-action=listen&sb-hc-token=%s" % (entity, quote(token, safe="")))

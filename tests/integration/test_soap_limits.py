@@ -10,7 +10,7 @@ import time
 import psutil
 import pytest
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import SEND_KEY, RelayProcess, write_config
 from tests.integration.test_http_limits import read_response
 
@@ -46,7 +46,7 @@ def head(path, length, extra=""):
 
 
 def test_header_token_is_checked_before_the_body_is_read(relay):
-    bad = auth.make_token(relay.http_url + "/secure", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==",
+    bad = sas.make_token(relay.http_url + "/secure", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==",
                           int(time.time()) + 300)
     s = socket.create_connection(("127.0.0.1", relay.port), timeout=5)
     try:
@@ -62,7 +62,7 @@ def test_header_token_is_checked_before_the_body_is_read(relay):
 def test_envelope_token_still_wins_over_a_service_authorization_header(relay):
     """``Authorization: Bearer ...`` is the service's own header: relayd reads the envelope and
     authorises with its RelayAccessToken (here: no listener, so a 502 fault after the check)."""
-    token = auth.make_token("http://relay/secure", "sender", SEND_KEY, int(time.time()) + 300)
+    token = sas.make_token("http://relay/secure", "sender", SEND_KEY, int(time.time()) + 300)
     header = (b'<s:Header><RelayAccessToken xmlns="http://schemas.microsoft.com/netservices/2009/05/servicebus/'
               b'connect">' + token.encode().replace(b"&", b"&amp;") + b"</RelayAccessToken></s:Header><s:Body>")
     body = (ENVELOPE % b"1").replace(b"<s:Body>", header)
@@ -136,7 +136,7 @@ def _big_envelope():
 
 
 def test_large_envelope_parse_does_not_stall_other_connections(relay):
-    token = auth.make_token(relay.http_url + "/anon", "sender", SEND_KEY, int(time.time()) + 300)
+    token = sas.make_token(relay.http_url + "/anon", "sender", SEND_KEY, int(time.time()) + 300)
     body = _big_envelope()
     done = threading.Event()
     parsed = []

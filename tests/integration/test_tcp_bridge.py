@@ -220,7 +220,7 @@ def test_half_close_and_parallel_connections_through_bridges(tmp_path, tcp_relay
 
 
 def test_nettcp_door_faults(tcp_relay):
-    from relayd.transports.nettcp import nmf
+    from relayd.wire import nmf
 
     def exchange(via):
         with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
@@ -235,13 +235,13 @@ def test_nettcp_door_faults(tcp_relay):
         assert c.recv(4096) == nmf.fault("UnsupportedVersion")
     assert exchange("net.tcp://example/" + "v" * 3000) == nmf.fault("ViaTooLong")
     # a Send token in the Via query passes the door's check (then: no listener on echo)
-    from relayd import auth
+    from relayd.wire import sas
     from tests.conftest import SEND_KEY
     from urllib.parse import quote
 
-    token = auth.make_token("http://example/echo", "sender", SEND_KEY, int(time.time()) + 60)
+    token = sas.make_token("http://example/echo", "sender", SEND_KEY, int(time.time()) + 60)
     assert exchange("net.tcp://example/echo?sb-hc-token=" + quote(token, safe="")) == nmf.fault("EndpointUnavailable")
-    wrong = auth.make_token("http://example/echo", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
+    wrong = sas.make_token("http://example/echo", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==", int(time.time()) + 60)
     assert exchange("net.tcp://example/echo?sb-hc-token=" + quote(wrong, safe="")) == nmf.fault("EndpointAccessDenied")
 
 
@@ -318,8 +318,8 @@ def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
     """The listener gets the preamble without the relay's sb-hc-token in the Via."""
     from urllib.parse import quote
 
-    from relayd import auth
-    from relayd.transports.nettcp import nmf
+    from relayd.wire import sas
+    from relayd.wire import nmf
     from tests.conftest import SEND_KEY
 
     seen = []
@@ -339,7 +339,7 @@ def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
     remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
     try:
         remote.wait("online")
-        token = auth.make_token("http://example/echo-tcp", "sender", SEND_KEY, int(time.time()) + 60)
+        token = sas.make_token("http://example/echo-tcp", "sender", SEND_KEY, int(time.time()) + 60)
         via = "net.tcp://example/echo-tcp?x=1&sb-hc-token=" + quote(token, safe="")
         with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
             c.sendall(b"\x00\x01\x00\x01\x02" + nmf.encode_via(via) + b"\x03\x08\x0c")

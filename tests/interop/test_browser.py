@@ -18,7 +18,7 @@ import urllib.parse
 
 import pytest
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
 from tests.tlsutil import make_ca_and_server
 
@@ -137,7 +137,7 @@ poll();
 def test_chromium_websocket_over_wss_talks_to_a_relay_listener(tls_relay, browser):
     listener = Listener(tls_relay)
     try:
-        token = auth.make_token("http://127.0.0.1:%d/echo" % tls_relay.port, "root", ROOT_KEY, int(time.time()) + 300)
+        token = sas.make_token("http://127.0.0.1:%d/echo" % tls_relay.port, "root", ROOT_KEY, int(time.time()) + 300)
         url = "wss://127.0.0.1:%d/$hc/echo?sb-hc-action=connect&sb-hc-token=%s" % (
             tls_relay.port, urllib.parse.quote(token, safe=""))
         # a page from the relay's own origin: Chromium's local network access checks block a

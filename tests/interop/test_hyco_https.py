@@ -10,7 +10,7 @@ import time
 import pytest
 import requests
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY, SEND_KEY, RelayProcess, recv_all, require_tool, write_config
 from tests.interop.test_hyco_ws import NODE_DIR, NodeListener
 
@@ -149,11 +149,11 @@ def test_errors(http_relay):
     assert r.status_code == 404 and "no hybrid connection" in r.json()["error"]["message"]
     r = requests.get(base + "/secureweb/hello", timeout=20)
     assert r.status_code == 401
-    listen_only = auth.make_token(base + "/secureweb", "listener", "bGlzdGVuLW9ubHkta2V5LWZvci10ZXN0cw==",
+    listen_only = sas.make_token(base + "/secureweb", "listener", "bGlzdGVuLW9ubHkta2V5LWZvci10ZXN0cw==",
                                   int(time.time()) + 60)
     r = requests.get(base + "/secureweb/hello", headers={"ServiceBusAuthorization": listen_only}, timeout=20)
     assert r.status_code == 403
-    good = auth.make_token(base + "/secureweb", "sender", SEND_KEY, int(time.time()) + 60)
+    good = sas.make_token(base + "/secureweb", "sender", SEND_KEY, int(time.time()) + 60)
     r = requests.get(base + "/secureweb/hello?x=ok", headers={"Authorization": good}, timeout=20)
     assert r.status_code == 200 and r.text == "hello ok"
     r = requests.get(base + "/echo/anything", timeout=20)  # an entity with no listener (and auth off? no: 401)

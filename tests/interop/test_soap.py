@@ -13,7 +13,7 @@ import pytest
 import requests
 from lxml import etree
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY, SEND_KEY, RelayProcess, write_config
 from tests.integration.test_tcp_bridge import Bridge
 
@@ -159,12 +159,12 @@ def test_relay_failures_are_soap_faults(soap_relay, entity, server_code, client_
 def test_relay_access_token_soap_header(soap_relay):
     client = client_for(soap_relay, "calc11")
     service = _service_at(client, soap_relay.http_url + "/securecalc/")
-    token = auth.make_token(soap_relay.http_url + "/securecalc", "sender", SEND_KEY, int(time.time()) + 300)
+    token = sas.make_token(soap_relay.http_url + "/securecalc", "sender", SEND_KEY, int(time.time()) + 300)
     header = etree.Element("{%s}RelayAccessToken" % RELAY_NS)
     header.text = token
     assert service.add(20, 22, _soapheaders=[header]) == 42
     bad = etree.Element("{%s}RelayAccessToken" % RELAY_NS)
-    bad.text = auth.make_token(soap_relay.http_url + "/securecalc", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==",
+    bad.text = sas.make_token(soap_relay.http_url + "/securecalc", "sender", "d3Jvbmcta2V5LWZvci10ZXN0cw==",
                                int(time.time()) + 300)
     with pytest.raises(zeep.exceptions.Fault) as e:
         service.add(1, 1, _soapheaders=[bad])

@@ -10,7 +10,7 @@ import struct
 import time
 from urllib.parse import quote, urlsplit
 
-from relayd import auth
+from relayd.wire import sas
 from tests.conftest import ROOT_KEY
 
 
@@ -44,7 +44,7 @@ def frame(opcode, payload=b"", fin=True, rsv=0, masked=True, length=None, key=No
 
 
 def token(relay, path, rule="root", key=ROOT_KEY, ttl=3600):
-    return auth.make_token("%s/%s" % (relay.http_url, path), rule, key, int(time.time()) + ttl)
+    return sas.make_token("%s/%s" % (relay.http_url, path), rule, key, int(time.time()) + ttl)
 
 
 class RawWS:

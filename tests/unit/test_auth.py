@@ -1,4 +1,4 @@
-"""Unit tests for relayd.auth: SAS tokens byte-for-byte as Azure Relay's SDKs make them.
+"""Unit tests for relayd.wire.sas: SAS tokens byte-for-byte as Azure Relay's SDKs make them.
 
 Expiry boundary: a token is valid up to and including second ``se``; it is rejected once
 ``now > se`` (so ``now == se`` and ``now == se + 0.0`` pass, ``now == se + 0.001`` fails).
@@ -14,8 +14,8 @@ from urllib.parse import quote
 
 import pytest
 
-from relayd import auth
-from relayd.auth import LISTEN, MANAGE, SEND
+from relayd.wire import sas
+from relayd.wire.sas import LISTEN, MANAGE, SEND
 
 # SAS tokens made by Azure Relay's own Node SDKs (see tests/vectors/README.md)
 VECTORS_PATH = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "vectors",
@@ -33,7 +33,7 @@ def expiry(v):
 
 
 def rule_for(v, rights=(LISTEN, SEND), key=None, secondary=None):
-    return auth.Rule(v["keyName"], key or v["key"], frozenset(rights), secondary)
+    return sas.Rule(v["keyName"], key or v["key"], frozenset(rights), secondary)
 
 
 def raises(exc, fragment):
@@ -68,15 +68,15 @@ def test_vectors_are_present():
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_make_token_reproduces_vector_byte_for_byte(v):
-    assert auth.make_token(v["uri"], v["keyName"], v["key"], expiry(v)) == v["token"]
+    assert sas.make_token(v["uri"], v["keyName"], v["key"], expiry(v)) == v["token"]
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_parse_vector(v):
-    t = auth.parse_token(v["token"])
+    t = sas.parse_token(v["token"])
     assert t.se == expiry(v)
     assert t.skn == v["keyName"]
-    assert t.sr == auth.resource_uri(v["uri"])
+    assert t.sr == sas.resource_uri(v["uri"])
     assert quote(t.sr, safe="") == t.sr_raw
     assert v["token"].startswith("SharedAccessSignature sr=%s&sig=" % t.sr_raw)
     assert len(base64.b64decode(t.sig)) == 32
@@ -91,20 +91,20 @@ def test_parse_vector(v):
 def test_vector_verifies_for_its_entity_until_expiry(v, right):
     rules = [rule_for(v)]
     se = expiry(v)
-    for entity in (v["uri"], auth.resource_uri(v["uri"])):
+    for entity in (v["uri"], sas.resource_uri(v["uri"])):
         for now in (v["now"], v["now"] + 0.5, se - 1, se):
-            got = auth.verify_token(v["token"], entity, rules, right, now)
+            got = sas.verify_token(v["token"], entity, rules, right, now)
             assert got.rule is rules[0]
             assert got.expires == se
-            assert got.sr == auth.resource_uri(v["uri"])
+            assert got.sr == sas.resource_uri(v["uri"])
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_vector_rejected_after_expiry(v):
     se = expiry(v)
     for now in (se + 0.001, se + 1, se + 86400 * 365):
-        with pytest.raises(auth.Unauthorized) as e:
-            auth.verify_token(v["token"], v["uri"], [rule_for(v)], LISTEN, now)
+        with pytest.raises(sas.Unauthorized) as e:
+            sas.verify_token(v["token"], v["uri"], [rule_for(v)], LISTEN, now)
         assert e.value.status == 401
         assert "expired" in str(e.value)
         assert "se=%d" % se in str(e.value)
@@ -112,14 +112,14 @@ def test_vector_rejected_after_expiry(v):
 
 def test_expiry_message_says_when():
     v = VECTORS[0]  # se = 1767229200 = 2026-01-01T01:00:00Z
-    with raises(auth.Unauthorized, "expired at 2026-01-01T01:00:00Z (se=1767229200), 10 seconds ago"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v)], LISTEN, 1767229210)
+    with raises(sas.Unauthorized, "expired at 2026-01-01T01:00:00Z (se=1767229200), 10 seconds ago"):
+        sas.verify_token(v["token"], v["uri"], [rule_for(v)], LISTEN, 1767229210)
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_vector_rejected_with_another_key(v):
-    with pytest.raises(auth.Unauthorized) as e:
-        auth.verify_token(v["token"], v["uri"], [rule_for(v, key=OTHER_KEY)], LISTEN, v["now"])
+    with pytest.raises(sas.Unauthorized) as e:
+        sas.verify_token(v["token"], v["uri"], [rule_for(v, key=OTHER_KEY)], LISTEN, v["now"])
     assert e.value.status == 401
     assert "signature does not match rule %r" % v["keyName"] in str(e.value)
     assert OTHER_KEY not in str(e.value) and v["key"] not in str(e.value)
@@ -128,13 +128,13 @@ def test_vector_rejected_with_another_key(v):
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_vector_rejected_with_base64_decoded_key(v):
     decoded = base64.b64decode(v["key"]).decode("latin-1")
-    with raises(auth.Unauthorized, "signature does not match"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v, key=decoded)], LISTEN, v["now"])
+    with raises(sas.Unauthorized, "signature does not match"):
+        sas.verify_token(v["token"], v["uri"], [rule_for(v, key=decoded)], LISTEN, v["now"])
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_vector_rejected_outside_sr(v):
-    sr = auth.resource_uri(v["uri"])
+    sr = sas.resource_uri(v["uri"])
     outside = [
         sr + "2",                                   # sibling sharing a string prefix
         sr.rsplit("/", 1)[0] + "/other",            # sibling
@@ -142,44 +142,44 @@ def test_vector_rejected_outside_sr(v):
         sr.replace("http://", "http://x"),          # another host
     ]
     for entity in outside:
-        with pytest.raises(auth.Forbidden) as e:
-            auth.verify_token(v["token"], entity, [rule_for(v)], LISTEN, v["now"])
+        with pytest.raises(sas.Forbidden) as e:
+            sas.verify_token(v["token"], entity, [rule_for(v)], LISTEN, v["now"])
         assert e.value.status == 403
         assert "does not cover" in str(e.value)
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_vector_rejected_for_rule_without_right(v):
-    with raises(auth.Forbidden, "grants Send but not Listen"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v, rights=[SEND])], LISTEN, v["now"])
-    with raises(auth.Forbidden, "grants Listen but not Send"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v, rights=[LISTEN])], SEND, v["now"])
-    with raises(auth.Forbidden, "grants Listen, Send but not Manage"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v)], MANAGE, v["now"])
+    with raises(sas.Forbidden, "grants Send but not Listen"):
+        sas.verify_token(v["token"], v["uri"], [rule_for(v, rights=[SEND])], LISTEN, v["now"])
+    with raises(sas.Forbidden, "grants Listen but not Send"):
+        sas.verify_token(v["token"], v["uri"], [rule_for(v, rights=[LISTEN])], SEND, v["now"])
+    with raises(sas.Forbidden, "grants Listen, Send but not Manage"):
+        sas.verify_token(v["token"], v["uri"], [rule_for(v)], MANAGE, v["now"])
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_vector_sub_entity_is_covered(v):
-    sr = auth.resource_uri(v["uri"])
-    got = auth.verify_token(v["token"], sr + "/sub/deeper", [rule_for(v)], SEND, v["now"])
+    sr = sas.resource_uri(v["uri"])
+    got = sas.verify_token(v["token"], sr + "/sub/deeper", [rule_for(v)], SEND, v["now"])
     assert got.expires == expiry(v)
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
 def test_tampered_vector_rejected(v):
     rules = [rule_for(v)]
-    t = auth.parse_token(v["token"])
+    t = sas.parse_token(v["token"])
     later = with_field(v["token"], "se", str(t.se + 3600))
-    with raises(auth.Unauthorized, "signature does not match"):
-        auth.verify_token(later, v["uri"], rules, LISTEN, v["now"])
+    with raises(sas.Unauthorized, "signature does not match"):
+        sas.verify_token(later, v["uri"], rules, LISTEN, v["now"])
     broader = with_field(v["token"], "sr", quote("http://" + t.sr.split("/")[2] + "/", safe=""))
-    with raises(auth.Unauthorized, "signature does not match"):
-        auth.verify_token(broader, v["uri"], rules, LISTEN, v["now"])
+    with raises(sas.Unauthorized, "signature does not match"):
+        sas.verify_token(broader, v["uri"], rules, LISTEN, v["now"])
     # sr re-encoded differently decodes to the same URI, but the signature is over the raw text
     lower_hex = with_field(v["token"], "sr", t.sr_raw.replace("%3A", "%3a"))
-    assert auth.parse_token(lower_hex).sr == t.sr
-    with raises(auth.Unauthorized, "signature does not match"):
-        auth.verify_token(lower_hex, v["uri"], rules, LISTEN, v["now"])
+    assert sas.parse_token(lower_hex).sr == t.sr
+    with raises(sas.Unauthorized, "signature does not match"):
+        sas.verify_token(lower_hex, v["uri"], rules, LISTEN, v["now"])
 
 
 @pytest.mark.parametrize("v", VECTORS, ids=VECTOR_IDS)
@@ -187,7 +187,7 @@ def test_field_order_does_not_matter(v):
     fields = v["token"][len("SharedAccessSignature "):].split("&")
     for order in (fields[::-1], fields[1:] + fields[:1], [fields[3], fields[1], fields[0], fields[2]]):
         token = "SharedAccessSignature " + "&".join(order)
-        got = auth.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"])
+        got = sas.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"])
         assert got.expires == expiry(v)
 
 
@@ -199,7 +199,7 @@ def test_signature_is_over_sr_as_it_appears_in_the_token():
     sr_raw = "http%3a%2f%2fhost%2fecho"  # lower-case hex, as some clients write it
     token = "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=r" % (
         sr_raw, quote(sign(key.encode(), sr_raw + "\n%d" % (NOW + 60)), safe=""), NOW + 60)
-    got = auth.verify_token(token, "wss://host/$hc/echo", [auth.Rule("r", key, {LISTEN})], LISTEN, NOW)
+    got = sas.verify_token(token, "wss://host/$hc/echo", [sas.Rule("r", key, {LISTEN})], LISTEN, NOW)
     assert got.sr == "http://host/echo"
 
 
@@ -209,25 +209,25 @@ def test_token_signed_by_another_sdk_with_trailing_slash_and_sb_scheme():
     sr_raw = "sb%3A%2F%2Fns.example%2Fecho%2F"
     sig = sign(key.encode(), "%s\n%d" % (sr_raw, NOW + 60))
     token = "SharedAccessSignature sr=%s&sig=%s&se=%d&skn=r" % (sr_raw, quote(sig, safe=""), NOW + 60)
-    rules = [auth.Rule("r", key, {SEND})]
-    assert auth.verify_token(token, "http://NS.example:443/echo", rules, SEND, NOW).sr == "sb://ns.example/echo/"
-    with raises(auth.Forbidden, "does not cover"):
-        auth.verify_token(token, "http://ns.example/echoes", rules, SEND, NOW)
+    rules = [sas.Rule("r", key, {SEND})]
+    assert sas.verify_token(token, "http://NS.example:443/echo", rules, SEND, NOW).sr == "sb://ns.example/echo/"
+    with raises(sas.Forbidden, "does not cover"):
+        sas.verify_token(token, "http://ns.example/echoes", rules, SEND, NOW)
 
 
 def test_make_token_round_trip_with_unicode_key_and_odd_path():
     key = "kéy with spaces & symbols +/="
-    token = auth.make_token("wss://H.example:9443/$hc/a b/(c)!*~'?x=1#f", "rule.name-1_x", key, NOW + 10)
-    parsed = auth.parse_token(token)
+    token = sas.make_token("wss://H.example:9443/$hc/a b/(c)!*~'?x=1#f", "rule.name-1_x", key, NOW + 10)
+    parsed = sas.parse_token(token)
     assert parsed.sr == "http://h.example:9443/a%20b/(c)!*~%27"  # as Node's url.parse escapes it
     assert parsed.sr_raw == "http%3A%2F%2Fh.example%3A9443%2Fa%2520b%2F(c)!*~%2527"
     assert parsed.skn == "rule.name-1_x"
-    rules = [auth.Rule("rule.name-1_x", key, {LISTEN})]
-    assert auth.verify_token(token, "http://h.example/a b/(c)!*~'", rules, LISTEN, NOW).rule is rules[0]
+    rules = [sas.Rule("rule.name-1_x", key, {LISTEN})]
+    assert sas.verify_token(token, "http://h.example/a b/(c)!*~'", rules, LISTEN, NOW).rule is rules[0]
 
 
 def test_make_token_rounds_fractional_expiry_up():
-    assert auth.parse_token(auth.make_token("http://h/x", "r", "k" * 20, NOW + 0.2)).se == NOW + 1
+    assert sas.parse_token(sas.make_token("http://h/x", "r", "k" * 20, NOW + 0.2)).se == NOW + 1
 
 
 @pytest.mark.parametrize("uri, expected", [
@@ -251,13 +251,13 @@ def test_make_token_rounds_fractional_expiry_up():
     ("wss://h/ü/x", "http://h/ü/x"),
 ])
 def test_resource_uri(uri, expected):
-    assert auth.resource_uri(uri) == expected
+    assert sas.resource_uri(uri) == expected
 
 
 @pytest.mark.parametrize("uri", ["relay.example.com/echo", "/echo", "", "http:///echo", "wss://h:abc/x", "wss://[::1/x"])
 def test_resource_uri_rejects_non_uris(uri):
     with pytest.raises(ValueError):
-        auth.resource_uri(uri)
+        sas.resource_uri(uri)
 
 
 # --- scope (sr prefix) semantics ----------------------------------------------------------
@@ -298,7 +298,7 @@ def test_resource_uri_rejects_non_uris(uri):
     ("not a uri", "http://host/echo", False),
 ])
 def test_covers(sr, entity, expected):
-    assert auth.covers(sr, entity) is expected
+    assert sas.covers(sr, entity) is expected
 
 
 @pytest.mark.parametrize("token_uri, entity, ok", [
@@ -309,13 +309,13 @@ def test_covers(sr, entity, expected):
     ("http://relay.example.com/echo", "http://other.example.com/echo", False),
 ])
 def test_scope_through_verify_token(token_uri, entity, ok):
-    token = auth.make_token(token_uri, "r", "a-key-for-tests-only-1234567890", NOW + 60)
-    rules = [auth.Rule("r", "a-key-for-tests-only-1234567890", {LISTEN})]
+    token = sas.make_token(token_uri, "r", "a-key-for-tests-only-1234567890", NOW + 60)
+    rules = [sas.Rule("r", "a-key-for-tests-only-1234567890", {LISTEN})]
     if ok:
-        assert auth.verify_token(token, entity, rules, LISTEN, NOW).rule is rules[0]
+        assert sas.verify_token(token, entity, rules, LISTEN, NOW).rule is rules[0]
     else:
-        with raises(auth.Forbidden, "does not cover"):
-            auth.verify_token(token, entity, rules, LISTEN, NOW)
+        with raises(sas.Forbidden, "does not cover"):
+            sas.verify_token(token, entity, rules, LISTEN, NOW)
 
 
 # --- rights -------------------------------------------------------------------------------
@@ -325,7 +325,7 @@ def test_scope_through_verify_token(token_uri, entity, ok):
 def test_manage_implies_listen_and_send(right):
     v = VECTORS[0]
     rules = [rule_for(v, rights=[MANAGE])]
-    assert auth.verify_token(v["token"], v["uri"], rules, right, v["now"]).rule is rules[0]
+    assert sas.verify_token(v["token"], v["uri"], rules, right, v["now"]).rule is rules[0]
 
 
 @pytest.mark.parametrize("rights, right, ok", [
@@ -335,33 +335,33 @@ def test_manage_implies_listen_and_send(right):
     ({MANAGE}, MANAGE, True), (set(), LISTEN, False),
 ])
 def test_has_right(rights, right, ok):
-    assert auth.has_right(frozenset(rights), right) is ok
+    assert sas.has_right(frozenset(rights), right) is ok
 
 
 def test_normalize_rights():
-    assert auth.normalize_rights(["listen", "SEND", "Manage", "Listen"]) == frozenset({LISTEN, SEND, MANAGE})
-    assert auth.normalize_rights([]) == frozenset()
-    assert auth.normalize_rights("send") == frozenset({SEND})
-    assert auth.Rights.LISTEN == "Listen" and auth.Rights.SEND == "Send" and auth.Rights.MANAGE == "Manage"
+    assert sas.normalize_rights(["listen", "SEND", "Manage", "Listen"]) == frozenset({LISTEN, SEND, MANAGE})
+    assert sas.normalize_rights([]) == frozenset()
+    assert sas.normalize_rights("send") == frozenset({SEND})
+    assert sas.Rights.LISTEN == "Listen" and sas.Rights.SEND == "Send" and sas.Rights.MANAGE == "Manage"
     with raises(ValueError, "'Lisen'"):
-        auth.normalize_rights(["Send", "Lisen"])
+        sas.normalize_rights(["Send", "Lisen"])
     with raises(ValueError, "Listen, Send and Manage"):
-        auth.normalize_rights(["admin"])
+        sas.normalize_rights(["admin"])
     with pytest.raises(ValueError):
-        auth.normalize_rights([""])
+        sas.normalize_rights([""])
 
 
 def test_rule_normalizes_rights():
-    rule = auth.Rule("r", "a-key-for-tests-only-1234567890", ["listen", "send"])
+    rule = sas.Rule("r", "a-key-for-tests-only-1234567890", ["listen", "send"])
     assert rule.rights == frozenset({LISTEN, SEND})
     with raises(ValueError, "'Root'"):
-        auth.Rule("r", "a-key-for-tests-only-1234567890", ["Root"])
+        sas.Rule("r", "a-key-for-tests-only-1234567890", ["Root"])
 
 
 def test_verify_rejects_unknown_right_name():
     v = VECTORS[0]
     with raises(ValueError, "'Write'"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v)], "Write", v["now"])
+        sas.verify_token(v["token"], v["uri"], [rule_for(v)], "Write", v["now"])
 
 
 # --- rules, keys --------------------------------------------------------------------------
@@ -369,58 +369,58 @@ def test_verify_rejects_unknown_right_name():
 
 def test_unknown_rule_is_401():
     v = VECTORS[0]
-    rules = [auth.Rule("other", v["key"], {LISTEN}), auth.Rule("ROOT", v["key"], {LISTEN})]
-    with pytest.raises(auth.Unauthorized) as e:
-        auth.verify_token(v["token"], v["uri"], rules, LISTEN, v["now"])
+    rules = [sas.Rule("other", v["key"], {LISTEN}), sas.Rule("ROOT", v["key"], {LISTEN})]
+    with pytest.raises(sas.Unauthorized) as e:
+        sas.verify_token(v["token"], v["uri"], rules, LISTEN, v["now"])
     assert e.value.status == 401
     assert "skn='root'" in str(e.value) and "does not exist" in str(e.value)
 
 
 def test_no_rules_is_401():
     v = VECTORS[0]
-    with raises(auth.Unauthorized, "does not exist"):
-        auth.verify_token(v["token"], v["uri"], [], LISTEN, v["now"])
+    with raises(sas.Unauthorized, "does not exist"):
+        sas.verify_token(v["token"], v["uri"], [], LISTEN, v["now"])
 
 
 def test_secondary_key_is_accepted():
     v = VECTORS[0]
-    rule = auth.Rule(v["keyName"], OTHER_KEY, {LISTEN}, secondary_key=v["key"])
-    assert auth.verify_token(v["token"], v["uri"], [rule], LISTEN, v["now"]).rule is rule
-    primary = auth.make_token(v["uri"], v["keyName"], OTHER_KEY, expiry(v))
-    assert auth.verify_token(primary, v["uri"], [rule], LISTEN, v["now"]).rule is rule
-    neither = auth.make_token(v["uri"], v["keyName"], "yet-another-key-123456789", expiry(v))
-    with raises(auth.Unauthorized, "signature does not match"):
-        auth.verify_token(neither, v["uri"], [rule], LISTEN, v["now"])
+    rule = sas.Rule(v["keyName"], OTHER_KEY, {LISTEN}, secondary_key=v["key"])
+    assert sas.verify_token(v["token"], v["uri"], [rule], LISTEN, v["now"]).rule is rule
+    primary = sas.make_token(v["uri"], v["keyName"], OTHER_KEY, expiry(v))
+    assert sas.verify_token(primary, v["uri"], [rule], LISTEN, v["now"]).rule is rule
+    neither = sas.make_token(v["uri"], v["keyName"], "yet-another-key-123456789", expiry(v))
+    with raises(sas.Unauthorized, "signature does not match"):
+        sas.verify_token(neither, v["uri"], [rule], LISTEN, v["now"])
 
 
 def test_empty_secondary_key_is_no_key():
-    rule = auth.Rule("r", "a-key-for-tests-only-1234567890", {LISTEN}, "")
+    rule = sas.Rule("r", "a-key-for-tests-only-1234567890", {LISTEN}, "")
     assert rule.secondary_key is None
     with pytest.raises(ValueError):
-        auth.make_token("http://h/x", "r", "", NOW + 10)
+        sas.make_token("http://h/x", "r", "", NOW + 10)
 
 
 def test_same_named_rules_at_entity_and_namespace_level_are_both_tried():
     v = VECTORS[0]
     entity_rule = rule_for(v, rights=[SEND], key=OTHER_KEY)
     namespace_rule = rule_for(v, rights=[LISTEN])
-    got = auth.verify_token(v["token"], v["uri"], [entity_rule, namespace_rule], LISTEN, v["now"])
+    got = sas.verify_token(v["token"], v["uri"], [entity_rule, namespace_rule], LISTEN, v["now"])
     assert got.rule is namespace_rule
     # the first rule whose key matches wins, even if a later one has more rights
     first = rule_for(v, rights=[SEND])
-    with raises(auth.Forbidden, "grants Send but not Listen"):
-        auth.verify_token(v["token"], v["uri"], [first, namespace_rule], LISTEN, v["now"])
+    with raises(sas.Forbidden, "grants Send but not Listen"):
+        sas.verify_token(v["token"], v["uri"], [first, namespace_rule], LISTEN, v["now"])
 
 
 def test_rules_may_be_a_generator():
     v = VECTORS[0]
-    got = auth.verify_token(v["token"], v["uri"], (r for r in [rule_for(v)]), LISTEN, v["now"])
+    got = sas.verify_token(v["token"], v["uri"], (r for r in [rule_for(v)]), LISTEN, v["now"])
     assert got.rule.name == "root"
 
 
 def test_rule_repr_hides_keys():
-    rule = auth.Rule("root", "PRIMARY-secret-key-value", {MANAGE}, "SECONDARY-secret-key-value")
-    for text in (repr(rule), str(rule), repr([rule]), repr(auth.VerifiedToken(rule, NOW, "http://h/"))):
+    rule = sas.Rule("root", "PRIMARY-secret-key-value", {MANAGE}, "SECONDARY-secret-key-value")
+    for text in (repr(rule), str(rule), repr([rule]), repr(sas.VerifiedToken(rule, NOW, "http://h/"))):
         assert "PRIMARY" not in text and "SECONDARY" not in text
         assert "root" in text
     assert "Manage" in repr(rule)
@@ -428,37 +428,37 @@ def test_rule_repr_hides_keys():
 
 def test_sas_token_repr_hides_signature():
     v = VECTORS[0]
-    t = auth.parse_token(v["token"])
+    t = sas.parse_token(v["token"])
     assert t.sig not in repr(t) and quote(t.sig, safe="") not in repr(t)
     assert "http://127.0.0.1:9090/echo" in repr(t)
 
 
 def test_generate_key():
-    keys = {auth.generate_key() for _ in range(20)}
+    keys = {sas.generate_key() for _ in range(20)}
     assert len(keys) == 20
     for key in keys:
         assert len(key) == 44
         assert len(base64.b64decode(key, validate=True)) == 32
     key = keys.pop()
-    token = auth.make_token("http://h/x", "r", key, NOW + 5)
-    assert auth.verify_token(token, "http://h/x", [auth.Rule("r", key, {SEND})], SEND, NOW).expires == NOW + 5
+    token = sas.make_token("http://h/x", "r", key, NOW + 5)
+    assert sas.verify_token(token, "http://h/x", [sas.Rule("r", key, {SEND})], SEND, NOW).expires == NOW + 5
 
 
 def test_error_classes():
-    assert issubclass(auth.Unauthorized, auth.AuthError) and issubclass(auth.Forbidden, auth.AuthError)
-    assert auth.Unauthorized("x").status == 401 and auth.Forbidden("x").status == 403
-    assert str(auth.Forbidden("do this")) == "do this" and auth.Forbidden("do this").message == "do this"
+    assert issubclass(sas.Unauthorized, sas.AuthError) and issubclass(sas.Forbidden, sas.AuthError)
+    assert sas.Unauthorized("x").status == 401 and sas.Forbidden("x").status == 403
+    assert str(sas.Forbidden("do this")) == "do this" and sas.Forbidden("do this").message == "do this"
 
 
 def test_check_order_expired_before_scope_and_signature_before_expiry():
     v = VECTORS[0]
     late = expiry(v) + 10
-    with raises(auth.Unauthorized, "expired"):
-        auth.verify_token(v["token"], "http://elsewhere/x", [rule_for(v, rights=[SEND])], LISTEN, late)
-    with raises(auth.Unauthorized, "signature does not match"):
-        auth.verify_token(v["token"], v["uri"], [rule_for(v, key=OTHER_KEY)], LISTEN, late)
-    with raises(auth.Forbidden, "does not cover"):
-        auth.verify_token(v["token"], "http://elsewhere/x", [rule_for(v, rights=[SEND])], LISTEN, v["now"])
+    with raises(sas.Unauthorized, "expired"):
+        sas.verify_token(v["token"], "http://elsewhere/x", [rule_for(v, rights=[SEND])], LISTEN, late)
+    with raises(sas.Unauthorized, "signature does not match"):
+        sas.verify_token(v["token"], v["uri"], [rule_for(v, key=OTHER_KEY)], LISTEN, late)
+    with raises(sas.Forbidden, "does not cover"):
+        sas.verify_token(v["token"], "http://elsewhere/x", [rule_for(v, rights=[SEND])], LISTEN, v["now"])
 
 
 # --- malformed tokens ---------------------------------------------------------------------
@@ -512,47 +512,47 @@ MALFORMED = [
 @pytest.mark.parametrize("token, message", MALFORMED, ids=[m for _, m in MALFORMED])
 def test_malformed_tokens_are_401_with_specific_message(token, message):
     v = VECTORS[0]
-    with pytest.raises(auth.Unauthorized) as e:
-        auth.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"])
+    with pytest.raises(sas.Unauthorized) as e:
+        sas.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"])
     assert e.value.status == 401
     assert message in str(e.value)
-    with raises(auth.Unauthorized, message):
-        auth.parse_token(token)
+    with raises(sas.Unauthorized, message):
+        sas.parse_token(token)
 
 
 @pytest.mark.parametrize("token", [None, b"SharedAccessSignature sr=x", 42])
 def test_non_text_token_is_401(token):
-    with raises(auth.Unauthorized, "must be text"):
-        auth.parse_token(token)
+    with raises(sas.Unauthorized, "must be text"):
+        sas.parse_token(token)
 
 
 def test_length_limit_is_inclusive():
     v = VECTORS[0]
     padded = v["token"] + "&x=" + "a" * (4096 - len(v["token"]) - 3)
     assert len(padded) == 4096
-    assert auth.verify_token(padded, v["uri"], [rule_for(v)], LISTEN, v["now"]).expires == expiry(v)
-    with raises(auth.Unauthorized, "the limit is 4096"):
-        auth.parse_token(padded + "a")
+    assert sas.verify_token(padded, v["uri"], [rule_for(v)], LISTEN, v["now"]).expires == expiry(v)
+    with raises(sas.Unauthorized, "the limit is 4096"):
+        sas.parse_token(padded + "a")
 
 
 def test_unknown_fields_are_ignored_and_whitespace_around_token_is_trimmed():
     v = VECTORS[0]
     token = "  %s&ver=2  " % v["token"]
-    assert auth.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"]).expires == expiry(v)
+    assert sas.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"]).expires == expiry(v)
 
 
 def test_messages_never_contain_keys():
     v = VECTORS[0]
     secret = "SUPER-secret-key-material-xyz"
-    rule = auth.Rule(v["keyName"], secret, {SEND}, "SECOND-secret-key-material")
+    rule = sas.Rule(v["keyName"], secret, {SEND}, "SECOND-secret-key-material")
     for token, entity, right, now in [
         (v["token"], v["uri"], LISTEN, v["now"]),
-        (auth.make_token(v["uri"], v["keyName"], secret, expiry(v)), "http://x/y", SEND, v["now"]),
-        (auth.make_token(v["uri"], v["keyName"], secret, expiry(v)), v["uri"], LISTEN, v["now"]),
-        (auth.make_token(v["uri"], v["keyName"], secret, expiry(v)), v["uri"], SEND, expiry(v) + 1),
+        (sas.make_token(v["uri"], v["keyName"], secret, expiry(v)), "http://x/y", SEND, v["now"]),
+        (sas.make_token(v["uri"], v["keyName"], secret, expiry(v)), v["uri"], LISTEN, v["now"]),
+        (sas.make_token(v["uri"], v["keyName"], secret, expiry(v)), v["uri"], SEND, expiry(v) + 1),
     ]:
-        with pytest.raises(auth.AuthError) as e:
-            auth.verify_token(token, entity, [rule], right, now)
+        with pytest.raises(sas.AuthError) as e:
+            sas.verify_token(token, entity, [rule], right, now)
         assert "secret" not in str(e.value)
 
 
@@ -573,26 +573,26 @@ def test_messages_never_contain_keys():
     (None, {b"ServiceBusAuthorization": [b"S"]}, "S"),
 ])
 def test_extract_token_precedence(query, headers, expected):
-    assert auth.extract_token(query, headers) == expected
+    assert sas.extract_token(query, headers) == expected
 
 
 def test_extract_token_then_verify():
     v = VECTORS[0]
-    token = auth.extract_token(None, {"servicebusauthorization": v["token"], "Authorization": "Bearer x"})
-    assert auth.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"]).rule.name == "root"
+    token = sas.extract_token(None, {"servicebusauthorization": v["token"], "Authorization": "Bearer x"})
+    assert sas.verify_token(token, v["uri"], [rule_for(v)], LISTEN, v["now"]).rule.name == "root"
 
 
 def test_malformed_token_messages_never_echo_the_token():
     for token in ("SECRET-TOKEN-TEXT", "SharedAccessSignature SECRETSIGNATURE", "Bearer SECRET-TOKEN-TEXT"):
-        with pytest.raises(auth.Unauthorized) as e:
-            auth.parse_token(token)
+        with pytest.raises(sas.Unauthorized) as e:
+            sas.parse_token(token)
         assert "SECRET" not in str(e.value)
 
 
 # --- dot segments in sr (issue 8, item 18) -----------------------------------------------
 
 DOT_KEY = "a-key-for-tests-only-1234567890"
-DOT_RULES = [auth.Rule("r", DOT_KEY, {MANAGE})]
+DOT_RULES = [sas.Rule("r", DOT_KEY, {MANAGE})]
 
 
 def raw_token(sr_raw, se=NOW + 60, key=DOT_KEY, skn="r"):
@@ -619,21 +619,21 @@ DOT_SRS = [
 def test_sr_with_dot_segments_is_401_for_every_resource(sr_raw):
     token = raw_token(sr_raw)
     for entity in ("http://h/", "http://h/echo", "http://h/echo/x", "http://h/other"):
-        with pytest.raises(auth.Unauthorized) as e:
-            auth.verify_token(token, entity, DOT_RULES, LISTEN, NOW)
+        with pytest.raises(sas.Unauthorized) as e:
+            sas.verify_token(token, entity, DOT_RULES, LISTEN, NOW)
         assert e.value.status == 401
         assert "'.' or '..' path segment" in e.value.message
         assert "cannot climb above its entity path" in e.value.message
         assert "sig=" not in e.value.message
-    with raises(auth.Unauthorized, "'.' or '..' path segment"):
-        auth.parse_token(token)
+    with raises(sas.Unauthorized, "'.' or '..' path segment"):
+        sas.parse_token(token)
 
 
 def test_sr_dot_segments_made_by_make_token_are_rejected():
     for uri in ("http://h/echo/..", "http://h/echo/../..", "http://h/echo/%2e%2e", "sb://h/$hc/echo/.."):
-        token = auth.make_token(uri, "r", DOT_KEY, NOW + 60)
-        with raises(auth.Unauthorized, "cannot climb above its entity path"):
-            auth.verify_token(token, "http://h/", DOT_RULES, MANAGE, NOW)
+        token = sas.make_token(uri, "r", DOT_KEY, NOW + 60)
+        with raises(sas.Unauthorized, "cannot climb above its entity path"):
+            sas.verify_token(token, "http://h/", DOT_RULES, MANAGE, NOW)
 
 
 @pytest.mark.parametrize("sr, entity", [
@@ -643,22 +643,22 @@ def test_sr_dot_segments_made_by_make_token_are_rejected():
     ("http://h/echo/.", "http://h/echo"),
 ])
 def test_covers_refuses_dot_segment_scopes(sr, entity):
-    assert auth.covers(sr, entity) is False
+    assert sas.covers(sr, entity) is False
 
 
 def test_names_with_dots_inside_segments_still_work():
     for uri, entity in (("http://h/a..b", "http://h/a..b/x"), ("http://h/.well", "http://h/.well"),
                         ("http://h/v1.2/x", "http://h/v1.2/x")):
-        token = auth.make_token(uri, "r", DOT_KEY, NOW + 60)
-        assert auth.verify_token(token, entity, DOT_RULES, SEND, NOW).sr == uri
+        token = sas.make_token(uri, "r", DOT_KEY, NOW + 60)
+        assert sas.verify_token(token, entity, DOT_RULES, SEND, NOW).sr == uri
 
 
 def test_has_dot_segment():
-    assert auth.has_dot_segment("/echo/..")
-    assert auth.has_dot_segment("/echo/%2E%2e/x")
-    assert auth.has_dot_segment("/echo/..%2F")
-    assert auth.has_dot_segment("/echo/.%2e")
-    assert auth.has_dot_segment("\\..\\x")
-    assert not auth.has_dot_segment("/echo/...")
-    assert not auth.has_dot_segment("/echo/a..b/.x")
-    assert not auth.has_dot_segment("/")
+    assert sas.has_dot_segment("/echo/..")
+    assert sas.has_dot_segment("/echo/%2E%2e/x")
+    assert sas.has_dot_segment("/echo/..%2F")
+    assert sas.has_dot_segment("/echo/.%2e")
+    assert sas.has_dot_segment("\\..\\x")
+    assert not sas.has_dot_segment("/echo/...")
+    assert not sas.has_dot_segment("/echo/a..b/.x")
+    assert not sas.has_dot_segment("/")

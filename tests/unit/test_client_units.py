@@ -16,7 +16,7 @@ from twisted.internet.address import IPv4Address
 from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
-from relayd import auth
+from relayd.wire import sas
 from relayd.client.connection import ConnectionInfo, parse_connection_string
 from relayd.client.listener import AcceptRequest, Backoff, HybridListener
 
@@ -91,11 +91,11 @@ def test_shared_access_signature_is_used_as_is():
 def test_token_for_verifies_for_the_entity_and_expires_on_time():
     info = ConnectionInfo.parse("Endpoint=ws://127.0.0.1:9090/;SharedAccessKeyName=root;SharedAccessKey=" + KEY)
     token = info.token_for("echo", ttl=100, now=1000.2)
-    rules = [auth.Rule("root", KEY, frozenset({auth.LISTEN, auth.SEND}))]
-    verified = auth.verify_token(token, "http://127.0.0.1/echo", rules, auth.LISTEN, 1100)
+    rules = [sas.Rule("root", KEY, frozenset({sas.LISTEN, sas.SEND}))]
+    verified = sas.verify_token(token, "http://127.0.0.1/echo", rules, sas.LISTEN, 1100)
     assert verified.expires == 1101  # rounded up, never shorter than asked
-    with pytest.raises(auth.Forbidden):
-        auth.verify_token(token, "http://127.0.0.1/other", rules, auth.LISTEN, 1000)
+    with pytest.raises(sas.Forbidden):
+        sas.verify_token(token, "http://127.0.0.1/other", rules, sas.LISTEN, 1000)
 
 
 def test_hc_url_quotes_path_suffix_and_query():

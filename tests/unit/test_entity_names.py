@@ -13,7 +13,9 @@ import urllib.request
 
 import pytest
 
-from relayd import auth, config
+from relayd import config
+
+from relayd.wire import sas
 from relayd.config import ConfigError, validate_entity_path
 from relayd.namespace import Entity, Namespace, NamespaceError, SqliteStore
 
@@ -115,7 +117,7 @@ BAD_OVER_HTTP = [".", "..", "x/../echo", "%2e%2e", "x/%2E%2E/echo", "%E2%84%AAel
 def test_management_api_refuses_unsafe_names(relay_proc, quoted):
     from tests.conftest import ROOT_KEY
 
-    token = auth.make_token(relay_proc.http_url + "/", "root", ROOT_KEY, int(time.time()) + 60)
+    token = sas.make_token(relay_proc.http_url + "/", "root", ROOT_KEY, int(time.time()) + 60)
     import http.client
 
     conn = http.client.HTTPConnection("127.0.0.1", relay_proc.port, timeout=10)

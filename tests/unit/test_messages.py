@@ -2,12 +2,12 @@
 
 import pytest
 
-from relayd.transports.hybrid import messages
+from relayd.wire import hc
 from relayd.transports.hybrid.websocket import connect_headers, raw_headers
 
 
 def test_encode_accept_exact_bytes():
-    out = messages.encode_accept(
+    out = hc.encode_accept(
         "ws://h:1/$hc/echo?sb-hc-action=accept&sb-hc-id=k", "id-1",
         {"Sec-WebSocket-Key": "abc==", "X-Ü": "é"}, "127.0.0.1", 4242,
     )
@@ -19,16 +19,16 @@ def test_encode_accept_exact_bytes():
 
 
 def test_encode_request_full_and_address_only():
-    assert messages.encode_request("wss://a/$hc/p?x", "r1") == '{"request":{"address":"wss://a/$hc/p?x","id":"r1"}}'
-    out = messages.encode_request("wss://a", "r2", "/p/s?q=1", "POST", {"Content-Type": "text/plain"}, True)
+    assert hc.encode_request("wss://a/$hc/p?x", "r1") == '{"request":{"address":"wss://a/$hc/p?x","id":"r1"}}'
+    out = hc.encode_request("wss://a", "r2", "/p/s?q=1", "POST", {"Content-Type": "text/plain"}, True)
     assert out == ('{"request":{"address":"wss://a","id":"r2","requestTarget":"/p/s?q=1","method":"POST",'
                    '"requestHeaders":{"Content-Type":"text/plain"},"body":true}}')
 
 
 def test_decode_renew_and_response():
-    assert messages.decode(b'{"renewToken":{"token":"SharedAccessSignature x"}}') == (
+    assert hc.decode(b'{"renewToken":{"token":"SharedAccessSignature x"}}') == (
         "renewToken", {"token": "SharedAccessSignature x"})
-    kind, fields = messages.decode('{"response":{"requestId":"r","statusCode":"200","body":true,'
+    kind, fields = hc.decode('{"response":{"requestId":"r","statusCode":"200","body":true,'
                                    '"responseHeaders":{"Set-Cookie":"a"}}}')
     assert kind == "response"
     assert fields == {"requestId": "r", "statusCode": 200, "statusDescription": None,
@@ -47,24 +47,24 @@ def test_decode_renew_and_response():
     ('{"response":{"requestId":"r","statusCode":42}}', "out of range"),
     ('{"response":{"requestId":"r","statusCode":200,"responseHeaders":[]}}', "must be an object"),
     ('{"hello":{}}', "unknown control message 'hello'"),
-    (b"x" * (messages.MAX_CONTROL_JSON + 1), "larger than"),
+    (b"x" * (hc.MAX_CONTROL_JSON + 1), "larger than"),
 ])
 def test_decode_errors_say_what_is_wrong(payload, message):
-    with pytest.raises(messages.MessageError) as e:
-        messages.decode(payload)
+    with pytest.raises(hc.MessageError) as e:
+        hc.decode(payload)
     assert message in str(e.value)
 
 
 def test_strip_sb_params_keeps_order_and_others():
-    assert messages.strip_sb_params("b=2&sb-hc-token=x&a=1&SB-HC-ID=3&c=%20") == "b=2&a=1&c=%20"
-    assert messages.strip_sb_params("") == ""
+    assert hc.strip_sb_params("b=2&sb-hc-token=x&a=1&SB-HC-ID=3&c=%20") == "b=2&a=1&c=%20"
+    assert hc.strip_sb_params("") == ""
 
 
 def test_rendezvous_address():
-    addr = messages.rendezvous_address("http://relay:9090", "orders/eu", "/sub path", "x=1&sb-hc-action=connect",
+    addr = hc.rendezvous_address("http://relay:9090", "orders/eu", "/sub path", "x=1&sb-hc-action=connect",
                                        "accept", "k1")
     assert addr == "ws://relay:9090/$hc/orders/eu/sub%20path?x=1&sb-hc-action=accept&sb-hc-id=k1"
-    assert messages.rendezvous_address("https://r", "e", "", "", "request", "k") == \
+    assert hc.rendezvous_address("https://r", "e", "", "", "request", "k") == \
         "wss://r/$hc/e?sb-hc-action=request&sb-hc-id=k"
 
 
@@ -83,9 +83,9 @@ def test_raw_headers_keep_casing_and_folding():
 
 
 def test_strip_sb_params_keeps_the_original_encoding():
-    assert messages.strip_sb_params("wsdl") == "wsdl"
-    assert messages.strip_sb_params("a=b%2Fc&sb-hc-token=x+y&q=1+2") == "a=b%2Fc&q=1+2"
-    assert messages.strip_sb_params("sb%2Dhc%2Dtoken=x&k") == "k"
+    assert hc.strip_sb_params("wsdl") == "wsdl"
+    assert hc.strip_sb_params("a=b%2Fc&sb-hc-token=x+y&q=1+2") == "a=b%2Fc&q=1+2"
+    assert hc.strip_sb_params("sb%2Dhc%2Dtoken=x&k") == "k"
 
 
 def test_wsdl_rewrite_only_touches_the_services_own_hosts():

@@ -3,7 +3,7 @@ item 19): deep nesting (RecursionError in json) and numbers out of range (Overfl
 
 import pytest
 
-from relayd.transports.hybrid import messages
+from relayd.wire import hc
 
 
 @pytest.mark.parametrize("payload, message", [
@@ -14,6 +14,6 @@ from relayd.transports.hybrid import messages
     ('{"response":{"requestId":"r","statusCode":NaN}}', '"statusCode" must be a number'),
 ])
 def test_hostile_messages_are_message_errors(payload, message):
-    with pytest.raises(messages.MessageError) as e:
-        messages.decode(payload.encode())
+    with pytest.raises(hc.MessageError) as e:
+        hc.decode(payload.encode())
     assert message in str(e.value)

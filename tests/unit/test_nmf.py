@@ -3,8 +3,8 @@
 import pytest
 from hypothesis import given, settings, strategies as st
 
-from relayd.transports.nettcp import nmf
-from relayd.transports.nettcp.nmf import NeedMore, NmfError, NmfFault, PreambleParser
+from relayd.wire import nmf
+from relayd.wire.nmf import NeedMore, NmfError, NmfFault, PreambleParser
 
 VIA = b"net.tcp://127.0.0.1:18808/echo"
 assert len(VIA) == 0x1E

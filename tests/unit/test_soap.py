@@ -7,8 +7,8 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 from lxml import etree
 
-from relayd.transports.soap import faults, wsdl
-from relayd.transports.soap.envelope import (
+from relayd.wire.soap import faults, wsdl
+from relayd.wire.soap.envelope import (
     RELAY_CONNECT_NS, SOAP11_NS, SOAP12_NS, WSA04_NS, WSA10_NS, SoapError, SoapRequest, is_soap_request,
     parse_content_type, parse_request, soap_version_for_content_type,
 )
@@ -280,7 +280,7 @@ def test_deep_nesting_rejected_fast():
 
 
 def test_oversized_body_rejected_before_parse(monkeypatch):
-    from relayd.transports.soap import envelope
+    from relayd.wire.soap import envelope
 
     def boom(*a, **k):
         raise AssertionError("parser must not be built for an oversized body")

@@ -34,11 +34,13 @@ from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder, RESPONSES
 
-from relayd import access, auth, pipe
+from relayd import access, pipe
+
+from relayd.wire import sas
 from relayd.switchboard import SwitchboardError
-from relayd.transports.hybrid import messages
+from relayd.wire import hc
 from relayd.transports.soap import door as soap_door
-from relayd.transports.soap import envelope as soap_envelope
+from relayd.wire.soap import envelope as soap_envelope
 
 SMALL_BODY = 64 * 1024
 HOP_BY_HOP = {
@@ -452,8 +454,8 @@ class LegReader:
                 exchange.response_body_end()
             return
         try:
-            kind, fields = messages.decode(b"".join(self._text))
-        except messages.MessageError as e:
+            kind, fields = hc.decode(b"".join(self._text))
+        except hc.MessageError as e:
             self.client.leg.close(1008, "bad response message: %s" % e)
             return
         if kind == "response" and exchange is not None and fields["requestId"] == exchange.id:
@@ -588,7 +590,7 @@ class Exchange:
             return False
         try:
             self._verify(token)
-        except auth.AuthError:
+        except sas.AuthError:
             return False  # e.g. the service's own Bearer token
         return True
 
@@ -596,7 +598,7 @@ class Exchange:
         door = self.door
         host = self.lowered.get("host", [None])[0]
         public = door.settings.public_url
-        access.authorize(door.namespace, self.entity, token, auth.SEND,
+        access.authorize(door.namespace, self.entity, token, sas.SEND,
                          access.candidate_hosts(host, urlsplit(public).hostname if public else None),
                          door.clock.seconds())
 
@@ -611,7 +613,7 @@ class Exchange:
                 drop.add("authorization")
             try:
                 self._verify(token)
-            except auth.AuthError as e:
+            except sas.AuthError as e:
                 raise HttpError(e.status, str(e), close=self._body_expected())
         self.forward_headers = request_headers(self.headers, self.via_host, drop)
 
@@ -665,15 +667,15 @@ class Exchange:
         return getattr(self.entity, "response_timeout", 60.0)
 
     def _encode_offer(self, base_url, rv):
-        address = messages.rendezvous_address(base_url, self.entity.path, "", "", "request", rv.key)
+        address = hc.rendezvous_address(base_url, self.entity.path, "", "", "request", rv.key)
         self.address = address
         if self.small and not self.has_body:
-            return messages.encode_request(address, rv.key, self.request_target, self.method,
+            return hc.encode_request(address, rv.key, self.request_target, self.method,
                                            self.forward_headers, False)
         if self.small:
             # sent later, with the body, by _request_complete; announce nothing yet
             return None
-        return messages.encode_request(address, rv.key)
+        return hc.encode_request(address, rv.key)
 
     # -- request body -------------------------------------------------------------------------
 
@@ -785,7 +787,7 @@ class Exchange:
                 return
             if self.rv is not None and self.has_body:
                 # small request with a body: request JSON + the body as one binary message
-                message = messages.encode_request(self.address, self.id, self.request_target, self.method,
+                message = hc.encode_request(self.address, self.id, self.request_target, self.method,
                                                   self.forward_headers, True)
                 if not self.channel.offer_raw(message, body):
                     self.fail(502, "the listener went away")
@@ -813,7 +815,7 @@ class Exchange:
 
     def _send_on_leg(self, leg):
         self.sent_on_leg = True
-        message = messages.encode_request(getattr(self, "address", ""), self.id, self.request_target, self.method,
+        message = hc.encode_request(getattr(self, "address", ""), self.id, self.request_target, self.method,
                                           self.forward_headers, self.has_body)
         leg.sendMessage(message.encode("utf-8"), isBinary=False)
         if self.small:
@@ -993,5 +995,5 @@ class Exchange:
 
 
 def path_and_query(path, query):
-    kept = messages.strip_sb_params(query)
+    kept = hc.strip_sb_params(query)
     return path + ("?" + kept if kept else "")

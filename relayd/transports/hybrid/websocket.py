@@ -28,11 +28,13 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd import access, auth, pipe
+from relayd import access, pipe
+
+from relayd.wire import sas
 from relayd.interfaces import IClosable, IListenerChannel, ILeg
 from relayd.namespace import Entity
 from relayd.switchboard import SwitchboardError
-from relayd.transports.hybrid import messages
+from relayd.wire import hc
 
 HC_PREFIX = "/$hc/"
 DATA_ROLES = ("connect", "accept", "request")
@@ -166,7 +168,7 @@ class HybridProtocol(WebSocketServerProtocol):
         if action == "accept" or action == "request":
             return self._on_accept(request, rel, action)
         entity, suffix = f.namespace.resolve(rel)
-        token = auth.extract_token(self._param(request, "sb-hc-token"), request.headers)
+        token = sas.extract_token(self._param(request, "sb-hc-token"), request.headers)
         if entity is None and action == "listen" and f.namespace.create_on_listen and rel:
             entity = self._create_on_listen(rel, token, request)
             suffix = ""
@@ -188,13 +190,13 @@ class HybridProtocol(WebSocketServerProtocol):
                 self.factory.namespace, entity, token, right, self._hosts(request),
                 self.factory.clock.seconds(),
             )
-        except auth.AuthError as e:
+        except sas.AuthError as e:
             raise Denied(e.status, str(e))
 
     def _create_on_listen(self, rel, token, request):
         path = rel.strip("/")
         candidate = Entity(path)
-        verified = self._check(request, candidate, token, auth.MANAGE)
+        verified = self._check(request, candidate, token, sas.MANAGE)
         self._log.info("creating hybrid connection {path} on first listen (rule {rule})",
                        path=path, rule=verified.rule.name)
         try:
@@ -206,7 +208,7 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def _on_listen(self, request, token):
         f = self.factory
-        verified = self._check(request, self.entity, token, auth.LISTEN)
+        verified = self._check(request, self.entity, token, sas.LISTEN)
         self.role = "listen"
         self.entity_path = self.entity.path
         self.listener_id = self._param(request, "sb-hc-id") or access.tracking_id()
@@ -256,13 +258,13 @@ class HybridProtocol(WebSocketServerProtocol):
 
     def _on_control_message(self, payload, is_binary):
         try:
-            kind, fields = messages.decode(payload)
-        except messages.MessageError as e:
+            kind, fields = hc.decode(payload)
+        except hc.MessageError as e:
             self._log.info("listener {id}: bad control message: {err}", id=self.listener_id, err=e)
             return
         if kind == "renewToken":
             try:
-                verified = self._check(self.request, self.entity, fields["token"], auth.LISTEN)
+                verified = self._check(self.request, self.entity, fields["token"], sas.LISTEN)
             except Denied as e:
                 self.close(1008, "renewToken rejected: %s" % e.message)
                 return
@@ -278,7 +280,7 @@ class HybridProtocol(WebSocketServerProtocol):
         f = self.factory
         dropped_authorization = False
         if self.entity.requires_client_authorization:
-            self._check(request, self.entity, token, auth.SEND)
+            self._check(request, self.entity, token, sas.SEND)
             dropped_authorization = not (
                 self._param(request, "sb-hc-token") or "servicebusauthorization" in request.headers
             )
@@ -751,12 +753,12 @@ class HybridFactory(WebSocketServerFactory):
     def offer_message(self, rv):
         d = rv.details
         if rv.kind == "accept":
-            address = messages.rendezvous_address(
+            address = hc.rendezvous_address(
                 self.base_url(d.get("host"), d.get("secure")), rv.entity_path, d.get("suffix"), d.get("query"),
                 "accept", rv.key,
             )
             peer = d.get("peer")
-            return messages.encode_accept(
+            return hc.encode_accept(
                 address, rv.id, d.get("headers", {}),
                 getattr(peer, "host", None), getattr(peer, "port", None),
             )

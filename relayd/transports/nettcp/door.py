@@ -6,7 +6,7 @@ Wire protocol:
   connection is offered to a listener of the entity as soon as it arrives (the relay reads
   nothing from the client until a listener accepted), then bytes flow both ways.
 * **Preamble** (``mode = "nettcp"``): the relay reads the [MC-NMF] preamble (Version, Mode,
-  Via, encoding) with :mod:`relayd.transports.nettcp.nmf`, routes by the Via's path to the
+  Via, encoding) with :mod:`relayd.wire.nmf`, routes by the Via's path to the
   entity (host part ignored), checks the Send token from the Via query (``?sb-hc-token=``)
   when the entity requires one, and on failure answers with the matching framing Fault
   record and closes.  On success the preamble bytes, unchanged, are the first bytes the
@@ -29,7 +29,9 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd import access, auth, pipe
+from relayd import access, pipe
+
+from relayd.wire import sas
 from relayd.pipe import CLEAN_CLOSE_CODES
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
@@ -39,7 +41,7 @@ from relayd.switchboard import SwitchboardError
 
 def strip_token(via):
     """The Via without its ``sb-hc-token`` query parameter."""
-    from relayd.transports.hybrid.messages import strip_sb_params
+    from relayd.wire.hc import strip_sb_params
 
     base, sep, query = via.partition("?")
     query = strip_sb_params(query)
@@ -67,7 +69,7 @@ class TcpDoorProtocol(Protocol):
         self.peer = self.transport.getPeer()
         pipe.no_delay(self.transport)
         if self.door.mode == "nettcp":
-            from relayd.transports.nettcp import nmf
+            from relayd.wire import nmf
 
             self.parser = nmf.PreambleParser(max_via=self.door.max_via,
                                              max_preamble=max(8192, self.door.max_via + 1024))
@@ -89,7 +91,7 @@ class TcpDoorProtocol(Protocol):
             # waiting for a listener: hold what arrives (reading is paused, so little can)
             self.pending.append(data)
             return
-        from relayd.transports.nettcp import nmf
+        from relayd.wire import nmf
 
         try:
             preamble = self.parser.feed(data)
@@ -110,7 +112,7 @@ class TcpDoorProtocol(Protocol):
         self._route(nmf.via_path(preamble.via), token, raw + preamble.rest, via=preamble.via)
 
     def _fault(self, name, detail):
-        from relayd.transports.nettcp import nmf
+        from relayd.wire import nmf
 
         tracking = access.tracking_id()
         self._log.info("net.tcp from {peer}: fault {name}: {detail} (tracking {tracking})",
@@ -138,9 +140,9 @@ class TcpDoorProtocol(Protocol):
         if entity.requires_client_authorization and not door.allow_anonymous:
             try:
                 via_host = urlsplit(via).netloc if via else None  # the host the client addressed
-                access.authorize(door.namespace, entity, token, auth.SEND,
+                access.authorize(door.namespace, entity, token, sas.SEND,
                                  access.candidate_hosts(via_host, door.public_host), door.clock.seconds())
-            except auth.AuthError as e:
+            except sas.AuthError as e:
                 return self._refuse("EndpointAccessDenied", str(e))
         headers = {"X-Relayd-Transport": door.mode}
         if via:

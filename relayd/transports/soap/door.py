@@ -6,12 +6,12 @@ On top of that, for a SOAP entity:
 
 * a POST with a SOAP content type (``text/xml`` = SOAP 1.1, ``application/soap+xml`` = 1.2)
   is read whole (at most ``limits.soap_max_bytes``), parsed with the hardened parser of
-  :mod:`relayd.transports.soap.envelope` (no DTD, no entities, no network, depth and size
+  :mod:`relayd.wire.soap.envelope` (no DTD, no entities, no network, depth and size
   limits), authorised with the token from the query, the ``ServiceBusAuthorization`` /
   ``Authorization`` header or the ``RelayAccessToken`` SOAP header (which is removed), and
   forwarded otherwise unchanged;
 * relay-side failures become SOAP faults in the client's SOAP version, with WS-Addressing
-  ``RelatesTo`` when the request had a ``MessageID`` (see :mod:`relayd.transports.soap.faults`);
+  ``RelatesTo`` when the request had a ``MessageID`` (see :mod:`relayd.wire.soap.faults`);
 * ``GET ...?wsdl`` / ``?wsdl=...`` / ``?xsd=...`` / ``?singleWsdl`` responses come back with
   ``soap:address``, ``soap12:address``, ``wsdl:import`` and ``xsd:import`` locations rewritten
   to the relay's public address;
@@ -41,7 +41,7 @@ from urllib.parse import parse_qsl, urlsplit
 from twisted.internet import defer, threads
 from twisted.logger import Logger
 
-from relayd.transports.soap import envelope, faults, wsdl
+from relayd.wire.soap import envelope, faults, wsdl
 
 MAX_WSDL = 16 * 1024 * 1024
 SMALL_BODY = 64 * 1024
