@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from twisted.logger import Logger
 
 from relayd.wire import sas
-from relayd.config import validate_entity_path
+from relayd.wire.names import validate_entity_path
 
 HYBRID_CONNECTION = "hybrid_connection"
 ROOT_RULE = "RootManageSharedAccessKey"

@@ -34,7 +34,7 @@ from relayd import access
 
 from relayd.wire import sas
 from relayd.interfaces import IHeadCheck
-from relayd.config import validate_entity_path
+from relayd.wire.names import validate_entity_path
 from relayd.namespace import Entity, NamespaceError
 
 MAX_BODY = 64 * 1024

@@ -16,10 +16,9 @@ import pytest
 from relayd import config
 
 from relayd.wire import sas
-from relayd.config import ConfigError, validate_entity_path
+from relayd.config import ConfigError
+from relayd.wire.names import MAX_ENTITY_PATH, validate_entity_path
 from relayd.namespace import Entity, Namespace, NamespaceError, SqliteStore
-
-MAX_ENTITY_PATH = getattr(config, "MAX_ENTITY_PATH", 260)
 
 GOOD = ["echo", "a", "Echo-1", "orders/eu", "a.b", "a..b", "...", ".well-known/x", "v1.2/x_y~z",
         "x" * MAX_ENTITY_PATH, "/".join(["s"] * 10)]
