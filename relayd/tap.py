@@ -4,9 +4,11 @@ import os
 import sys
 
 from twisted.application import service
+from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, endpoints, reactor
 from twisted.logger import Logger
 from twisted.python import usage
+from twisted.python.failure import Failure
 
 from relayd import config
 from relayd.namespace import Namespace, SqliteStore
@@ -14,7 +16,7 @@ from relayd.switchboard import Switchboard
 from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
 from relayd.wire import nmf
 from relayd.transports.nettcp.door import TcpDoor
-from relayd.transports.hybrid.http import HttpDoor
+from relayd.transports.http.door import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
 from relayd.web.site import make_site
 
@@ -109,14 +111,113 @@ class Options(usage.Options):
         self.settings = settings
 
 
-class RelayService(service.Service):
+def server_endpoint(reactor, description, default_backlog):
+    """The server endpoint for a listen string, with its backlog (``default_backlog`` unless it
+    sets one) and, for ``ssl:``, relayd's TLS context (see :func:`relayd.config.tls_options`).
+    ValueError when a key or certificate file changed since the config was read."""
+    spec = config.parse_listen(description)
+    backlog = spec.backlog or default_backlog
+    if spec.kind == "ssl":
+        return endpoints.SSL4ServerEndpoint(reactor, spec.port, config.tls_options(spec),
+                                            backlog=backlog, interface=spec.interface or "")
+    return endpoints.serverFromString(reactor, spec.with_backlog(backlog))
+
+
+class DoorService(StreamServerEndpointService):
+    """One listening socket of the relay -- the HTTP port or a TCP door -- as a service.
+
+    It binds in ``startService``, not in ``privilegedStartService``: under ``twistd --uid`` the
+    relay binds as the user it runs as, so a port that user may not bind is a start-up error
+    too.  A socket that cannot be bound raises :class:`StartupError` from ``startService``
+    (every supported endpoint type listens synchronously); a later failure is logged and stops
+    the reactor.  ``port`` is the bound :class:`~twisted.internet.interfaces.IListeningPort`
+    (None until then), and :meth:`whenListening` a Deferred that fires with it.
+    """
+
+    log = Logger()
+
+    def __init__(self, reactor, description, default_backlog, factory, what):
+        super().__init__(None, factory)  # the endpoint is made at start: TLS files are read then
+        self.reactor = reactor
+        self.description = description
+        self.default_backlog = default_backlog
+        self.what = what  # the log line's start: "relayd listening on", "relayd port door (x) listening on"
+        self.port = None
+        self._outcome = None  # the port, or the Failure to bind it, once known
+        self._waiters = []
+
+    def whenListening(self):
+        """A Deferred that fires with the listening port (at once when already bound), or fails
+        with the reason it could not be bound."""
+        d = defer.Deferred()
+        if self._outcome is None:
+            self._waiters.append(d)
+        else:
+            self._fire(d)
+        return d
+
+    def privilegedStartService(self):
+        service.Service.privilegedStartService(self)  # no bind here: see the class docstring
+
+    def startService(self):
+        service.Service.startService(self)
+        try:
+            self.endpoint = server_endpoint(self.reactor, self.description, self.default_backlog)
+            self._waitingForPort = self.endpoint.listen(self.factory)
+        except ValueError as e:  # a key or certificate file changed since the config was read
+            self._waitingForPort = defer.fail(e)
+        failed = []
+        self._waitingForPort.addCallbacks(self._listening, failed.append)
+        if failed:
+            message = "cannot listen on %s: %s" % (self.description, failed[0].getErrorMessage())
+            self.log.error("relayd {message}", message=message)
+            self._settle(Failure(StartupError(message)))
+            raise StartupError(message)
+        self._waitingForPort.addErrback(self._listen_failed)
+
+    def _listening(self, port):
+        self.port = port
+        addr = port.getHost()
+        self.log.info("{what} {host}:{port}", what=self.what, host=getattr(addr, "host", addr),
+                      port=getattr(addr, "port", ""))
+        self._settle(port)
+        return port
+
+    def _listen_failed(self, failure):
+        self.log.error("relayd cannot listen on {endpoint}: {error}", endpoint=self.description,
+                       error=failure.getErrorMessage())
+        self._settle(failure)
+        if self.reactor.running:
+            self.reactor.stop()
+
+    def _settle(self, outcome):
+        self._outcome = outcome
+        waiters, self._waiters = self._waiters, []
+        for d in waiters:
+            self._fire(d)
+
+    def _fire(self, d):
+        if isinstance(self._outcome, Failure):
+            d.errback(self._outcome)
+        else:
+            d.callback(self._outcome)
+
+    def stopService(self):
+        self.port = self._outcome = None
+        return super().stopService()
+
+
+class RelayService(service.MultiService):
+    """The relay: a :class:`DoorService` per listening socket (``relay.listen``: the HTTP
+    port; ``tcp_ports``: the TCP doors) around the parts they share.  :meth:`whenListening`
+    fires with the bound ports once every door listens."""
+
     log = Logger()
 
     def __init__(self, settings, reactor=reactor):
+        super().__init__()
         self.settings = settings
         self.reactor = reactor
-        self.ports = []
-        self.tcp_ports = []
         self.store = SqliteStore(settings.data_dir)
         self.namespace = Namespace(self.store, settings)
         self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout, limits=settings.limits)
@@ -133,9 +234,37 @@ class RelayService(service.Service):
             max_connections=settings.limits.max_connections,
             http_factory=self.http,
         )
+        backlog = settings.limits.listen_backlog
+        self.http_doors = [DoorService(reactor, description, backlog, self.front, "relayd listening on")
+                           for description in settings.listen]
+        self.tcp_doors = []
+        for spec in settings.tcp_ports:
+            door = TcpDoor(spec, self.namespace, self.switchboard, settings, reactor, self.http_netloc)
+            what = "relayd %s door (%s) listening on" % (
+                spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
+            refusal = nmf.fault(nmf.SERVER_TOO_BUSY) if spec.mode == "nettcp" else b""
+            counted = CountingFactory(self.budget, door, "TCP door %s" % spec.listen, refusal)
+            self.tcp_doors.append(DoorService(reactor, spec.listen, backlog, counted, what))
+        for door in self.http_doors + self.tcp_doors:
+            door.setServiceParent(self)
+
+    @property
+    def ports(self):
+        """The bound ports of the HTTP/WebSocket listen addresses, in ``relay.listen`` order."""
+        return [door.port for door in self.http_doors if door.port is not None]
+
+    @property
+    def tcp_ports(self):
+        """The bound ports of the TCP doors, in ``tcp_ports`` order."""
+        return [door.port for door in self.tcp_doors if door.port is not None]
+
+    def whenListening(self):
+        """A Deferred that fires with every bound port (HTTP ports first, then the TCP doors)
+        once all doors listen, or fails (:class:`~twisted.internet.defer.FirstError`) when one
+        cannot."""
+        return defer.gatherResults([door.whenListening() for door in self], consumeErrors=True)
 
     def startService(self):
-        super().startService()
         s = self.settings
         if self.namespace.generated_root:
             self.log.info(
@@ -144,40 +273,16 @@ class RelayService(service.Service):
                 rule=self.namespace.rules[0].name, path=self.store.path, dir=s.data_dir,
             )
         self.log.info("relayd: {n} entities, data in {dir}", n=len(self.namespace.entities()), dir=s.data_dir)
-        for description in s.listen:
-            self._listen(description, self.front, "relayd listening on")
-        for spec in s.tcp_ports:
-            door = TcpDoor(spec, self.namespace, self.switchboard, s, self.reactor, self.http_netloc)
-            what = "relayd %s door (%s) listening on" % (
-                spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
-            refusal = nmf.fault(nmf.SERVER_TOO_BUSY) if spec.mode == "nettcp" else b""
-            counted = CountingFactory(self.budget, door, "TCP door %s" % spec.listen, refusal)
-            self._listen(spec.listen, counted, what, tcp_door=True)
-
-    def endpoint(self, description):
-        """The server endpoint for a listen string, with the configured backlog and, for ``ssl:``,
-        relayd's TLS context (see :func:`relayd.config.tls_options`)."""
-        spec = config.parse_listen(description)
-        backlog = spec.backlog or self.settings.limits.listen_backlog
-        if spec.kind == "ssl":
-            return endpoints.SSL4ServerEndpoint(self.reactor, spec.port, config.tls_options(spec),
-                                                backlog=backlog, interface=spec.interface or "")
-        return endpoints.serverFromString(self.reactor, spec.with_backlog(backlog))
-
-    def _listen(self, description, factory, what, tcp_door=False):
         try:
-            d = self.endpoint(description).listen(factory)
-        except ValueError as e:  # a key or certificate file changed since the config was read
-            d = defer.fail(e)
-        failed = []
-        d.addCallbacks(self._listening, failed.append, callbackArgs=(what, tcp_door, description))
-        if failed:  # every supported endpoint type listens synchronously
-            message = "cannot listen on %s: %s" % (description, failed[0].getErrorMessage())
-            self.log.error("relayd {message}", message=message)
-            for port in self.ports + self.tcp_ports:
-                port.stopListening()
-            raise StartupError(message)
-        d.addErrback(self._listen_failed, description)
+            super().startService()
+        except StartupError:
+            for door in self:
+                if door.port is not None:
+                    door.port.stopListening()
+            raise
+        for door in self.http_doors:
+            door.whenListening().addCallbacks(self._record_endpoint_of, self._not_listening,
+                                              callbackArgs=(door,))
 
     def http_netloc(self):
         """host:port senders and listeners use for the HTTP/WebSocket port."""
@@ -190,21 +295,17 @@ class RelayService(service.Service):
             return "%s:%d" % (addr.host, addr.port)
         return "localhost"
 
-    def _listening(self, port, what, tcp_door, description):
-        (self.tcp_ports if tcp_door else self.ports).append(port)
-        addr = port.getHost()
-        self.log.info("{what} {host}:{port}", what=what, host=getattr(addr, "host", addr),
-                      port=getattr(addr, "port", ""))
-        if not tcp_door and not self.endpoint_recorded:
-            endpoint = connection_endpoint(self.settings.public_url, addr,
-                                           config.parse_listen(description).kind == "ssl")
-            if endpoint is not None:
-                self._record_endpoint(endpoint)
-
     endpoint_recorded = False
 
-    def _record_endpoint(self, endpoint):
-        """Tell ``relayd key show`` where this relay listens (data_dir/endpoint)."""
+    def _record_endpoint_of(self, port, door):
+        """Tell ``relayd key show`` where this relay listens (data_dir/endpoint): the first
+        HTTP port with a connection-string endpoint (not a Unix socket)."""
+        if self.endpoint_recorded:
+            return
+        endpoint = connection_endpoint(self.settings.public_url, port.getHost(),
+                                       config.parse_listen(door.description).kind == "ssl")
+        if endpoint is None:
+            return
         path = os.path.join(self.settings.data_dir, config.ENDPOINT_FILE)
         try:
             with open(path + ".tmp", "w", encoding="utf-8") as f:
@@ -214,20 +315,13 @@ class RelayService(service.Service):
         except OSError as e:
             self.log.warn("cannot record the relay's endpoint in {path}: {error}", path=path, error=e)
 
-    def _listen_failed(self, failure, description):
-        self.log.error("relayd cannot listen on {endpoint}: {error}", endpoint=description,
-                       error=failure.getErrorMessage())
-        if self.reactor.running:
-            self.reactor.stop()
+    def _not_listening(self, failure):
+        """A door that failed to listen after start has logged it and stopped the reactor."""
 
     def stopService(self):
-        super().stopService()
         for path, _count in list(self.switchboard.listener_counts().items()):
             self.switchboard.close_entity(path, 1001, "the relay is shutting down")
-        ports, self.ports = self.ports + self.tcp_ports, []
-        self.tcp_ports = []
-        from twisted.internet import defer
-        return defer.gatherResults([defer.maybeDeferred(p.stopListening) for p in ports])
+        return super().stopService()
 
 
 def _report_startup_errors():
