@@ -1,7 +1,8 @@
 """Listener-side HTTP: serve relayed HTTP requests from a local HTTP service or a twisted.web
 Resource (``relayd bridge -H ENTITY:http://HOST:PORT``).
 
-Per the Hybrid Connections request protocol (see ``relayd.transports.hybrid.http``):
+Per the Hybrid Connections request protocol (see ``relayd.transports.hybrid.http``; the
+messages are :mod:`relayd.wire.hc`'s :class:`~relayd.wire.hc.Request` and ``encode_response``):
 
 * a ``request`` with a method on the control channel is complete there (its body, when
   ``body`` is true, is the next binary message); the answer goes back on the control channel
@@ -17,8 +18,6 @@ JSON lists.  The local service's 502/504 become 500 (the protocol reserves them 
 relay), and an unreachable service gives 503.
 """
 
-import json
-
 from twisted.internet import defer, endpoints
 from twisted.internet.interfaces import IPushProducer
 from twisted.internet.protocol import Protocol
@@ -30,16 +29,18 @@ from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
 from zope.interface import implementer
 
 from relayd.client.sender import RelayedConnection, open_websocket
+from relayd.wire import hc
 from relayd.wire.paths import fully_decoded, has_dot_segment
 
 log = Logger(namespace="relayd.http")
-SMALL = 64 * 1024
 HOP_BY_HOP = {"connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
               "close", "keep-alive", "proxy-connection"}
-MAX_JSON = 64 * 1024
+PLAIN_TEXT = {"Content-Type": "text/plain"}  # the headers of the bridge's own answers
 
 
-def _response_message(request_id, response):
+def _response_head(response):
+    """``(statusCode, statusDescription, responseHeaders)`` of a local response, for
+    :func:`relayd.wire.hc.encode_response`."""
     headers = {}
     for name, values in response.headers.getAllRawHeaders():
         name = name.decode("latin-1")
@@ -52,8 +53,7 @@ def _response_message(request_id, response):
     if status in (502, 504):
         description = "%d %s (from the service)" % (status, description or "")
         status = 500
-    return {"response": {"requestId": request_id, "statusCode": status, "statusDescription": description,
-                         "responseHeaders": headers, "body": True}}
+    return status, description, headers
 
 
 @implementer(IBodyProducer)
@@ -223,7 +223,7 @@ class RequestLeg(RelayedConnection):
     def onMessageFrameData(self, payload):
         if self._text is not None:
             self._size += len(payload)
-            if self._size > MAX_JSON:
+            if self._size > hc.MAX_CONTROL_JSON:
                 self.sendClose(1000)
                 return
             self._text.append(payload)
@@ -237,12 +237,15 @@ class RequestLeg(RelayedConnection):
         if self._text is not None:
             text, self._text = b"".join(self._text), None
             try:
-                fields = json.loads(text)["request"]
-            except (ValueError, KeyError, TypeError):
+                request = hc.decode_from_relay(text, hc.MAX_CONTROL_JSON)
+            except hc.MessageError as e:
+                log.info("ignoring a rendezvous message that is not a request: {err}", err=e)
+                return
+            if not isinstance(request, hc.Request):
                 log.info("ignoring a rendezvous message that is not a request")
                 return
-            self._current_body = StreamBody(self) if fields.get("body") else None
-            self.handler.serve(fields, self, self._current_body)
+            self._current_body = StreamBody(self) if request.body else None
+            self.handler.serve(request, self, self._current_body)
         elif self._body is not None:
             body, self._body = self._body, None
             body.end()
@@ -271,26 +274,27 @@ class HttpHandler:
         # concurrently, so keep enough to avoid a new backend connection per request.
         self.pool.maxPersistentPerHost = 64
         self.agent = Agent(reactor, pool=self.pool)
-        self._awaiting = {}  # control channel -> request fields waiting for their body
+        self._awaiting = {}  # control channel -> hc.Request waiting for its body
 
     # -- control channel -------------------------------------------------------------------
 
-    def control_request(self, listener, channel, fields):
+    def control_request(self, listener, channel, request):
+        """An :class:`relayd.wire.hc.Request` that came on the control channel."""
         self.listener = listener
-        if not fields.get("method"):
-            self._rendezvous(fields.get("address"))
+        if request.is_rendezvous:
+            self._rendezvous(request.address)
             return
-        if fields.get("body"):
-            self._awaiting[channel] = fields
+        if request.body:
+            self._awaiting[channel] = request
             return
-        self.serve(fields, None, None, channel=channel)
+        self.serve(request, None, None, channel=channel)
 
     def control_binary(self, listener, data):
         channel = listener.channel
-        fields = self._awaiting.pop(channel, None)
-        if fields is None:
+        request = self._awaiting.pop(channel, None)
+        if request is None:
             return
-        self.serve(fields, None, FileBodyProducer(_bytes_io(data)), channel=channel)
+        self.serve(request, None, FileBodyProducer(_bytes_io(data)), channel=channel)
 
     def _rendezvous(self, address):
         if not address:
@@ -305,26 +309,27 @@ class HttpHandler:
 
     # -- one request -----------------------------------------------------------------------
 
-    def serve(self, fields, leg, body, channel=None):
-        request_id = fields.get("id")
-        method = str(fields.get("method", "GET")).encode("ascii", "replace")
-        target = fields.get("requestTarget") or "/"
+    def serve(self, request, leg, body, channel=None):
+        """Answer ``request`` (an :class:`relayd.wire.hc.Request`) from the local service, on
+        ``leg`` (the rendezvous it came on) or else on ``channel``."""
+        method = (request.method or "GET").encode("ascii", "replace")
+        target = request.request_target or "/"
         try:
             local = local_target(target, self.listener.path)
         except BadTarget as e:
-            self._refuse(400, str(e), request_id, fields, leg, body, channel)
+            self._refuse(400, str(e), request, leg, body, channel)
             return
         url = (self.base + local).encode("utf-8")
         headers = Headers()
-        for name, value in (fields.get("requestHeaders") or {}).items():
+        for name, value in request.request_headers.items():
             if name.lower() in HOP_BY_HOP:
                 continue
             for v in (value if isinstance(value, list) else [value]):
                 headers.addRawHeader(name.encode("latin-1", "replace"), str(v).encode("latin-1", "replace"))
         d = self.agent.request(method, url, headers, body)
-        d.addCallbacks(self._got_response, self._local_failed, callbackArgs=(request_id, fields, leg, channel),
-                       errbackArgs=(request_id, fields, leg, channel))
-        d.addErrback(lambda f: log.failure("answering request {id} failed", f, id=request_id))
+        d.addCallbacks(self._got_response, self._local_failed, callbackArgs=(request, leg, channel),
+                       errbackArgs=(request, leg, channel))
+        d.addErrback(lambda f: log.failure("answering request {id} failed", f, id=request.id))
 
     def _check_persistence(self, response):
         """Twisted's pool keeps an HTTP/1.0 connection that has no ``Connection: close`` as if it
@@ -339,58 +344,51 @@ class HttpHandler:
             self.pool.persistent = False
             self.pool.closeCachedConnections()
 
-    def _refuse(self, status, description, request_id, fields, leg, body, channel):
+    def _refuse(self, status, description, request, leg, body, channel):
         """Answer without calling the local service (its request body, if any, is read and dropped)."""
-        log.info("refused {method} {target!r}: {status} {description}", method=fields.get("method"),
-                 target=str(fields.get("requestTarget"))[:200], status=status, description=description)
+        log.info("refused {method} {target!r}: {status} {description}", method=request.method,
+                 target=str(request.request_target)[:200], status=status, description=description)
         if isinstance(body, StreamBody):
             body.startProducing(_Discard())
-        message = {"response": {"requestId": request_id, "statusCode": status, "statusDescription": description,
-                                "responseHeaders": {"Content-Type": "text/plain"}, "body": False}}
-        self._send_json(message, leg, channel)
+        self._send_json(hc.encode_response(request.id, status, description, PLAIN_TEXT), leg, channel)
 
-    def _local_failed(self, failure, request_id, fields, leg, channel):
+    def _local_failed(self, failure, request, leg, channel):
         if failure.check(RequestGenerationFailed) and any(
                 f.check(RequestCutShort) for f in failure.value.reasons):
             log.info("{method} {target}: the relayed request ended early; the local request was aborted",
-                     method=fields.get("method"), target=fields.get("requestTarget"))
+                     method=request.method, target=request.request_target)
             return
-        log.info("the local service failed for {method} {target}: {err}", method=fields.get("method"),
-                 target=fields.get("requestTarget"), err=failure.getErrorMessage())
-        message = {"response": {"requestId": request_id, "statusCode": 503,
-                                "statusDescription": "the bridge cannot reach its local service",
-                                "responseHeaders": {"Content-Type": "text/plain"}, "body": False}}
+        log.info("the local service failed for {method} {target}: {err}", method=request.method,
+                 target=request.request_target, err=failure.getErrorMessage())
+        message = hc.encode_response(request.id, 503, "the bridge cannot reach its local service", PLAIN_TEXT)
         self._send_json(message, leg, channel)
 
     def _send_json(self, message, leg, channel):
-        target = leg if leg is not None else channel
-        if target is None:
-            return
+        """Send the control message ``message`` (text) on ``leg``, or else on ``channel``."""
         if leg is not None:
             if leg.state != leg.STATE_OPEN:
                 return  # the leg closed (the request was cut short): nobody to answer
-            leg.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
-        else:
-            channel.send(json.dumps(message))
+            leg.sendMessage(message.encode("utf-8"), isBinary=False)
+        elif channel is not None:
+            channel.send(message)
 
-    def _got_response(self, response, request_id, fields, leg, channel):
+    def _got_response(self, response, request, leg, channel):
         self._check_persistence(response)
-        message = _response_message(request_id, response)
+        head = _response_head(response)
         length = response.length
-        if leg is None and length is not UNKNOWN_LENGTH and length <= SMALL:
+        if leg is None and length is not UNKNOWN_LENGTH and length <= hc.MAX_CONTROL_BODY:
             done = defer.Deferred()
-            response.deliverBody(_BodyToBytes(done, SMALL))
+            response.deliverBody(_BodyToBytes(done, hc.MAX_CONTROL_BODY))
 
             def send(body):
-                message["response"]["body"] = bool(body)
-                channel.send(json.dumps(message))
+                channel.send(hc.encode_response(request.id, *head, body=bool(body)))
                 if body:
                     channel.send(body)
 
             return done.addCallback(send)
         if leg is None:
             # large or unknown length: answer over a rendezvous to the request's address
-            address = fields.get("address")
+            address = request.address
             if not address:
                 response.deliverBody(_BodyToBytes(defer.Deferred(), 0))
                 return None
@@ -398,13 +396,13 @@ class HttpHandler:
 
             def got_leg(new_leg):
                 new_leg.handler = self
-                return self._stream(response, message, new_leg, close_after=True)
+                return self._stream(response, request.id, head, new_leg, close_after=True)
 
             return opened.addCallback(got_leg)
-        return self._stream(response, message, leg)
+        return self._stream(response, request.id, head, leg)
 
-    def _stream(self, response, message, leg, close_after=False):
-        leg.sendMessage(json.dumps(message).encode("utf-8"), isBinary=False)
+    def _stream(self, response, request_id, head, leg, close_after=False):
+        leg.sendMessage(hc.encode_response(request_id, *head, body=True).encode("utf-8"), isBinary=False)
         done = defer.Deferred()
         response.deliverBody(_BodyToLeg(leg, done))
         if close_after:

@@ -47,7 +47,6 @@ Time (backoff, renewals) comes from ``clock`` (default: the reactor), so these a
 with :class:`twisted.internet.task.Clock`.
 """
 
-import json
 import math
 import random
 import uuid
@@ -58,6 +57,7 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from relayd.client.sender import RelayConnectError, RelayedConnection, open_websocket
+from relayd.wire import hc
 
 RENEW_AT = 0.8
 CONTROL_MESSAGE_MAX = 1024 * 1024
@@ -98,7 +98,8 @@ class AlreadyAnswered(Exception):
 
 
 class AcceptRequest:
-    """A sender waiting for this listener (from an ``accept`` control message).
+    """A sender waiting for this listener (from an ``accept`` control message, a
+    :class:`relayd.wire.hc.Accept`).
 
     ``id``: the rendezvous id (the sender's ``sb-hc-id`` when it gave one);
     ``address``: where to accept; ``connect_headers``: the sender's handshake headers;
@@ -108,16 +109,12 @@ class AcceptRequest:
     ``subprotocols``: the WebSocket subprotocols the sender offered.
     """
 
-    def __init__(self, listener, fields):
-        if not isinstance(fields, dict) or not isinstance(fields.get("address"), str):
-            raise ValueError("accept message without an address: %r" % (fields,))
+    def __init__(self, listener, accept):
         self.listener = listener
-        self.address = fields["address"]
-        self.id = fields.get("id")
-        headers = fields.get("connectHeaders") or {}
-        self.connect_headers = dict(headers) if isinstance(headers, dict) else {}
-        remote = fields.get("remoteEndpoint") or {}
-        self.remote_endpoint = dict(remote) if isinstance(remote, dict) else {}
+        self.address = accept.address
+        self.id = accept.id
+        self.connect_headers = dict(accept.connect_headers)
+        self.remote_endpoint = dict(accept.remote_endpoint)
         parts = urlsplit(self.address)
         rel = unquote(parts.path)
         if rel.startswith("/$hc/"):
@@ -449,7 +446,7 @@ class HybridListener:
             return
         try:
             token = self._fresh_token()
-            channel.send(json.dumps({"renewToken": {"token": token}}))
+            channel.send(hc.encode_renew_token(token))
         except Exception:
             self._log.failure("renewing the listener token failed")
         else:
@@ -466,27 +463,18 @@ class HybridListener:
                 self._log.info("listener {id}: ignoring a binary control message", id=self.listener_id)
             return
         try:
-            msg = json.loads(data)
-        except ValueError:
-            self._log.info("listener {id}: control message is not JSON: {data!r}", id=self.listener_id,
-                           data=data[:200])
+            msg = hc.decode_from_relay(data)
+        except hc.MessageError as e:
+            self._log.info("listener {id}: ignoring a control message: {err}; {data!r}", id=self.listener_id,
+                           err=e, data=data[:200])
             return
-        if not isinstance(msg, dict):
-            return
-        if "accept" in msg:
-            self._on_accept_message(msg["accept"])
-        elif "request" in msg:
-            self._on_request_message(msg["request"])
+        if isinstance(msg, hc.Accept):
+            self._on_accept_message(msg)
         else:
-            self._log.info("listener {id}: ignoring control message {kinds}", id=self.listener_id,
-                           kinds=sorted(msg))
+            self._on_request_message(msg)
 
-    def _on_accept_message(self, fields):
-        try:
-            request = AcceptRequest(self, fields)
-        except ValueError as e:
-            self._log.info("listener {id}: bad accept message: {err}", id=self.listener_id, err=e)
-            return
+    def _on_accept_message(self, accept):
+        request = AcceptRequest(self, accept)
         d = defer.maybeDeferred(self.on_accept, request)
 
         def decided(result):
@@ -508,18 +496,15 @@ class HybridListener:
         d.addCallbacks(decided, failed)
         d.addErrback(report)
 
-    def _on_request_message(self, fields):
+    def _on_request_message(self, request):
         channel = self.channel
-        if self.http_handler is not None and isinstance(fields, dict) and channel is not None:
-            self.http_handler.control_request(self, channel, fields)
+        if self.http_handler is not None and channel is not None:
+            self.http_handler.control_request(self, channel, request)
             return
-        if not isinstance(fields, dict) or "method" not in fields or channel is None:
+        if request.is_rendezvous or channel is None:
             return
-        response = {"response": {"requestId": fields.get("id"), "statusCode": 501,
-                                 "statusDescription": "Not Implemented",
-                                 "responseHeaders": {}, "body": False}}
         try:
-            channel.send(json.dumps(response))
+            channel.send(hc.encode_response(request.id, 501, "Not Implemented"))
         except Exception:
             pass
 

@@ -1,4 +1,10 @@
-"""Hybrid Connections control-channel messages (JSON in WebSocket text frames).
+"""Hybrid Connections control-channel messages (JSON in WebSocket text frames), both ways.
+
+One codec for the relay (encodes ``accept``/``request``, decodes ``renewToken``/``response``
+with :func:`decode`) and for relayd's listener SDK (encodes ``renewToken``/``response``,
+decodes ``accept``/``request`` with :func:`decode_from_relay` into :class:`Accept` /
+:class:`Request`).  Encoders write compact JSON in the members' order shown below, byte for
+byte what Azure's SDKs send (``JSON.stringify`` in hyco-ws / hyco-https).
 
 Relay -> listener::
 
@@ -14,14 +20,22 @@ Listener -> relay::
     {"response": {"requestId": "...", "statusCode": 200, "statusDescription": "OK",
                   "responseHeaders": {...}, "body": true}}
 
-Pure: no Twisted, no Autobahn.  ``decode`` raises :class:`MessageError` with a message that
-says what is wrong with the listener's message.
+A ``request`` with only ``address`` and ``id`` asks the listener to open a rendezvous WebSocket
+there (the request itself follows on it); a ``response`` may travel on the control channel or
+on such a rendezvous.
+
+Pure: no Twisted, no Autobahn.  Both decoders raise :class:`MessageError` with a message that
+says what is wrong with the peer's message.
 """
 
 import json
+from dataclasses import dataclass, field
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
+# The protocol's 64 KiB: the largest control message (JSON) relayd takes, and the largest HTTP
+# body that travels on the control channel (larger ones go over a rendezvous WebSocket).
 MAX_CONTROL_JSON = 64 * 1024
+MAX_CONTROL_BODY = 64 * 1024
 
 
 class MessageError(ValueError):
@@ -53,14 +67,24 @@ def encode_request(address, request_id, request_target=None, method=None, header
     return _compact({"request": msg})
 
 
-def decode(payload):
-    """Decode a listener's control message into ``(kind, fields)``.
+def encode_renew_token(token):
+    """The listener's ``renewToken`` message carrying a fresh ``token``."""
+    return _compact({"renewToken": {"token": token}})
 
-    ``kind`` is ``"renewToken"`` or ``"response"``; unknown kinds raise MessageError.
-    """
+
+def encode_response(request_id, status_code, status_description=None, headers=None, body=False):
+    """The listener's ``response`` to the request ``request_id``.  ``headers`` maps a name to a
+    value or a list of values (sent as is); ``body`` says whether a binary body message follows."""
+    return _compact({"response": {
+        "requestId": request_id, "statusCode": status_code, "statusDescription": status_description,
+        "responseHeaders": dict(headers or {}), "body": bool(body)}})
+
+
+def _one_member(payload, example, limit):
+    """``(kind, fields)`` of a control message: a JSON object with one member, itself an object."""
     if isinstance(payload, bytes):
-        if len(payload) > MAX_CONTROL_JSON:
-            raise MessageError("control message is larger than %d bytes" % MAX_CONTROL_JSON)
+        if limit is not None and len(payload) > limit:
+            raise MessageError("control message is larger than %d bytes" % limit)
         try:
             payload = payload.decode("utf-8")
         except UnicodeDecodeError:
@@ -72,10 +96,20 @@ def decode(payload):
     except RecursionError:
         raise MessageError("control message nests too deeply; control messages are flat JSON objects")
     if not isinstance(obj, dict) or len(obj) != 1:
-        raise MessageError('control message must be a JSON object with one member, e.g. {"renewToken": {...}}')
+        raise MessageError("control message must be a JSON object with one member, e.g. %s" % example)
     (kind, fields), = obj.items()
     if not isinstance(fields, dict):
         raise MessageError("%r must be a JSON object" % kind)
+    return kind, fields
+
+
+def decode(payload):
+    """Decode a listener's control message (relay side) into ``(kind, fields)``.
+
+    ``kind`` is ``"renewToken"`` or ``"response"``; unknown kinds raise MessageError.  Bytes
+    over :data:`MAX_CONTROL_JSON` are refused.
+    """
+    kind, fields = _one_member(payload, '{"renewToken": {...}}', MAX_CONTROL_JSON)
     if kind == "renewToken":
         token = fields.get("token")
         if not isinstance(token, str) or not token:
@@ -107,6 +141,83 @@ def decode(payload):
             "body": bool(fields.get("body", False)),
         }
     raise MessageError("unknown control message %r; expected renewToken or response" % kind)
+
+
+# -- relay -> listener, decoded on the listener side ---------------------------------------------
+
+@dataclass(frozen=True)
+class Accept:
+    """A sender waiting for the listener: open a WebSocket to ``address`` to accept it.
+
+    ``connect_headers``: the sender's handshake headers; ``remote_endpoint``:
+    ``{"address": ..., "port": ...}`` of the sender as the relay saw it (empty when not sent).
+    """
+    address: str
+    id: str | None = None
+    connect_headers: dict = field(default_factory=dict)
+    remote_endpoint: dict = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Request:
+    """An HTTP request for the listener, or (``method`` None) a call to open a rendezvous
+    WebSocket to ``address`` on which requests follow.
+
+    ``body`` True: the request body follows as one binary message (on the control channel
+    right after this message, or on the rendezvous the request came on)."""
+    address: str | None
+    id: str | None = None
+    request_target: str | None = None
+    method: str | None = None
+    request_headers: dict = field(default_factory=dict)
+    body: bool = False
+    remote_endpoint: dict = field(default_factory=dict)
+
+    @property
+    def is_rendezvous(self):
+        """Only an address: the listener is asked to open a rendezvous there."""
+        return not self.method
+
+
+def _optional(fields, key, kind, types, default=None):
+    value = fields.get(key)
+    if value is None:
+        return default
+    if not isinstance(value, types):
+        raise MessageError("%s %r must be %s, got %.40r" % (
+            kind, key, "an object" if types is dict else "a string", value))
+    return value
+
+
+def decode_from_relay(payload, limit=None):
+    """Decode the relay's control message (listener side) into an :class:`Accept` or a
+    :class:`Request`; anything else raises MessageError.  ``limit`` bounds bytes input (the
+    control channel's own limit applies when None)."""
+    kind, fields = _one_member(payload, '{"accept": {...}}', limit)
+    if kind == "accept":
+        if not isinstance(fields.get("address"), str):
+            raise MessageError('accept needs a string "address"')
+        return Accept(
+            address=fields["address"],
+            id=_optional(fields, "id", kind, str),
+            connect_headers=dict(_optional(fields, "connectHeaders", kind, dict, {})),
+            remote_endpoint=dict(_optional(fields, "remoteEndpoint", kind, dict, {})),
+        )
+    if kind == "request":
+        method = _optional(fields, "method", kind, str)
+        address = _optional(fields, "address", kind, str)
+        if method is None and address is None:
+            raise MessageError('request needs a "method" (an HTTP request) or an "address" (a rendezvous)')
+        return Request(
+            address=address,
+            id=_optional(fields, "id", kind, str),
+            request_target=_optional(fields, "requestTarget", kind, str),
+            method=method,
+            request_headers=dict(_optional(fields, "requestHeaders", kind, dict, {})),
+            body=bool(fields.get("body")),
+            remote_endpoint=dict(_optional(fields, "remoteEndpoint", kind, dict, {})),
+        )
+    raise MessageError("unknown control message %r; expected accept or request" % kind)
 
 
 def strip_sb_params(query):

@@ -10,8 +10,9 @@ import sys
 import pytest
 import pytest_twisted
 
-from tests.conftest import RelayProcess, recv_all, write_config
-from tests.integration.test_tcp_bridge import Bridge
+from tests.support.net import recv_all
+from tests.support.relay import RelayProcess, write_config
+from tests.support.relay import Bridge
 
 SECRET = b"TOP-SECRET-outside-the-app-dir"
 ESCAPE_CONFIG = """
@@ -122,14 +123,14 @@ async def test_http_handler_answers_400_to_an_escaping_target(tmp_path, target):
     from twisted.internet import reactor
 
     from relayd.client.http import HttpHandler
+    from relayd.wire import hc
 
     server, port = start_http_server(served_tree(tmp_path))
     handler = HttpHandler(reactor, "http://127.0.0.1:%d/app" % port)
     handler.listener = SimpleNamespace(path="esc", info=SimpleNamespace(trust_root=None))
     try:
         channel = ControlChannel()
-        handler.serve({"id": "r1", "method": "GET", "requestTarget": target, "requestHeaders": {}},
-                      None, None, channel=channel)
+        handler.serve(hc.Request(None, "r1", target, "GET"), None, None, channel=channel)
         response = await channel.answered
         assert response["statusCode"] == 400, response
         expected = "absolute path starting with '/'" if not target.startswith("/") else "'..' dot segment"
@@ -137,8 +138,7 @@ async def test_http_handler_answers_400_to_an_escaping_target(tmp_path, target):
         assert not any(SECRET in (s if isinstance(s, bytes) else s.encode()) for s in channel.sent)
         # and a good target through the same handler still works
         channel = ControlChannel()
-        handler.serve({"id": "r2", "method": "GET", "requestTarget": "/esc/index.html", "requestHeaders": {}},
-                      None, None, channel=channel)
+        handler.serve(hc.Request(None, "r2", "/esc/index.html", "GET"), None, None, channel=channel)
         response = await channel.answered
         assert response["statusCode"] == 200
     finally:

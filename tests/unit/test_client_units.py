@@ -18,7 +18,7 @@ from twisted.python.failure import Failure
 
 from relayd.wire import sas
 from relayd.client.connection import ConnectionInfo, parse_connection_string
-from relayd.client.listener import AcceptRequest, Backoff, HybridListener
+from relayd.client.listener import Backoff, HybridListener
 
 KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
 
@@ -201,8 +201,9 @@ def client_frames(data):
 
 def server_text(text):
     payload = text.encode("utf-8")
-    assert len(payload) < 126
-    return bytes([0x81, len(payload)]) + payload
+    if len(payload) < 126:
+        return bytes([0x81, len(payload)]) + payload
+    return bytes([0x81, 126]) + struct.pack(">H", len(payload)) + payload
 
 
 class Wire:
@@ -281,6 +282,7 @@ def test_renew_token_at_80_percent_of_its_lifetime():
     ((opcode, payload),) = wire.sent()
     assert opcode == 1
     token = json.loads(payload)["renewToken"]["token"]
+    assert payload == b'{"renewToken":{"token":"%s"}}' % token.encode()  # as hyco-ws sends it
     assert token_expiry(token) == 1180
     assert listener.token_expires == 1180
     clock.advance(79.9)
@@ -343,13 +345,19 @@ def test_stop_cancels_the_pending_retry():
     assert listener.state == "stopped"
 
 
-def test_accept_message_reaches_on_accept_with_parsed_fields():
+def online_listener(**kw):
+    """A listener whose control channel is open: ``(clock, listener, wire)``."""
     clock = MemoryReactorClock()
-    requests = []
-    listener, events = make_listener(clock, on_accept=requests.append)
+    listener, _ = make_listener(clock, **kw)
     listener.start()
     wire = Wire(clock, 0)
     wire.answer()
+    return clock, listener, wire
+
+
+def test_accept_message_reaches_on_accept_with_parsed_fields():
+    requests = []
+    clock, listener, wire = online_listener(on_accept=requests.append)
     msg = {"accept": {
         "address": "ws://127.0.0.1:9090/$hc/echo/a/b%20c?x=1&sb-hc-action=accept&sb-hc-id=K",
         "id": "K", "connectHeaders": {"Sec-WebSocket-Protocol": "p1, p2", "X-A": "1"},
@@ -390,9 +398,24 @@ def test_on_accept_false_rejects_with_403():
     assert "sb-hc-statusCode=403" in url and unquote(url).endswith("Rejected by the listener")
 
 
-def test_accept_request_without_address_is_ignored():
-    with pytest.raises(ValueError):
-        AcceptRequest(types.SimpleNamespace(path="echo"), {"id": "x"})
+def test_accept_message_without_address_is_ignored():
+    requests = []
+    clock, listener, wire = online_listener(on_accept=requests.append)
+    wire.proto.dataReceived(server_text('{"accept":{"id":"x"}}'))
+    wire.proto.dataReceived(server_text('{"accept":{"address":"ws://h:1/$hc/echo","id":"y"}}'))
+    assert [r.id for r in requests] == ["y"]
+    assert len(clock.tcpClients) == 1 and wire.sent() == []
+
+
+def test_request_without_http_handler_is_answered_501():
+    clock, listener, wire = online_listener()
+    wire.proto.dataReceived(server_text(
+        '{"request":{"address":"ws://h:1/$hc/echo?sb-hc-action=request&sb-hc-id=R","id":"R",'
+        '"requestTarget":"/echo","method":"GET","requestHeaders":{},"body":false}}'))
+    assert wire.sent() == [(1, b'{"response":{"requestId":"R","statusCode":501,"statusDescription":'
+                               b'"Not Implemented","responseHeaders":{},"body":false}}')]
+    wire.proto.dataReceived(server_text('{"request":{"address":"ws://h:1/$hc/echo","id":"S"}}'))
+    assert wire.sent() == [] and len(clock.tcpClients) == 1  # a rendezvous call: nothing to serve it
 
 
 def test_keepalive_pings_and_drops_a_silent_channel():

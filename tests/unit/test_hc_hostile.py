@@ -17,3 +17,16 @@ def test_hostile_messages_are_message_errors(payload, message):
     with pytest.raises(hc.MessageError) as e:
         hc.decode(payload.encode())
     assert message in str(e.value)
+
+
+@pytest.mark.parametrize("payload", [
+    "[" * 20000 + "]" * 20000,
+    '{"accept":' * 5000 + "1" + "}" * 5000,
+    '{"request":{"method":"GET","id":' + "[" * 20000 + "]" * 20000 + "}}",
+])
+def test_hostile_relay_messages_are_message_errors(payload):
+    """The listener side's decoder holds to the same: a hostile relay (or a man in the middle
+    of a ws:// control channel) cannot raise anything but MessageError in the SDK."""
+    with pytest.raises(hc.MessageError) as e:
+        hc.decode_from_relay(payload.encode())
+    assert "nests too deeply" in str(e.value)
