@@ -14,13 +14,46 @@ class IListenerChannel(Interface):
     listener_id = Attribute("Identifier of this listener (sb-hc-id or generated).")
 
     def offer(rendezvous):
-        """Tell the listener that a sender is waiting (send the `accept` or `request` message).
+        """Tell the listener that a sender is waiting: send the control message that
+        ``rendezvous.offer`` (an :class:`IOffer`) builds.
 
         Must not raise for a live channel; a channel that can no longer deliver returns False.
         """
 
+    def offer_raw(text, body):
+        """Send the control message ``text`` followed by ``body`` as one binary message (a
+        small HTTP request with its body).  False when the channel can no longer deliver."""
+
     def close(code, reason):
         """Close the control channel with a WebSocket close code and a reason."""
+
+
+class IOffer(Interface):
+    """What a door asks a listener to do for one sender, handed to the switchboard with the
+    rendezvous request.  The switchboard carries it opaquely to the listener's channel, which
+    asks it for its control message, and drops it once the message is sent."""
+
+    kind = Attribute("'accept' (a WebSocket rendezvous) or 'request' (a relayed HTTP request): "
+                     "the sb-hc-action the listener's rendezvous leg must use.")
+    host = Attribute("The Host the sender addressed (the rendezvous address uses it when the "
+                     "relay has no public_url), or None.")
+    secure = Attribute("True when the sender came over TLS (the rendezvous address is wss://).")
+
+    def message(base_url, rendezvous):
+        """The control message (text) for the listener, with the rendezvous address built on
+        ``base_url`` and ``rendezvous.key``; None when nothing goes out with the offer."""
+
+
+class IResponseRouter(Interface):
+    """Where a control channel sends what a listener answers on it (the HTTP door's pending
+    requests).  Registered with the WebSocket door's factory (``set_response_router``)."""
+
+    def control_response(channel, fields):
+        """A ``response`` control message (decoded fields) arrived on ``channel``."""
+
+    def control_binary(channel, payload):
+        """A binary message (a response body that follows its ``response``) arrived on
+        ``channel``."""
 
 
 class IClosable(Interface):
@@ -62,6 +95,19 @@ class ILeg(Interface):
 
     def close(code, reason):
         """Close this leg with a close code and reason."""
+
+
+class IRendezvousLeg(ILeg):
+    """A listener's rendezvous leg, as a door gets it from ``Rendezvous.result``."""
+
+    selected_protocol = Attribute("The WebSocket subprotocol the listener chose, or None.")
+
+    def start_data_leg():
+        """Make this a data leg: its write buffer gets ``limits.leg_buffer`` and deleting the
+        entity closes it.  Call once, before splicing."""
+
+    def notify_on_lost(callback):
+        """Call ``callback()`` (no arguments) when this leg's connection is lost; None stops."""
 
 
 class IHeadCheck(Interface):

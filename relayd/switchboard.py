@@ -3,7 +3,8 @@
 No socket code lives here.  Transports register listener control channels
 (:class:`relayd.interfaces.IListenerChannel`) and ask for a rendezvous when a sender
 arrives; the switchboard picks a live listener at random (fair over time), hands it the
-rendezvous through ``offer()``, and resolves the sender's Deferred when the listener
+rendezvous through ``offer()`` (the door's :class:`relayd.interfaces.IOffer`, carried
+opaquely: it builds its own control message), and resolves the sender's Deferred when the listener
 accepts, rejects, or the accept deadline passes.  Time comes from an injected
 ``IReactorTime`` so that every deadline is tested with ``twisted.internet.task.Clock``.
 """
@@ -78,15 +79,15 @@ class Rendezvous:
     leg passes to :meth:`accept`, or fails with a :class:`SwitchboardError`.
     """
 
-    def __init__(self, switchboard, entity_path, kind, key, sender_id, details, listener):
+    def __init__(self, switchboard, entity_path, key, sender_id, offer, listener):
         self._switchboard = switchboard
         self.entity_path = entity_path
-        self.kind = kind
+        self.kind = offer.kind if offer is not None else "accept"
         self.key = key
         self.entity_key = switchboard._entity_key(entity_path)
         self.id = sender_id or key
-        # What the door needs to encode the offer; dropped once the listener has it.
-        self.details = details
+        # The door's IOffer (it builds the control message); dropped once the listener has it.
+        self.offer = offer
         self.listener = listener
         self.result = defer.Deferred(lambda d: self.cancel())
         self._timer = None
@@ -97,7 +98,7 @@ class Rendezvous:
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
-        self.details = None
+        self.offer = None
         self._switchboard._remove_pending(self)
 
     def accept(self, leg):
@@ -212,8 +213,10 @@ class Switchboard:
     def new_key(self):
         return secrets.token_hex(16)
 
-    def open_rendezvous(self, path, kind="accept", sender_id=None, details=None, timeout=None):
-        """Pick a listener and offer it a rendezvous.  Returns the :class:`Rendezvous`.
+    def open_rendezvous(self, path, offer=None, sender_id=None, timeout=None):
+        """Pick a listener and offer it a rendezvous for ``offer`` (an
+        :class:`relayd.interfaces.IOffer`; its ``kind`` is the rendezvous kind, "accept" when
+        None).  Returns the :class:`Rendezvous`.
 
         Raises :class:`NoListener` when no live listener takes the offer.
         """
@@ -228,12 +231,12 @@ class Switchboard:
         while candidates:
             listener = self._rng.choice(candidates)
             candidates.remove(listener)
-            rv = Rendezvous(self, path, kind, self.new_key(), sender_id, details or {}, listener)
+            rv = Rendezvous(self, path, self.new_key(), sender_id, offer, listener)
             self._add_pending(rv)
             if listener.offer(rv) is False:
                 self._remove_pending(rv)
                 continue
-            rv.details = None  # the offer is encoded and sent: keep none of the handshake
+            rv.offer = None  # the offer is encoded and sent: keep none of the handshake
             wait = self.accept_timeout if timeout is None else timeout
             rv._timer = self.clock.callLater(wait, rv.expire)
             return rv

@@ -26,10 +26,12 @@ CONFIG = {
 
 
 class Hybrid:
-    """What HttpDoor needs of the WebSocket door: somewhere to register its handlers."""
+    """What HttpDoor needs of the WebSocket door: somewhere to register its response router."""
 
-    response_handler = None
-    control_binary_handler = None
+    router = None
+
+    def set_response_router(self, router):
+        self.router = router
 
 
 @pytest.fixture

@@ -1,16 +1,19 @@
 """The switchboard with a fake clock: listeners, balancing, rendezvous ids, deadlines."""
 
+import json
 import random
 
 import pytest
 from twisted.internet.task import Clock
 from zope.interface import implementer
+from zope.interface.verify import verifyObject
 
-from relayd.interfaces import IListenerChannel
+from relayd.interfaces import IListenerChannel, IOffer
 from relayd.switchboard import (
     AcceptTimeout, NoListener, Rejected, RendezvousGone, SenderGone, Switchboard,
     SwitchboardError, TooManyListeners,
 )
+from relayd.transports.listener.offers import AcceptOffer, RequestOffer
 
 
 @implementer(IListenerChannel)
@@ -290,21 +293,36 @@ def test_close_entity_frees_its_places():
 
 
 def test_pending_rendezvous_keeps_no_handshake_after_the_offer():
-    """Once the listener has its accept message, the sender's handshake details are dropped."""
+    """Once the listener has its accept message, the sender's offer (its handshake) is dropped."""
     sb = Switchboard(Clock())
     offered = []
 
     @implementer(IListenerChannel)
     class Encoding(Channel):
         def offer(self, rv):
-            offered.append(dict(rv.details))  # what the door encodes into the accept message
+            offered.append(rv.offer.message("ws://relay", rv))  # what the channel sends
             return True
 
+    offer = AcceptOffer("relay", False, {"X-Big": "x" * 100_000}, suffix="/s")
     sb.add_listener("echo", Encoding("a"))
-    rv = sb.open_rendezvous("echo", details={"headers": {"X-Big": "x" * 100_000}, "suffix": "/s"})
-    assert offered[0]["headers"]["X-Big"] == "x" * 100_000
-    assert rv.details is None
+    rv = sb.open_rendezvous("echo", offer)
+    accept = json.loads(offered[0])["accept"]
+    assert accept["connectHeaders"]["X-Big"] == "x" * 100_000
+    assert accept["address"] == "ws://relay/$hc/echo/s?sb-hc-action=accept&sb-hc-id=" + rv.key
+    assert rv.offer is None
     rv.accept("leg")
+
+
+def test_the_offer_sets_the_rendezvous_kind():
+    sb = Switchboard(Clock())
+    channel = Channel("a")
+    sb.add_listener("echo", channel)
+    assert verifyObject(IOffer, RequestOffer("relay", True))
+    assert verifyObject(IOffer, AcceptOffer("relay", True, {}))
+    rv = sb.open_rendezvous("echo", RequestOffer("relay", True, announce=False))
+    assert rv.kind == "request" and channel.offers == [rv]
+    drop(rv)
+    assert sb.open_rendezvous("echo").kind == "accept"
 
 
 def test_default_caps_are_the_documented_limits():

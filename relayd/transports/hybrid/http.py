@@ -33,12 +33,15 @@ from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
 from twisted.web.http import _ChunkedTransferDecoder, _IdentityTransferDecoder, RESPONSES
+from zope.interface import implementer
 
 from relayd import access, pipe
 
 from relayd.wire import sas
+from relayd.interfaces import IResponseRouter
 from relayd.switchboard import SwitchboardError
 from relayd.wire import hc
+from relayd.transports.listener.offers import RequestOffer
 from relayd.transports.soap import door as soap_door
 from relayd.wire.soap import envelope as soap_envelope
 
@@ -173,6 +176,7 @@ def response_head(status, description, headers, via_host, length=None, chunked=F
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
+@implementer(IResponseRouter)
 class HttpDoor:
     """Shared state of the HTTP relaying door; owns the exchanges in flight by request id."""
 
@@ -189,8 +193,7 @@ class HttpDoor:
         # the parser that moves large envelopes off the reactor thread
         self.soap_budget = soap_door.Budget(settings.limits.soap_unauthenticated_budget)
         self.soap_parser = soap_door.EnvelopeParser(clock)
-        hybrid_factory.response_handler = self.control_response
-        hybrid_factory.control_binary_handler = self.control_binary
+        hybrid_factory.set_response_router(self)
 
     def switchboard_channels(self, path):
         return self.switchboard.listeners(path)
@@ -381,16 +384,16 @@ class HttpRelayProtocol(Protocol):
         self.leg_keep = keep
         self.leg_entity = entity_path.lower()
         leg.partner = LegReader(self)
-        leg._start_data_leg()
+        leg.start_data_leg()
         pipe.splice_transports(self.transport, leg.transport)
-        leg.on_lost = self._leg_lost
+        leg.notify_on_lost(self._leg_lost)
 
     def detach_leg(self, code=1000, reason="response complete"):
         leg, self.leg = self.leg, None
         if leg is None:
             return
         leg.partner = None
-        leg.on_lost = None
+        leg.notify_on_lost(None)
         for t in (self.transport, leg.transport):
             if getattr(t, "producer", None) is not None:
                 t.unregisterProducer()
@@ -413,7 +416,7 @@ class HttpRelayProtocol(Protocol):
         leg, self.leg = self.leg, None
         if leg is not None:
             leg.partner = None
-            leg.on_lost = None
+            leg.notify_on_lost(None)
             leg.close(1001, "the HTTP client closed its connection")
 
 
@@ -643,13 +646,16 @@ class Exchange:
 
     def _open_rendezvous(self):
         door = self.door
+        # A bodiless small request goes whole with the offer; a small one with a body later,
+        # with its body (_request_complete); a large one is fetched over the listener's leg.
+        offer = RequestOffer(
+            self.lowered.get("host", [None])[0], self.client.secure,
+            head=(self.request_target, self.method, self.forward_headers) if self.small and not self.has_body else None,
+            announce=not self.small,
+        )
         try:
             self.rv = door.switchboard.open_rendezvous(
-                self.entity.path, "request", None,
-                {"encode": self._encode_offer, "host": self.lowered.get("host", [None])[0],
-                 "secure": self.client.secure},
-                timeout=self.entity_response_timeout(),
-            )
+                self.entity.path, offer, timeout=self.entity_response_timeout())
         except SwitchboardError as e:
             if e.status == 404:
                 raise HttpError(502, "no listener is connected to '%s'" % self.entity.path,
@@ -657,6 +663,7 @@ class Exchange:
             retry = [("Retry-After", "%d" % e.retry_after)] if e.retry_after is not None else ()
             raise HttpError(e.status, e.message, close=True, headers=retry)
         self.id = self.rv.key
+        self.address = offer.address
         self.channel = self.rv.listener
         door.exchanges[self.id] = self
         self.rv.result.addCallbacks(self._leg_arrived, self._rendezvous_failed)
@@ -665,17 +672,6 @@ class Exchange:
 
     def entity_response_timeout(self):
         return getattr(self.entity, "response_timeout", 60.0)
-
-    def _encode_offer(self, base_url, rv):
-        address = hc.rendezvous_address(base_url, self.entity.path, "", "", "request", rv.key)
-        self.address = address
-        if self.small and not self.has_body:
-            return hc.encode_request(address, rv.key, self.request_target, self.method,
-                                           self.forward_headers, False)
-        if self.small:
-            # sent later, with the body, by _request_complete; announce nothing yet
-            return None
-        return hc.encode_request(address, rv.key)
 
     # -- request body -------------------------------------------------------------------------
 

@@ -31,9 +31,10 @@ from zope.interface import implementer
 from relayd import access, pipe
 
 from relayd.wire import sas
-from relayd.interfaces import IClosable, IListenerChannel, ILeg
+from relayd.interfaces import IClosable, IListenerChannel, IRendezvousLeg
 from relayd.namespace import Entity
 from relayd.switchboard import SwitchboardError
+from relayd.transports.listener.offers import AcceptOffer
 from relayd.wire import hc
 
 HC_PREFIX = "/$hc/"
@@ -94,7 +95,7 @@ def connect_headers(pairs, drop_authorization):
     return out
 
 
-@implementer(IListenerChannel, IClosable, ILeg)
+@implementer(IListenerChannel, IClosable, IRendezvousLeg)
 class HybridProtocol(WebSocketServerProtocol):
     """One WebSocket on the HC door; its role (control channel, sender, accept leg) is set in onConnect."""
 
@@ -111,6 +112,7 @@ class HybridProtocol(WebSocketServerProtocol):
     _accept_leg = None
     _pressure = None
     _preopen_held = False
+    _on_lost = None
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -243,7 +245,8 @@ class HybridProtocol(WebSocketServerProtocol):
     def offer(self, rendezvous):
         if not self._can_offer():
             return False
-        message = self.factory.offer_message(rendezvous)
+        offer = rendezvous.offer
+        message = offer.message(self.factory.base_url(offer.host, offer.secure), rendezvous)
         if message is not None:
             self.sendMessage(message.encode("utf-8"), isBinary=False)
         return True
@@ -270,9 +273,9 @@ class HybridProtocol(WebSocketServerProtocol):
                 return
             self._arm_token_timer(verified.expires)
             return
-        handler = self.factory.response_handler
-        if handler is not None:
-            handler(self, fields)
+        router = self.factory.response_router
+        if router is not None:
+            router.control_response(self, fields)
 
     # -- sender -------------------------------------------------------------------------
 
@@ -289,28 +292,23 @@ class HybridProtocol(WebSocketServerProtocol):
         self.maxMessagePayloadSize = 0
         self.maxFramePayloadSize = 0
         query = urlsplit(self.http_request_uri).query
-        details = {
-            "suffix": self.suffix,
-            "query": query,
-            "headers": connect_headers(self.head_pairs, dropped_authorization),
-            "host": request.headers.get("host"),
-            "peer": self.transport.getPeer(),
-            "secure": ISSLTransport.providedBy(self.transport),
-        }
+        offer = AcceptOffer(
+            request.headers.get("host"), ISSLTransport.providedBy(self.transport),
+            connect_headers(self.head_pairs, dropped_authorization),
+            self.suffix, query, self.transport.getPeer(),
+        )
         # The accept deadline (switchboard) bounds this handshake from here on.
         if self.openHandshakeTimeoutCall is not None:
             self.openHandshakeTimeoutCall.cancel()
             self.openHandshakeTimeoutCall = None
         try:
-            rv = f.switchboard.open_rendezvous(
-                self.entity.path, "accept", self._param(request, "sb-hc-id"), details
-            )
+            rv = f.switchboard.open_rendezvous(self.entity.path, offer, self._param(request, "sb-hc-id"))
         except SwitchboardError as e:
             if e.retry_after is not None:  # 503: too many senders waiting (see failHandshake)
                 self._deny_headers = [("Retry-After", "%d" % e.retry_after)]
             raise Denied(e.status, e.message)
         finally:
-            self.head_pairs = details = None  # the offer has what it needs: drop the handshake copy
+            self.head_pairs = offer = None  # the offer has what it needs: drop the handshake copy
         self._rendezvous = rv
         offered = list(request.protocols)
 
@@ -403,11 +401,11 @@ class HybridProtocol(WebSocketServerProtocol):
             if leg is None or leg.state != leg.STATE_OPEN:
                 self.close(1011, "internal error: the accept leg is gone")
                 return
-            self._start_data_leg()
-            leg._start_data_leg()
+            self.start_data_leg()
+            leg.start_data_leg()
             pipe.splice(self, leg)
 
-    def _start_data_leg(self):
+    def start_data_leg(self):
         buffer_size = self.factory.limits.leg_buffer
         if hasattr(self.transport, "bufferSize"):
             self.transport.bufferSize = buffer_size
@@ -491,9 +489,9 @@ class HybridProtocol(WebSocketServerProtocol):
     def onMessage(self, payload, isBinary):
         if self.role == "listen":
             if isBinary:
-                handler = self.factory.control_binary_handler
-                if handler is not None:
-                    handler(self, payload)
+                router = self.factory.response_router
+                if router is not None:
+                    router.control_binary(self, payload)
             else:
                 self._on_control_message(payload, isBinary)
 
@@ -519,7 +517,7 @@ class HybridProtocol(WebSocketServerProtocol):
         """Drop the references that tie a closed protocol into cycles, so its memory (and its
         transport's) returns at once instead of at the next full garbage collection."""
         self.partner = None
-        self.on_lost = None
+        self._on_lost = None
         self._accept_leg = None
         self._rendezvous = None
         # Autobahn resolves is_closed with the protocol itself: protocol -> Deferred -> protocol.
@@ -556,7 +554,7 @@ class HybridProtocol(WebSocketServerProtocol):
         if peer is not None:
             pipe.unsplice(self)
             peer.close(1001, "the other side of the relayed connection went away")
-        closer = getattr(self, "on_lost", None)
+        closer = self._on_lost
         if closer is not None:
             closer()
 
@@ -654,6 +652,9 @@ class HybridProtocol(WebSocketServerProtocol):
         """One whole binary message (a TCP door's read, or the empty half-close marker)."""
         self.sendMessage(data, isBinary=True)
 
+    def notify_on_lost(self, callback):
+        self._on_lost = callback
+
     def close(self, code, reason):
         if self.state == self.STATE_OPEN:
             if code in (None, 1005):
@@ -729,8 +730,7 @@ class HybridFactory(WebSocketServerFactory):
         self.clock = clock
         self.refusals = access.RefusalLog(HybridProtocol._log, clock, self.limits.refusal_log_burst,
                                           self.limits.refusal_log_interval)
-        self.response_handler = None  # set by the HTTP relaying door
-        self.control_binary_handler = None
+        self.response_router = None  # IResponseRouter: see set_response_router
         self.setProtocolOptions(
             perMessageCompressionAccept=lambda offers: None,
             openHandshakeTimeout=self.limits.open_handshake_timeout,
@@ -750,16 +750,7 @@ class HybridFactory(WebSocketServerFactory):
             return self.public_url
         return "%s://%s" % ("wss" if secure else "ws", host or "localhost")
 
-    def offer_message(self, rv):
-        d = rv.details
-        if rv.kind == "accept":
-            address = hc.rendezvous_address(
-                self.base_url(d.get("host"), d.get("secure")), rv.entity_path, d.get("suffix"), d.get("query"),
-                "accept", rv.key,
-            )
-            peer = d.get("peer")
-            return hc.encode_accept(
-                address, rv.id, d.get("headers", {}),
-                getattr(peer, "host", None), getattr(peer, "port", None),
-            )
-        return d["encode"](self.base_url(d.get("host"), d.get("secure")), rv)
+    def set_response_router(self, router):
+        """Send what listeners answer on their control channels (``response`` messages and
+        the binary bodies after them) to ``router`` (an IResponseRouter: the HTTP door)."""
+        self.response_router = router

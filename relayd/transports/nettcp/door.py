@@ -35,6 +35,7 @@ from relayd.wire import sas
 from relayd.pipe import CLEAN_CLOSE_CODES
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
+from relayd.transports.listener.offers import AcceptOffer
 
 
 
@@ -149,10 +150,7 @@ class TcpDoorProtocol(Protocol):
             headers["X-Relayd-Via"] = via.split("?", 1)[0]
         try:
             self.rv = door.switchboard.open_rendezvous(
-                entity.path, "accept", None,
-                {"suffix": "", "query": "", "headers": headers, "host": door.http_netloc(),
-                 "peer": self.peer, "secure": False},
-            )
+                entity.path, AcceptOffer(door.http_netloc(), False, headers, peer=self.peer))
         except SwitchboardError as e:
             name = "EndpointUnavailable" if e.status == 404 else "ServerTooBusy"
             return self._refuse(name, e.message)
@@ -165,7 +163,7 @@ class TcpDoorProtocol(Protocol):
         if self.closed:
             leg.close(1001, "the TCP client went away")
             return
-        leg._start_data_leg()
+        leg.start_data_leg()
         pipe.splice(self, leg)
         if self.first_bytes:
             leg.send_message(self.first_bytes)
