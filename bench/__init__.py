@@ -1,0 +1,1 @@
+"""The relayd benchmark: ``python bench/run.py`` (see run.py)."""

@@ -1,0 +1,346 @@
+"""The benchmark harness: everything a scenario module (``bench/scenarios/*.py``) needs that is
+not its own load.
+
+* :class:`Proc`: a child process whose output goes to a log file we wait on (``READY PORT``
+  or any pattern), its CPU time and peak RSS read from ``/proc/PID``, stopped by its pid;
+* :class:`Harness`: one section's run: a temporary working directory, the processes started
+  in it (stopped in reverse order, whatever happens), relayd and ``relayd bridge`` started on
+  free loopback ports, and :meth:`Harness.alternate`, the rounds: every case of the section
+  in every round, the starting case rotating, each measured with :class:`CpuMeter`;
+* :meth:`Harness.profile`: py-spy sampling a process in the middle of one more load;
+* :class:`Option`: a command-line option a scenario declares (``OPTIONS``), added once even
+  when several scenarios share it.
+
+Traffic stays on 127.0.0.1.  Every child process has a timeout.
+"""
+
+import collections
+import importlib.util
+import os
+import random
+import re
+import resource
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from typing import Callable, NamedTuple, Sequence
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+
+KEY = "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXk="
+RULE = "root"
+RELAY_CONFIG = """
+[relay]
+listen = ["tcp:0:interface=127.0.0.1"]
+data_dir = "data"
+
+[[rules]]
+name = "%s"
+key = "%s"
+rights = ["Manage", "Listen", "Send"]
+""" % (RULE, KEY)
+RELAY_READY = r"relayd listening on [0-9.]+:(\d+)"
+PEER_READY = r"READY ?(\d*)"  # what bench/peers.py and bench/wsbench.py print when ready
+
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+POLL = 0.05  # seconds between two looks at a log file or a port
+PORT_RANGE = (20000, 32000)  # below the kernel's ephemeral range (see free_port)
+PROFILE_RATE_HZ = 250
+
+
+def log(msg):
+    print("[%s] %s" % (time.strftime("%H:%M:%S"), msg), file=sys.stderr, flush=True)
+
+
+def python():
+    return sys.executable
+
+
+def tool(name):
+    """A console script of this venv (twistd, py-spy), else from PATH; None when neither."""
+    path = os.path.join(os.path.dirname(python()), name)
+    return path if os.path.exists(path) else shutil.which(name)
+
+
+def peer(script):
+    """The path of a peer program of bench/ (``peers.py``, ``wsbench.py``)."""
+    return os.path.join(HERE, script)
+
+
+def free_port(_rng=random.Random()):
+    """A free port below the kernel's ephemeral range, so that no outgoing connection can take
+    it while the server meant for it is not running (iperf3 -s -1 restarts for every test).
+    Unlike tests/support's free_port (bind to port 0, an ephemeral port), which would do for
+    servers that stay up."""
+    for _ in range(200):
+        port = _rng.randrange(*PORT_RANGE)
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    raise RuntimeError("no free port in %d-%d" % PORT_RANGE)
+
+
+def wait_listening(port, timeout=10):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            socket.create_connection(("127.0.0.1", port), timeout=1).close()
+            return
+        except OSError:
+            time.sleep(POLL)
+    raise RuntimeError("nothing listens on 127.0.0.1:%d" % port)
+
+
+def rotate(seq, r):
+    r %= len(seq)
+    return list(seq[r:]) + list(seq[:r])
+
+
+class Proc:
+    """A long-lived child process; its output goes to a log file we can wait on.  ``match`` is
+    the match of ``ready`` in its output, ``port`` its first group as a number (None when the
+    group is empty or there is no ``ready``)."""
+
+    def __init__(self, name, cmd, cwd=None, ready=PEER_READY, timeout=30, stdin=subprocess.DEVNULL):
+        self.name = name
+        self.cmd = cmd
+        self.out = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
+        self.p = subprocess.Popen(cmd, cwd=cwd, stdout=self.out, stderr=subprocess.STDOUT, stdin=stdin)
+        self.match = self.wait_for(ready, timeout) if ready else None
+        group = self.match.group(1) if self.match and self.match.re.groups else None
+        self.port = int(group) if group else None
+
+    def wait_for(self, pattern, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            m = re.search(pattern, self.text())
+            if m:
+                return m
+            if self.p.poll() is not None:
+                break
+            time.sleep(POLL)
+        self.stop(keep_log=True)
+        raise RuntimeError("%s: no %r in its output:\n%s" % (self.cmd, pattern, self.text()[-3000:]))
+
+    def text(self):
+        with open(self.out.name, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def cpu(self):
+        """CPU seconds so far (user + system, plus reaped children such as socat's forks)."""
+        try:
+            with open("/proc/%d/stat" % self.p.pid) as f:
+                fields = f.read().rsplit(")", 1)[1].split()
+        except OSError:
+            return None
+        return sum(int(x) for x in fields[11:15]) / CLK_TCK
+
+    def rss_peak(self):
+        try:
+            with open("/proc/%d/status" % self.p.pid) as f:
+                for line in f:
+                    if line.startswith("VmHWM:"):
+                        return int(line.split()[1]) * 1024
+        except OSError:
+            pass
+        return None
+
+    def stop(self, keep_log=False):
+        if self.p.poll() is None:
+            self.p.terminate()
+            try:
+                self.p.wait(10)
+            except subprocess.TimeoutExpired:
+                self.p.kill()
+                self.p.wait(5)
+        if not keep_log and os.path.exists(self.out.name):
+            os.unlink(self.out.name)
+
+
+class CpuMeter:
+    """Median share of one core used by each named process during each case's rounds."""
+
+    def __init__(self):
+        self.samples = collections.defaultdict(lambda: collections.defaultdict(list))
+
+    def measure(self, case, procs, fn, load_label):
+        """Run ``fn`` (which runs and reaps the load generator: its CPU is the children's
+        rusage delta, reported as ``load_label``) and sample the CPU time of ``procs``."""
+        before = {p.name: p.cpu() for p in procs}
+        children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        t0 = time.perf_counter()
+        result = fn()
+        wall = time.perf_counter() - t0
+        after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
+        load = (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime)
+        self.samples[case][load_label].append(100 * load / wall)
+        for p in procs:
+            after = p.cpu()
+            if after is not None and before[p.name] is not None:
+                self.samples[case][p.name].append(100 * (after - before[p.name]) / wall)
+        return result
+
+    def medians(self):
+        return {s: {name: round(statistics.median(v), 1) for name, v in procs.items()}
+                for s, procs in self.samples.items()}
+
+
+class Case(NamedTuple):
+    """One case of a section (``ws-direct``, ``tcp-door``...): the processes whose CPU it
+    watches, and ``load()``, which runs one test and returns its sample (a dict)."""
+
+    watched: Sequence[Proc]
+    load: Callable[[], dict]
+
+
+class Option:
+    """A command-line option of ``bench/run.py`` declared by a scenario module: the arguments of
+    ``ArgumentParser.add_argument``.  Scenarios that share an option share this object."""
+
+    def __init__(self, *flags, **kwargs):
+        self.flags = flags
+        self.kwargs = kwargs
+
+    def add_to(self, parser):
+        parser.add_argument(*self.flags, **self.kwargs)
+
+
+class Harness:
+    """One section's run; a context manager that stops every process it started."""
+
+    def __init__(self, section, rounds):
+        self.section = section
+        self.rounds = rounds
+        self.cpu = CpuMeter()
+        self.procs = []
+        self._tmp = None
+        self.workdir = None
+
+    def __enter__(self):
+        self._tmp = tempfile.TemporaryDirectory()
+        self.workdir = self._tmp.name
+        return self
+
+    def __exit__(self, *exc):
+        for p in reversed(self.procs):
+            p.stop()
+        self._tmp.cleanup()
+
+    def start(self, name, cmd, cwd=None, ready=PEER_READY, timeout=30, stdin=subprocess.DEVNULL):
+        """A child process, stopped when the section ends (see :class:`Proc`)."""
+        proc = Proc(name, cmd, cwd=cwd, ready=ready, timeout=timeout, stdin=stdin)
+        self.procs.append(proc)
+        return proc
+
+    def write(self, name, text):
+        """A file of the working directory (a wrk script...); its path."""
+        path = os.path.join(self.workdir, name)
+        with open(path, "w") as f:
+            f.write(text)
+        return path
+
+    def relay(self, entities, name="relayd"):
+        """``twistd -n relayd`` with rule ``root`` (:data:`KEY`) and ``entities`` (TOML) on a free
+        loopback port (``.port``)."""
+        self.write("relayd.toml", RELAY_CONFIG + entities)
+        return self.start(name, [tool("twistd"), "-n", "--pidfile=", "relayd", "--config", "relayd.toml"],
+                          cwd=self.workdir, ready=RELAY_READY)
+
+    def bridge(self, name, relay, *args, ready):
+        """``relayd bridge ARGS`` against ``relay`` (a :meth:`relay` process)."""
+        return self.start(name, [python(), "-m", "relayd.cli", "bridge", "--url", "ws://127.0.0.1:%d" % relay.port,
+                                 "--rule", RULE, "--key", KEY, *args], cwd=ROOT, ready=ready)
+
+    def alternate(self, cases, load_label, show, around=None, failures=None):
+        """``self.rounds`` rounds of every case of ``cases`` ({name: :class:`Case`}), the
+        starting case rotating every round; the samples, {name: [sample per round]}.
+
+        ``load_label`` names the load generator in the CPU figures; ``show(sample)`` is the
+        progress line's figure; ``around(measure)`` may wrap each measurement.  With a
+        ``failures`` list, a test that raises RuntimeError is recorded there and run once more."""
+        samples = {name: [] for name in cases}
+        for r in range(self.rounds):
+            for name in rotate(list(cases), r):
+                case = cases[name]
+
+                def measure():
+                    return self.cpu.measure(name, case.watched, case.load, load_label)
+
+                try:
+                    sample = around(measure) if around else measure()
+                except RuntimeError as e:
+                    if failures is None:
+                        raise
+                    log("%s round %d %s failed, retrying: %s" % (self.section, r + 1, name, e))
+                    failures.append({"scenario": name, "round": r + 1, "error": str(e)[:2000]})
+                    sample = around(measure) if around else measure()
+                samples[name].append(sample)
+                log("%s round %d %s: %s" % (self.section, r + 1, name, show(sample)))
+        return samples
+
+    def cpu_percent(self):
+        return self.cpu.medians()
+
+    def profile(self, proc, load, seconds, rate=PROFILE_RATE_HZ):
+        """Run ``load()`` (a test of about ``seconds``) once more with py-spy sampling ``proc``
+        in its middle; its functions by own time, or {"skipped": why}."""
+        pyspy = tool("py-spy")
+        if not pyspy:
+            return {"skipped": "py-spy is not installed (pip install py-spy)"}
+        raw = os.path.join(self.workdir, "%s.pyspy" % proc.name.replace(" ", "-"))
+        duration = max(1, seconds - 2)
+        result = {}
+
+        def run_load():
+            try:
+                result.update(load())
+            except Exception as e:
+                result["error"] = str(e)
+
+        worker = threading.Thread(target=run_load, daemon=True)
+        worker.start()
+        time.sleep(1)  # past the load's start-up and handshakes: py-spy samples its middle
+        cpu0, t0 = proc.cpu(), time.perf_counter()
+        spy = subprocess.run([pyspy, "record", "--pid", str(proc.p.pid), "--duration", str(duration),
+                              "--rate", str(rate), "--nonblocking", "--format", "raw", "--output", raw],
+                             stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, timeout=duration + 30)
+        proc_cpu = 100 * (proc.cpu() - cpu0) / (time.perf_counter() - t0)
+        worker.join(seconds + 90)
+        if "error" in result or not result:
+            return {"skipped": "the profiled test failed: %s" % result.get("error")}
+        if spy.returncode != 0 or not os.path.exists(raw):
+            return {"skipped": "py-spy failed: %s" % spy.stdout.strip()[-500:]}
+        own = collections.Counter()
+        total = 0
+        with open(raw) as f:
+            for line in f:
+                stack, _, count = line.rstrip("\n").rpartition(" ")
+                if not stack:
+                    continue
+                n = int(count)
+                total += n
+                leaf = stack.split(";")[-1]
+                own[re.sub(r":\d+\)$", ")", leaf)] += n  # per function, not per line
+        top = [{"function": fn, "samples": n, "percent": round(100 * n / total, 1)}
+               for fn, n in own.most_common(10)]
+        return {"seconds": duration, "rate_hz": rate, "samples": total, "cpu_percent": round(proc_cpu, 1),
+                "result": result, "top_own": top}
+
+
+def missing_tools(*names):
+    """The programs of ``names`` that are not on PATH."""
+    return [n for n in names if not shutil.which(n)]
+
+
+def installed(module):
+    """Whether the Python package ``module`` can be imported."""
+    return importlib.util.find_spec(module) is not None

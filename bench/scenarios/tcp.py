@@ -1,0 +1,206 @@
+"""tcp: one iperf3 test (a control and a data connection, both relayed) for S seconds.
+
+    tcp-direct   iperf3 -c -> iperf3 -s
+    tcp-socat    iperf3 -c -> socat -> socat -> iperf3 -s       (two-hop socat chain)
+    tcp-door     iperf3 -c -> relayd port-mapped door -> relayd bridge -R -> iperf3 -s
+    tcp-bridge   iperf3 -c -> relayd bridge -L -> relayd -> relayd bridge -R -> iperf3 -s
+    tcp-transit  iperf3 -c -> transit end -> magic-wormhole transit relay -> transit end
+                 -> iperf3 -s  (the ends are bench/peers.py transit-client/-server;
+                 skipped when magic-wormhole-transit-relay is not installed)
+
+then, unless --no-profile, one more tcp-bridge test with py-spy sampling relayd.
+"""
+
+import json
+import subprocess
+
+from zope.interface import moduleProvides
+
+from bench import report as rst
+from bench.harness import (
+    Case, Option, Proc, free_port, installed, missing_tools, peer, python, tool, wait_listening,
+)
+from bench.scenarios import IScenario
+
+moduleProvides(IScenario)
+
+NAME = "tcp"
+TITLE = "TCP throughput (iperf3)"
+ORDER = 40
+OPTIONS = (Option("--no-profile", action="store_true", help="tcp: skip the py-spy profile of relayd"),)
+
+ENTITY = "iperf"
+ENTITIES = """
+[[hybrid_connections]]
+path = "%s"
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "%s"
+allow_anonymous = true
+""" % (ENTITY, ENTITY)
+DOOR_READY = r"relayd port door \(%s\) listening on [0-9.]+:(\d+)" % ENTITY
+CASES = ("tcp-direct", "tcp-socat", "tcp-door", "tcp-bridge", "tcp-transit")
+LABELS = {
+    "tcp-direct": "direct (baseline)",
+    "tcp-socat": "two-hop socat chain",
+    "tcp-door": "relayd port-mapped door -> bridge -R",
+    "tcp-bridge": "bridge -L -> relayd -> bridge -R",
+    "tcp-transit": "magic-wormhole transit relay",
+}
+IPERF_SERVER_TIMEOUT = 10  # seconds for iperf3 -s to listen
+IPERF_SERVER_EXIT = 15  # seconds for iperf3 -s -1 to end after its test
+
+
+def run_iperf(port, seconds, server_port):
+    """One iperf3 test through ``port`` to a new ``iperf3 -s -1`` on ``server_port``."""
+    server = Proc("iperf3 -s", ["iperf3", "-s", "-1", "-p", str(server_port), "-B", "127.0.0.1", "--forceflush"],
+                  ready=r"Server listening", timeout=IPERF_SERVER_TIMEOUT)
+    try:
+        out = subprocess.run(["iperf3", "-c", "127.0.0.1", "-p", str(port), "-t", str(seconds), "-J"],
+                             capture_output=True, text=True, timeout=seconds + 60)
+        try:
+            data = json.loads(out.stdout)
+        except ValueError:
+            raise RuntimeError("iperf3 via port %d: %s%s\nserver: %s"
+                               % (port, out.stdout[-2000:], out.stderr[-2000:], server.text()[-2000:]))
+        if data.get("error"):
+            raise RuntimeError("iperf3 via port %d: %s\nserver: %s" % (port, data["error"], server.text()[-2000:]))
+        end = data["end"]
+        try:
+            server.p.wait(IPERF_SERVER_EXIT)
+        except subprocess.TimeoutExpired:
+            pass
+        return {"bits_per_second": end["sum_received"]["bits_per_second"],
+                "bytes": end["sum_received"]["bytes"],
+                "seconds": end["sum_received"]["seconds"],
+                "sent_bits_per_second": end["sum_sent"]["bits_per_second"],
+                "retransmits": end["sum_sent"].get("retransmits"),
+                "client_cpu_percent": end.get("cpu_utilization_percent", {}).get("host_total")}
+    finally:
+        server.stop()
+
+
+def socat_hop(harness, name, to_port):
+    """``socat TCP-LISTEN:PORT,fork TCP:to_port`` on a free PORT; (PORT, its Proc)."""
+    port = free_port()
+    proc = harness.start(name, ["socat", "TCP-LISTEN:%d,bind=127.0.0.1,reuseaddr,fork" % port,
+                                "TCP:127.0.0.1:%d" % to_port], ready=None)
+    return port, proc
+
+
+def run(harness, args):
+    missing = missing_tools("iperf3", "socat")
+    if missing:
+        return {"skipped": "%s not installed" % " and ".join(missing)}
+    notes = []
+    failures = []
+    profile = None
+    target = free_port()  # the iperf3 server's port, one server per test
+    relay = harness.relay(ENTITIES)
+    door = int(relay.wait_for(DOOR_READY).group(1))
+    remote = harness.bridge("bridge -R", relay, "-R", "%s:127.0.0.1:%d" % (ENTITY, target), ready=r"online")
+    local = harness.bridge("bridge -L", relay, "-L", "127.0.0.1:0:%s" % ENTITY, ready=r"listening on [0-9.]+:(\d+)")
+    hop2_port, hop2 = socat_hop(harness, "socat hop 2", target)
+    hop1_port, hop1 = socat_hop(harness, "socat hop 1", hop2_port)
+    wait_listening(hop2_port)  # nothing listens on target yet: these probes go no further
+    wait_listening(hop1_port)
+    vias = {
+        "tcp-direct": (target, []),
+        "tcp-socat": (hop1_port, [hop1, hop2]),
+        "tcp-door": (door, [relay, remote]),
+        "tcp-bridge": (local.port, [local, relay, remote]),
+    }
+    if installed("wormhole_transit_relay"):
+        transit = harness.start("transit relay", [tool("twistd"), "-n", "--pidfile=", "transitrelay",
+                                                  "--port", "tcp:0:interface=127.0.0.1"],
+                                cwd=harness.workdir, ready=r"starting on (\d+)")
+        tserver = harness.start("transit end -R", [python(), peer("peers.py"), "transit-server",
+                                                   "--relay", str(transit.port), "--target", str(target)])
+        tclient = harness.start("transit end -L", [python(), peer("peers.py"), "transit-client",
+                                                   "--relay", str(transit.port)])
+        vias["tcp-transit"] = (tclient.port, [tclient, transit, tserver])
+    else:
+        notes.append("tcp-transit skipped: magic-wormhole-transit-relay is not installed "
+                     "(pip install magic-wormhole-transit-relay)")
+    cases = {name: Case(watched, lambda via=via: run_iperf(via, args.seconds, target))
+             for name, (via, watched) in vias.items()}
+    samples = harness.alternate(cases, "iperf3 -c and -s", lambda s: "%.2f Gbit/s" % (s["bits_per_second"] / 1e9),
+                                failures=failures)
+    if not args.no_profile:
+        profile = profile_bridge(harness, relay, local.port, target, args.seconds)
+    return {"settings": {"rounds": args.rounds, "seconds": args.seconds},
+            "samples": samples, "cpu_percent": harness.cpu_percent(), "relay_peak_rss": relay.rss_peak(),
+            "notes": notes, "failures": failures, "profile": profile}
+
+
+def profile_bridge(harness, relay, port, target, seconds):
+    """One more tcp-bridge test with py-spy sampling relayd in its middle."""
+    prof = harness.profile(relay, lambda: run_iperf(port, seconds, target), seconds)
+    if "skipped" in prof:
+        return prof
+    return {"scenario": "tcp-bridge", "seconds": prof["seconds"], "rate_hz": prof["rate_hz"],
+            "samples": prof["samples"], "relay_cpu_percent": prof["cpu_percent"],
+            "gbit_per_s": prof["result"]["bits_per_second"] / 1e9, "top_own": prof["top_own"]}
+
+
+def report(t):
+    s = t["settings"]
+    samples = t["samples"]
+    direct = rst.med(samples["tcp-direct"], "bits_per_second")
+    socat = rst.med(samples["tcp-socat"], "bits_per_second")
+    rows = []
+    for name in CASES:
+        if name not in samples:
+            continue
+        m = rst.med(samples[name], "bits_per_second")
+        rows.append((LABELS[name], "%.2f Gbit/s" % (m / 1e9),
+                     rst.rng(samples[name], "bits_per_second", 1e9, "%.2f"),
+                     "%.3f" % (m / direct), "%.2f" % (m / socat)))
+    text = [
+        "%s  ``iperf3 -c 127.0.0.1 -p X -t %d -J`` against ``iperf3 -s -1`` (a new"
+        % (rst.measured(t), s["seconds"]),
+        "server per test), %d rounds; the figure is ``end.sum_received.bits_per_second``.  iperf3"
+        % s["rounds"],
+        "opens a control connection and a data connection; both go through the path under test.",
+        "",
+        "* direct: iperf3 -c -> iperf3 -s.",
+        "* two-hop socat chain: iperf3 -c -> ``socat TCP-LISTEN:A,fork TCP:127.0.0.1:B`` ->",
+        "  ``socat TCP-LISTEN:B,fork TCP:127.0.0.1:P`` -> iperf3 -s (two plain C splices).",
+        "* port-mapped door: iperf3 -c -> relayd ``[[tcp_ports]] mode = \"port\"`` -> WebSocket ->",
+        "  ``relayd bridge -R iperf:127.0.0.1:P`` -> iperf3 -s.",
+        "* bridge -L: iperf3 -c -> ``relayd bridge -L 127.0.0.1:LP:iperf`` -> WebSocket -> relayd ->",
+        "  WebSocket -> ``relayd bridge -R`` -> iperf3 -s (the azbridge-style path, three Python",
+        "  processes).",
+        "* transit relay: iperf3 -c -> ``bench/peers.py transit-client`` -> magic-wormhole-transit-relay",
+        "  (``twistd transitrelay``) -> ``bench/peers.py transit-server`` -> iperf3 -s.  The transit",
+        "  relay pairs two TCP connections by a ``please relay TOKEN for side SIDE`` line and then",
+        "  splices raw bytes; the two ends are small Twisted splicers standing in for the bridge",
+        "  agents, so this path has the same three Twisted processes as the bridge -L path but no",
+        "  WebSocket framing.",
+        "* ssh -R is not measured: there is no sshd on the benchmark machine.",
+        "",
+        *rst.table(("Scenario", "Median", "Range (Gbit/s)", "vs direct", "vs socat"), rows),
+    ]
+    text += ["CPU (median share of one core during a round; 100% = one core pegged):", ""]
+    text += ["* " + line for line in rst.cpu_note(t["cpu_percent"], CASES)]
+    text += ["", rst.rss_note(t), ""]
+    for note in t.get("notes", []):
+        text += [note + ".", ""]
+    for f in t.get("failures", []):
+        text += ["One test failed and was run again (round %d, %s): ``%s``."
+                 % (f["round"], f["scenario"], f["error"].splitlines()[0]), ""]
+    prof = t.get("profile")
+    if prof and "skipped" not in prof:
+        text += [
+            "Profile of relayd in the middle of one more bridge -L test (``py-spy record --nonblocking``,"
+            " %d Hz for %d s: %d non-idle samples; relayd used %.0f%% of a core meanwhile, and the test"
+            % (prof["rate_hz"], prof["seconds"], prof["samples"], prof["relay_cpu_percent"]),
+            "ran at %.2f Gbit/s); the five functions with the most own time:" % prof["gbit_per_s"],
+            "",
+            *rst.profile_table(prof),
+        ]
+    elif prof:
+        text += ["Profile skipped: %s." % prof["skipped"], ""]
+    return text
