@@ -320,9 +320,9 @@ def main(argv=None):
                       "(twistd's --logfile and --logger say where to)")
             return _serve(argv[1:])
         if argv[:1] == ["bridge"]:
-            from relayd.client import bridge
+            from relayd.client.bridge.cli import main as bridge
 
-            return bridge.main(flags + argv[1:])
+            return bridge(flags + argv[1:])
         args = build_parser().parse_args(flags + argv)
         command = "relayd %s" % " ".join(
             part for part in (args.command, getattr(args, "action", None) if args.command == "entity" else None)
