@@ -1,7 +1,7 @@
 """Listener-side HTTP: serve relayed HTTP requests from a local HTTP service or a twisted.web
 Resource (``relayd bridge -H ENTITY:http://HOST:PORT``).
 
-Per the Hybrid Connections request protocol (see ``relayd.transports.hybrid.http``; the
+Per the Hybrid Connections request protocol (see ``relayd.transports.http``; the
 messages are :mod:`relayd.wire.hc`'s :class:`~relayd.wire.hc.Request` and ``encode_response``):
 
 * a ``request`` with a method on the control channel is complete there (its body, when
@@ -18,16 +18,15 @@ JSON lists.  The local service's 502/504 become 500 (the protocol reserves them 
 relay), and an unreachable service gives 503.
 """
 
+from io import BytesIO
+
 from twisted.internet import defer, endpoints
-from twisted.internet.interfaces import IPushProducer
-from twisted.internet.protocol import Protocol
 from twisted.logger import Logger
-from twisted.python.failure import Failure
 from twisted.web.client import Agent, FileBodyProducer, HTTPConnectionPool, RequestGenerationFailed
 from twisted.web.http_headers import Headers
-from twisted.web.iweb import UNKNOWN_LENGTH, IBodyProducer
-from zope.interface import implementer
+from twisted.web.iweb import UNKNOWN_LENGTH
 
+from relayd.client.http_body import BodyToBytes, BodyToLeg, Discard, RequestCutShort, StreamBody
 from relayd.client.sender import RelayedConnection, open_websocket
 from relayd.wire import hc
 from relayd.wire.paths import fully_decoded, has_dot_segment
@@ -56,136 +55,6 @@ def _response_head(response):
     return status, description, headers
 
 
-@implementer(IBodyProducer)
-class StreamBody:
-    """A request body arriving over a rendezvous WebSocket, fed to the local HTTP client."""
-
-    length = UNKNOWN_LENGTH
-
-    def __init__(self, leg):
-        self.leg = leg
-        self.consumer = None
-        self.finished = defer.Deferred()
-        self.held = []
-        self.ended = False
-        self.failure = None
-
-    def startProducing(self, consumer):
-        self.consumer = consumer
-        held, self.held = self.held, []
-        if self.failure is not None:
-            self.finished.errback(self.failure)
-            return self.finished
-        for data in held:
-            consumer.write(data)
-        self.leg.transport.resumeProducing()
-        if self.ended:
-            self.finished.callback(None)
-        return self.finished
-
-    def fail(self, reason):
-        """The relayed request was cut short (its leg closed mid-body): fail the body, which
-        makes the HTTP client abort the local connection instead of waiting for the rest."""
-        if self.ended:
-            return
-        self.ended = True
-        self.held = []
-        self.failure = Failure(RequestCutShort(reason))
-        if self.consumer is not None and not self.finished.called:
-            self.finished.errback(self.failure)
-
-    def data(self, data):
-        if self.ended:
-            return
-        if self.consumer is None:
-            self.held.append(data)
-            self.leg.transport.pauseProducing()
-        else:
-            self.consumer.write(data)
-
-    def end(self):
-        self.ended = True
-        if self.consumer is not None and not self.finished.called:
-            self.finished.callback(None)
-
-    def pauseProducing(self):
-        self.leg.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.leg.transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
-class RequestCutShort(Exception):
-    """The relayed request ended before its body was complete."""
-
-
-class _BodyToLeg(Protocol):
-    """Streams a local response body into the rendezvous leg as one binary message."""
-
-    def __init__(self, leg, done):
-        self.leg = leg
-        self.done = done
-
-    def connectionMade(self):
-        self.leg.response_body = self
-        self.leg.beginMessage(isBinary=True)
-        self.leg.transport.registerProducer(_Pausing(self.transport), True)
-
-    def dataReceived(self, data):
-        if self.leg.state != self.leg.STATE_OPEN:
-            return
-        self.leg.beginMessageFrame(len(data))
-        self.leg.sendMessageFrameData(data)
-
-    def leg_lost(self):
-        """The leg closed mid-response: stop reading the local response (its connection closes)."""
-        if getattr(self.leg.transport, "producer", None) is not None:
-            self.leg.transport.unregisterProducer()
-        self.transport.stopProducing()
-
-    def connectionLost(self, reason):
-        if self.leg.response_body is self:
-            self.leg.response_body = None
-        if getattr(self.leg.transport, "producer", None) is not None:
-            self.leg.transport.unregisterProducer()
-        if self.leg.state == self.leg.STATE_OPEN:
-            self.leg.endMessage()
-        self.done.callback(None)
-
-
-class _BodyToBytes(Protocol):
-    def __init__(self, done, limit):
-        self.parts = []
-        self.size = 0
-        self.done = done
-        self.limit = limit
-
-    def dataReceived(self, data):
-        self.parts.append(data)
-        self.size += len(data)
-
-    def connectionLost(self, reason):
-        self.done.callback(b"".join(self.parts))
-
-
-@implementer(IPushProducer)
-class _Pausing:
-    def __init__(self, transport):
-        self.transport = transport
-
-    def pauseProducing(self):
-        self.transport.pauseProducing()
-
-    def resumeProducing(self):
-        self.transport.resumeProducing()
-
-    def stopProducing(self):
-        pass
-
-
 class RequestLeg(RelayedConnection):
     """A rendezvous WebSocket (``sb-hc-action=request``): requests in, responses out."""
 
@@ -193,7 +62,7 @@ class RequestLeg(RelayedConnection):
     _text = None
     _body = None
     _current_body = None
-    response_body = None  # the _BodyToLeg streaming a local response into this leg
+    response_body = None  # the BodyToLeg streaming a local response into this leg
 
     def onClose(self, wasClean, code, reason):
         # A request cut short (client abort, the relay's 413/502/504): end the local request.
@@ -294,7 +163,7 @@ class HttpHandler:
         request = self._awaiting.pop(channel, None)
         if request is None:
             return
-        self.serve(request, None, FileBodyProducer(_bytes_io(data)), channel=channel)
+        self.serve(request, None, FileBodyProducer(BytesIO(data)), channel=channel)
 
     def _rendezvous(self, address):
         if not address:
@@ -349,7 +218,7 @@ class HttpHandler:
         log.info("refused {method} {target!r}: {status} {description}", method=request.method,
                  target=str(request.request_target)[:200], status=status, description=description)
         if isinstance(body, StreamBody):
-            body.startProducing(_Discard())
+            body.startProducing(Discard())
         self._send_json(hc.encode_response(request.id, status, description, PLAIN_TEXT), leg, channel)
 
     def _local_failed(self, failure, request, leg, channel):
@@ -378,7 +247,7 @@ class HttpHandler:
         length = response.length
         if leg is None and length is not UNKNOWN_LENGTH and length <= hc.MAX_CONTROL_BODY:
             done = defer.Deferred()
-            response.deliverBody(_BodyToBytes(done, hc.MAX_CONTROL_BODY))
+            response.deliverBody(BodyToBytes(done, hc.MAX_CONTROL_BODY))
 
             def send(body):
                 channel.send(hc.encode_response(request.id, *head, body=bool(body)))
@@ -390,7 +259,7 @@ class HttpHandler:
             # large or unknown length: answer over a rendezvous to the request's address
             address = request.address
             if not address:
-                response.deliverBody(_BodyToBytes(defer.Deferred(), 0))
+                response.deliverBody(BodyToBytes(defer.Deferred(), 0))
                 return None
             opened = open_websocket(self.reactor, address, RequestLeg, trust_root=self.listener.info.trust_root)
 
@@ -404,23 +273,10 @@ class HttpHandler:
     def _stream(self, response, request_id, head, leg, close_after=False):
         leg.sendMessage(hc.encode_response(request_id, *head, body=True).encode("utf-8"), isBinary=False)
         done = defer.Deferred()
-        response.deliverBody(_BodyToLeg(leg, done))
+        response.deliverBody(BodyToLeg(leg, done))
         if close_after:
             done.addCallback(lambda _: leg.sendClose(1000))
         return done
-
-
-def _bytes_io(data):
-    import io
-
-    return io.BytesIO(data)
-
-
-class _Discard:
-    """A consumer that drops what it is given (the body of a refused request)."""
-
-    def write(self, data):
-        pass
 
 
 class BadTarget(ValueError):
