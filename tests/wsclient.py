@@ -5,7 +5,7 @@ import json
 import re
 
 from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientProtocol, connectWS
-from twisted.internet import defer, reactor
+from twisted.internet import defer
 
 
 class HandshakeFailed(Exception):
@@ -54,9 +54,3 @@ def connect(url, headers=None, protocols=None, max_payload=0):
                                openHandshakeTimeout=20)
     connectWS(factory)
     return factory.opened
-
-
-def sleep(seconds):
-    from twisted.internet import task
-
-    return task.deferLater(reactor, seconds, lambda: None)

@@ -2,15 +2,15 @@
 limits.listen_backlog (default 1024), not Twisted's 50.  Measured on the real sockets of real
 processes: for a listening TCP socket ``ss -ltn`` reports the backlog as Send-Q."""
 
-import re
 import subprocess
 import sys
-import time
 
 import pytest
 
 from relayd.config import DEFAULT_LISTEN_BACKLOG
-from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
+from tests.support.net import free_port
+from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
+from tests.support.waits import file_reader, wait_for_text
 
 
 def listen_backlog(port):
@@ -28,24 +28,8 @@ def somaxconn():
         return int(f.read())
 
 
-def free_port():
-    import socket
-
-    s = socket.socket()
-    s.bind(("127.0.0.1", 0))
-    port = s.getsockname()[1]
-    s.close()
-    return port
-
-
 def door_port(relay):
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        m = re.search(r"door \(echo\) listening on [0-9.]+:(\d+)", relay.log_text())
-        if m:
-            return int(m.group(1))
-        time.sleep(0.05)
-    raise AssertionError(relay.log_text())
+    return int(relay.wait_log(r"door \(echo\) listening on [0-9.]+:(\d+)", 20).group(1))
 
 
 def test_default_backlog_on_the_http_port_and_the_tcp_door(tmp_path):
@@ -74,11 +58,8 @@ def test_backlog_is_configurable_and_an_endpoint_string_may_override_it(tmp_path
         """)
     relay = RelayProcess(tmp_path, config)
     try:
-        ports = [int(p) for p in re.findall(r"relayd listening on [0-9.]+:(\d+)", relay.log_text())]
-        deadline = time.time() + 10
-        while len(ports) < 2 and time.time() < deadline:
-            time.sleep(0.05)
-            ports = [int(p) for p in re.findall(r"relayd listening on [0-9.]+:(\d+)", relay.log_text())]
+        m = relay.wait_log(r"(?s)relayd listening on [0-9.]+:(\d+).*relayd listening on [0-9.]+:(\d+)", 10)
+        ports = [int(p) for p in m.groups()]
         assert sorted(listen_backlog(p) for p in ports) == [77, min(2000, somaxconn())]
     finally:
         relay.stop()
@@ -92,10 +73,7 @@ def test_bridge_local_forwarder_backlog(tmp_path):
     proc = subprocess.Popen([sys.executable, "-m", "relayd.cli", "bridge", "-x", cs, "-L", "127.0.0.1:%d:echo" % port],
                             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        deadline = time.time() + 20
-        while "listening on" not in (tmp_path / "bridge.log").read_text():
-            assert time.time() < deadline and proc.poll() is None, (tmp_path / "bridge.log").read_text()
-            time.sleep(0.05)
+        wait_for_text(file_reader(tmp_path / "bridge.log"), "listening on", proc, 20)
         assert listen_backlog(port) == min(DEFAULT_LISTEN_BACKLOG, somaxconn())
     finally:
         proc.terminate()

@@ -9,8 +9,8 @@ import time
 
 import pytest
 
-from tests.conftest import RelayProcess, write_config
-from tests.integration.test_tcp_bridge import Bridge
+from tests.support.relay import RelayProcess, write_config
+from tests.support.relay import Bridge
 
 KiB = 1 << 10
 MiB = 1 << 20

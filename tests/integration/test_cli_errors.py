@@ -16,7 +16,9 @@ import time
 import pytest
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY, twistd_path
+from tests.support.net import free_port
+from tests.support.relay import ROOT_KEY, twistd_path
+from tests.support.waits import file_reader, wait_for_text
 
 CLI = [sys.executable, "-m", "relayd.cli"]
 GOOD_CS = "Endpoint=sb://127.0.0.1:9/;SharedAccessKeyName=root;SharedAccessKey=%s" % ROOT_KEY
@@ -103,18 +105,6 @@ def test_token_takes_a_connection_string_and_relayd_key():
 
 # -- relayd serve and relayd key show ------------------------------------------------------------
 
-def wait_for_text(path, pattern, proc, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        text = path.read_text() if path.exists() else ""
-        m = re.search(pattern, text)
-        if m:
-            return m
-        assert proc.poll() is None, text
-        time.sleep(0.05)
-    raise AssertionError("%r not in %s" % (pattern, path.read_text() if path.exists() else "(no file)"))
-
-
 def test_serve_takes_twistd_options_and_key_show_prints_the_real_endpoint(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
@@ -125,7 +115,7 @@ def test_serve_takes_twistd_options_and_key_show_prints_the_real_endpoint(tmp_pa
                             cwd=run, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
                             stdin=subprocess.DEVNULL)
     try:
-        port = int(wait_for_text(logfile, r"relayd listening on 127\.0\.0\.1:(\d+)", proc).group(1))
+        port = int(wait_for_text(file_reader(logfile), r"relayd listening on 127\.0\.0\.1:(\d+)", proc).group(1))
         assert pidfile.read_text().strip() == str(proc.pid)
         shown = relayd("key", "show", env=env)
         assert shown.returncode == 0, shown.stderr
@@ -152,7 +142,7 @@ def test_serve_without_pidfile_leaves_the_cwd_clean(tmp_path):
         proc = subprocess.Popen(CLI + ["serve", "--listen", "tcp:0:interface=127.0.0.1"], cwd=run, env=env,
                                 stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        wait_for_text(log, r"relayd listening on", proc)
+        wait_for_text(file_reader(log), r"relayd listening on", proc)
         assert os.listdir(run) == [], os.listdir(run)
     finally:
         proc.terminate()
@@ -160,7 +150,7 @@ def test_serve_without_pidfile_leaves_the_cwd_clean(tmp_path):
 
 
 def test_key_show_for_a_tls_relay_says_use_tls(tmp_path):
-    from tests.tlsutil import make_ca_and_server
+    from tests.support.tls import make_ca_and_server
 
     certs = make_ca_and_server(tmp_path)
     env = clean_env(RELAYD_DATA_DIR=str(tmp_path / "state"))
@@ -171,7 +161,7 @@ def test_key_show_for_a_tls_relay_says_use_tls(tmp_path):
                                  % (certs["server-key.pem"], certs["server-cert.pem"])],
                                 cwd=tmp_path, env=env, stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
     try:
-        port = int(wait_for_text(log, r"relayd listening on 127\.0\.0\.1:(\d+)", proc).group(1))
+        port = int(wait_for_text(file_reader(log), r"relayd listening on 127\.0\.0\.1:(\d+)", proc).group(1))
         shown = relayd("key", "show", env=env)
         assert "Endpoint=sb://127.0.0.1:%d/;UseTls=true;" % port in shown.stdout, shown.stdout
     finally:
@@ -269,9 +259,9 @@ def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
                                          "-L", "%s:echo" % local_path],
                                   stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env())
     try:
-        wait_for_text(log, r"listening on \[::1\]:%d" % port6, bridge)
-        wait_for_text(log, r"listening on %s" % re.escape(local_path), bridge)
-        wait_for_text(log, r"-R echo->%s: online" % re.escape(service_path), bridge)
+        wait_for_text(file_reader(log), r"listening on \[::1\]:%d" % port6, bridge)
+        wait_for_text(file_reader(log), r"listening on %s" % re.escape(local_path), bridge)
+        wait_for_text(file_reader(log), r"-R echo->%s: online" % re.escape(service_path), bridge)
         data = os.urandom(100_000)
         assert round_trip(socket.AF_INET6, ("::1", port6), data) == data
         assert round_trip(socket.AF_UNIX, local_path, data) == data
@@ -283,10 +273,7 @@ def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
 
 
 def test_bridge_quiet_logs_only_problems(relay_proc, tmp_path):
-    port = socket.socket()
-    port.bind(("127.0.0.1", 0))
-    number = port.getsockname()[1]
-    port.close()
+    number = free_port()
     logs = {}
     for flag in ("-v", "-q"):
         log = tmp_path / ("bridge%s.log" % flag)
@@ -295,11 +282,10 @@ def test_bridge_quiet_logs_only_problems(relay_proc, tmp_path):
                                              ROOT_KEY, "-R", "echo:127.0.0.1:9", "-L", "127.0.0.1:%d:echo" % number],
                                       stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env())
         try:
-            deadline = time.time() + 30
-            while relay_proc.log_text().count("online on echo") < (1 if flag == "-v" else 2):
-                assert time.time() < deadline and bridge.poll() is None, log.read_text()
-                time.sleep(0.05)
-            time.sleep(0.2)  # let the bridge write what it logs on coming online
+            online = 1 if flag == "-v" else 2  # the relay's log counts both runs
+            relay_proc.wait_log(r"(?s)(online on echo.*){%d}" % online)
+            if flag == "-v":
+                wait_for_text(file_reader(log), r"online", bridge)
         finally:
             bridge.terminate()
             bridge.wait(15)

@@ -6,20 +6,21 @@ fixture runs ``twistd -n relayd`` as a subprocess for the CLI tests.
 
 import os
 import random
-import socket
 import subprocess
 import sys
 import time
 
 import pytest
 import pytest_twisted
-from twisted.internet import defer, protocol, reactor, task
+from twisted.internet import defer, protocol, reactor
 
 from relayd.client import (
     Backoff, ConnectionClosed, ConnectionInfo, HybridListener, RelayConnectError, connect,
 )
-from tests.conftest import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config
-from tests.tlsutil import make_ca_and_server
+from tests.support.net import free_port
+from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config
+from tests.support.tls import make_ca_and_server
+from tests.support.waits import sleep, wait_for
 
 REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
@@ -27,25 +28,6 @@ REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)
 def info_for(relay, rule="root", key=ROOT_KEY, extra=""):
     return ConnectionInfo.parse("Endpoint=ws://127.0.0.1:%d/;SharedAccessKeyName=%s;SharedAccessKey=%s%s"
                                 % (relay.port, rule, key, extra))
-
-
-def closed_port():
-    """A loopback port nobody listens on (bound, then released)."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def sleep(seconds):
-    return task.deferLater(reactor, seconds, lambda: None)
-
-
-async def wait_for(predicate, timeout=10.0, step=0.02):
-    deadline = time.monotonic() + timeout
-    while not predicate():
-        if time.monotonic() > deadline:
-            raise AssertionError("condition not met within %ss" % timeout)
-        await sleep(step)
 
 
 class Recorder:
@@ -248,7 +230,7 @@ async def test_sender_errors_carry_http_status(relay):
         await connect(reactor, info_for(relay), "no-such-entity")
     assert e.value.status == 404
     dead = ConnectionInfo.parse("Endpoint=ws://127.0.0.1:%d/;SharedAccessKeyName=root;SharedAccessKey=%s"
-                                % (closed_port(), ROOT_KEY))
+                                % (free_port(), ROOT_KEY))
     with pytest.raises(RelayConnectError) as e:
         await connect(reactor, dead, "echo", timeout=5)
     assert e.value.status is None and "cannot reach" in e.value.description
@@ -319,7 +301,7 @@ async def test_bad_key_backs_off_instead_of_looping(relay):
                               echo_on_accept(), on_status=status, backoff=(0.2, 0.8),
                               rng=random.Random(seed))
     started = listener.start()
-    await sleep(3.0)
+    await wait_for(lambda: len(status.of("retry")) >= 4, timeout=15)
     assert not started.called
     await listener.stop()
     with pytest.raises(defer.CancelledError):
@@ -331,9 +313,9 @@ async def test_bad_key_backs_off_instead_of_looping(relay):
     expected = Backoff(0.2, 0.8, random.Random(seed))
     delays = [d for _, d in status.of("retry")]
     assert delays == pytest.approx([expected.next() for _ in delays])
-    # ceilings 0.2, 0.4, 0.8, 0.8, ... : about 6 attempts in 3 s, never a tight loop
+    # ceilings 0.2, 0.4, 0.8, 0.8, ...: every attempt waits its delay, never a tight loop
     attempts = [t for t, _ in status.of("connecting")]
-    assert 3 <= len(attempts) <= 12, status.names()
+    assert len(attempts) >= 4, status.names()
     for (t0, t1, delay) in zip(attempts, attempts[1:], delays):
         assert t1 - t0 >= delay * 0.95
 
@@ -400,7 +382,8 @@ async def test_token_renewal_keeps_the_channel_past_the_first_tokens_expiry(rela
                              backoff=(30, 60))
     await control.start()
     try:
-        await sleep(6.5)
+        # the fixed 3-second token expires; the renewing listener renews twice meanwhile
+        await wait_for(lambda: fixed_status.of("offline") and len(status.of("renewed")) >= 2, timeout=15)
         assert [d.code for _, d in fixed_status.of("offline")] == [1008]
         assert status.of("offline") == [] and len(status.of("online")) == 1
         assert len(status.of("renewed")) >= 2

@@ -5,12 +5,13 @@ closing connections gives their places back.  Against a ``twistd -n relayd`` sub
 
 import re
 import socket
-import time
 
 import pytest
 
 from relayd.wire import nmf
-from tests.conftest import RelayProcess, write_config
+from tests.support.net import read_until_closed
+from tests.support.relay import RelayProcess, write_config
+from tests.support.waits import wait_until
 
 CONFIG = """
 [[hybrid_connections]]
@@ -34,33 +35,10 @@ max_connections = 20
 @pytest.fixture
 def relay(tmp_path):
     proc = RelayProcess(tmp_path, write_config(tmp_path, extra=CONFIG))
-    deadline = time.time() + 20
-    port = nettcp = None
-    while time.time() < deadline:
-        text = proc.log_text()
-        port = re.search(r"port door \(tcpent\) listening on [0-9.]+:(\d+)", text)
-        nettcp = re.search(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", text)
-        if port and nettcp:
-            break
-        time.sleep(0.05)
-    assert port and nettcp, proc.log_text()
-    proc.tcp_port = int(port.group(1))
-    proc.nettcp_port = int(nettcp.group(1))
+    proc.tcp_port = int(proc.wait_log(r"port door \(tcpent\) listening on [0-9.]+:(\d+)", 20).group(1))
+    proc.nettcp_port = int(proc.wait_log(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", 20).group(1))
     yield proc
     proc.stop()
-
-
-def read_until_closed(sock, timeout=5.0):
-    sock.settimeout(timeout)
-    data = b""
-    while True:
-        try:
-            chunk = sock.recv(65536)
-        except ConnectionResetError:
-            return data
-        if not chunk:
-            return data
-        data += chunk
 
 
 def http_get(port):
@@ -69,24 +47,15 @@ def http_get(port):
         return read_until_closed(s)
 
 
-def wait_until(predicate, timeout=10.0):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return True
-        time.sleep(0.05)
-    return False
-
-
 def test_tcp_door_connections_count_against_the_relay_limit(relay):
     held = []
     try:
         # 20 net.tcp clients that never send their preamble fill the whole budget.
         for _ in range(20):
             held.append(socket.create_connection(("127.0.0.1", relay.nettcp_port), timeout=5))
-        time.sleep(0.3)  # let the relay accept them all
-        # The HTTP port is now full too: 503 with Retry-After, not a hang or a reset.
-        answer = http_get(relay.port)
+        # Once the relay has accepted them all, the HTTP port is full too: 503 with Retry-After,
+        # not a hang or a reset.
+        answer = wait_until(lambda: (lambda a: a if a.startswith(b"HTTP/1.1 503 ") else None)(http_get(relay.port)))
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert b"\r\nRetry-After: 1\r\n" in answer
         # A net.tcp client past the limit is told ServerTooBusy in its own protocol.

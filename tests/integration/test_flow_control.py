@@ -19,8 +19,9 @@ from twisted.internet.interfaces import IPushProducer
 from zope.interface import implementer
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY
-from tests.wsclient import connect, sleep
+from tests.support.relay import ROOT_KEY
+from tests.wsclient import connect
+from tests.support.waits import sleep
 
 pytestmark = pytest.mark.slow
 

@@ -13,8 +13,8 @@ import pytest
 import pytest_twisted
 import requests
 
-from tests.conftest import ROOT_KEY, RelayProcess, write_config
-from tests.integration.test_tcp_bridge import Bridge
+from tests.support.relay import ROOT_KEY, RelayProcess, write_config
+from tests.support.relay import Bridge
 
 MiB = 1 << 20
 HTTP_CONFIG = """
@@ -154,7 +154,7 @@ async def test_twisted_web_resource_served_over_the_relay(relay):
 
     from relayd.client.connection import ConnectionInfo
     from relayd.client.http import serve_resource
-    from tests.conftest import ROOT_KEY
+    from tests.support.relay import ROOT_KEY
 
     class Hello(web_resource.Resource):
         isLeaf = True

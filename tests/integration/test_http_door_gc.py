@@ -56,7 +56,7 @@ async def test_http_door_objects_are_freed_without_a_full_collection(relay):
 
     from relayd.client.connection import ConnectionInfo
     from relayd.client.http import serve_resource
-    from tests.conftest import ROOT_KEY
+    from tests.support.relay import ROOT_KEY
 
     class Echo(web_resource.Resource):
         isLeaf = True

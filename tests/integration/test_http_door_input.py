@@ -8,8 +8,8 @@ import socket
 import pytest
 
 from relayd.transports.hybrid.http import HttpError, normalise_path
-from tests.conftest import RelayProcess, write_config
-from tests.integration.test_http_limits import read_response
+from tests.support.relay import RelayProcess, write_config
+from tests.support.net import read_response
 
 
 @pytest.fixture(scope="module")

@@ -13,7 +13,8 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import RelayProcess, twistd_path, write_config
+from tests.support.net import read_response
+from tests.support.relay import RelayProcess, twistd_path, write_config
 
 LIMITS = """
 [[hybrid_connections]]
@@ -58,32 +59,6 @@ class LimitedRelay(RelayProcess):
 def connect(relay, timeout=5.0):
     s = socket.create_connection(("127.0.0.1", relay.port), timeout=timeout)
     return s
-
-
-def read_response(sock, timeout=5.0):
-    """(status, head, body) of one response, or None when the peer closed/reset first."""
-    sock.settimeout(timeout)
-    data = b""
-    try:
-        while b"\r\n\r\n" not in data:
-            chunk = sock.recv(65536)
-            if not chunk:
-                return None
-            data += chunk
-        head, _, body = data.partition(b"\r\n\r\n")
-        length = 0
-        for line in head.split(b"\r\n")[1:]:
-            name, _, value = line.partition(b":")
-            if name.strip().lower() == b"content-length":
-                length = int(value)
-        while len(body) < length:
-            chunk = sock.recv(65536)
-            if not chunk:
-                break
-            body += chunk
-    except (ConnectionResetError, socket.timeout):
-        return None
-    return int(head.split(b" ")[1]), head, body
 
 
 def closed_by_peer(sock):

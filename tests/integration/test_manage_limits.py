@@ -8,8 +8,8 @@ import time
 import pytest
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY, RelayProcess, write_config
-from tests.integration.test_http_limits import read_response
+from tests.support.relay import ROOT_KEY, RelayProcess, write_config
+from tests.support.net import read_response
 
 BIG = 200 * 1024 * 1024
 

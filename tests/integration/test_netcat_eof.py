@@ -8,7 +8,7 @@ import subprocess
 import sys
 import time
 
-from tests.conftest import LISTEN_KEY, SEND_KEY
+from tests.support.relay import LISTEN_KEY, SEND_KEY
 
 CLI = [sys.executable, "-m", "relayd.cli"]
 

@@ -12,7 +12,7 @@ import time
 import pytest
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY, RelayProcess, write_config
+from tests.support.relay import ROOT_KEY, RelayProcess, write_config
 
 MiB = 1 << 20
 PER_ENTITY = 40

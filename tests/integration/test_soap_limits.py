@@ -11,8 +11,8 @@ import psutil
 import pytest
 
 from relayd.wire import sas
-from tests.conftest import SEND_KEY, RelayProcess, write_config
-from tests.integration.test_http_limits import read_response
+from tests.support.relay import SEND_KEY, RelayProcess, write_config
+from tests.support.net import read_response
 
 MiB = 1 << 20
 CONFIG = """

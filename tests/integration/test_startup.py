@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT_KEY, twistd_path, write_config
+from tests.support.relay import ROOT_KEY, twistd_path, write_config
 
 EXIT_DEADLINE = 15  # seconds; the process must be gone well before this
 

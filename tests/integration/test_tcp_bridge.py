@@ -3,16 +3,16 @@ redis-cli and redis-py through a port-mapped relay port and through ``relayd bri
 half-close, parallel connections, and net.tcp preamble faults."""
 
 import os
-import re
 import socket
 import subprocess
-import sys
 import threading
 import time
 
 import pytest
 
-from tests.conftest import ROOT_KEY, RelayProcess, recv_all, require_tool, write_config
+from tests.support.net import free_port, recv_all, serve_tcp
+from tests.support.relay import ROOT_KEY, Bridge, RelayProcess, require_tool, write_config
+from tests.support.waits import wait_listening
 
 TCP_CONFIG = """
 [[hybrid_connections]]
@@ -33,71 +33,11 @@ mode = "nettcp"
 """
 
 
-def wait_for(path, pattern, proc, timeout=30):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        with open(path) as f:
-            text = f.read()
-        m = re.search(pattern, text)
-        if m:
-            return m
-        if proc.poll() is not None:
-            break
-        time.sleep(0.05)
-    with open(path) as f:
-        raise AssertionError("%r not seen:\n%s" % (pattern, f.read()[-3000:]))
-
-
-class Bridge:
-    """``relayd bridge`` as a subprocess: credentials as --url/--rule/--key, a connection string
-    (-x) or nothing at all (when ``args`` has --config)."""
-
-    def __init__(self, tmp_path, relay, *args, connection_string=None):
-        self.log = str(tmp_path / ("bridge-%d.log" % time.monotonic_ns()))
-        if connection_string:
-            creds = ["-x", connection_string]
-        elif "--config" in args:
-            creds = []
-        else:
-            creds = ["--url", relay.url, "--rule", "root", "--key", ROOT_KEY]
-        self.proc = subprocess.Popen(
-            [sys.executable, "-m", "relayd.cli", "bridge", *creds, *args],
-            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
-
-    def wait(self, pattern):
-        return wait_for(self.log, pattern, self.proc)
-
-    def text(self):
-        return open(self.log).read()
-
-    def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-
-
-def free_port():
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 @pytest.fixture
 def tcp_relay(tmp_path):
     relay = RelayProcess(tmp_path, write_config(tmp_path, extra=TCP_CONFIG))
-    text = ""
-    deadline = time.time() + 20
-    while time.time() < deadline:
-        text = relay.log_text()
-        port = re.search(r"port door \(redis\) listening on [0-9.]+:(\d+)", text)
-        nettcp = re.search(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", text)
-        if port and nettcp:
-            break
-        time.sleep(0.05)
-    relay.redis_port = int(port.group(1))
-    relay.nettcp_port = int(nettcp.group(1))
+    relay.redis_port = int(relay.wait_log(r"port door \(redis\) listening on [0-9.]+:(\d+)", 20).group(1))
+    relay.nettcp_port = int(relay.wait_log(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", 20).group(1))
     yield relay
     relay.stop()
 
@@ -109,13 +49,7 @@ def redis_server(tmp_path):
     proc = subprocess.Popen(["redis-server", "--port", str(port), "--bind", "127.0.0.1", "--save", "",
                              "--appendonly", "no", "--dir", str(tmp_path)], stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            break
-        except OSError:
-            time.sleep(0.05)
+    wait_listening(port)
     yield port
     proc.terminate()
     proc.wait(10)
@@ -149,24 +83,6 @@ def test_redis_through_port_mapped_relay_and_bridge_local(tmp_path, tcp_relay, r
     finally:
         local.stop()
         remote.stop()
-
-
-def serve_tcp(handler):
-    """A loopback TCP service running ``handler(conn)`` in a thread per connection."""
-    srv = socket.socket()
-    srv.bind(("127.0.0.1", 0))
-    srv.listen(50)
-
-    def loop():
-        while True:
-            try:
-                conn, _ = srv.accept()
-            except OSError:
-                return
-            threading.Thread(target=handler, args=(conn,), daemon=True).start()
-
-    threading.Thread(target=loop, daemon=True).start()
-    return srv
 
 
 def _echo_until_eof_server():
@@ -236,7 +152,7 @@ def test_nettcp_door_faults(tcp_relay):
     assert exchange("net.tcp://example/" + "v" * 3000) == nmf.fault("ViaTooLong")
     # a Send token in the Via query passes the door's check (then: no listener on echo)
     from relayd.wire import sas
-    from tests.conftest import SEND_KEY
+    from tests.support.relay import SEND_KEY
     from urllib.parse import quote
 
     token = sas.make_token("http://example/echo", "sender", SEND_KEY, int(time.time()) + 60)
@@ -320,7 +236,7 @@ def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
 
     from relayd.wire import sas
     from relayd.wire import nmf
-    from tests.conftest import SEND_KEY
+    from tests.support.relay import SEND_KEY
 
     seen = []
 

@@ -11,8 +11,8 @@ import sys
 
 import pytest
 
-from tests.conftest import RelayProcess, require_tool, twistd_path, write_config
-from tests.tlsutil import make_ca_and_server
+from tests.support.relay import RelayProcess, require_tool, twistd_path, write_config
+from tests.support.tls import make_ca_and_server
 
 
 @pytest.fixture

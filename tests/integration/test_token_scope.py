@@ -9,7 +9,7 @@ import urllib.request
 import pytest
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY
+from tests.support.relay import ROOT_KEY
 
 
 def get(url, token):

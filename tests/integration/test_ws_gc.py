@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.conftest import write_config
+from tests.support.relay import write_config
 from tests.support.rawws import Closed, RawWS, frame, hc_url, listen, pair
 
 

@@ -7,7 +7,7 @@ import time
 
 import pytest
 
-from tests.conftest import RelayProcess, write_config
+from tests.support.relay import RelayProcess, write_config
 from tests.support.rawws import Closed, RawWS, frame, hc_url, listen
 
 

@@ -18,7 +18,7 @@ import time
 
 import pytest
 
-from tests.conftest import RelayProcess, write_config
+from tests.support.relay import RelayProcess, write_config
 from tests.support.rawws import Closed, ProtocolBroken, frame, mask_bytes, pair
 
 
@@ -174,8 +174,8 @@ requires_client_authorization = false
 
 
 def test_empty_chunked_body_reaches_the_service(tmp_path):
-    from tests.conftest import ROOT_KEY
-    from tests.integration.test_tcp_bridge import Bridge
+    from tests.support.relay import ROOT_KEY
+    from tests.support.relay import Bridge
 
     relay = RelayProcess(tmp_path, write_config(tmp_path, extra=HTTP_CONFIG))
     backend = subprocess.Popen([sys.executable, "-m", "tests.support.backend"], stdout=subprocess.PIPE, text=True)

@@ -16,7 +16,7 @@ import time
 import psutil
 import pytest
 
-from tests.conftest import RelayProcess, write_config
+from tests.support.relay import RelayProcess, write_config
 from tests.support.rawws import RawWS, frame, hc_url, listen, pair, token
 
 pytestmark = pytest.mark.slow

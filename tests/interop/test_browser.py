@@ -19,8 +19,8 @@ import urllib.parse
 import pytest
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
-from tests.tlsutil import make_ca_and_server
+from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
+from tests.support.tls import make_ca_and_server
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"

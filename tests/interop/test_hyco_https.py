@@ -11,7 +11,8 @@ import pytest
 import requests
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY, SEND_KEY, RelayProcess, recv_all, require_tool, write_config
+from tests.support.net import recv_all
+from tests.support.relay import ROOT_KEY, SEND_KEY, RelayProcess, require_tool, write_config
 from tests.interop.test_hyco_ws import NODE_DIR, NodeListener
 
 pytestmark = pytest.mark.interop

@@ -8,8 +8,8 @@ import time
 
 import pytest
 
-from tests.conftest import ROOT_KEY, RelayProcess, require_tool, write_config
-from tests.tlsutil import make_ca_and_server
+from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
+from tests.support.tls import make_ca_and_server
 
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
 pytestmark = pytest.mark.interop

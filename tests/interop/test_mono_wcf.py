@@ -12,8 +12,9 @@ import time
 
 import pytest
 
-from tests.conftest import RelayProcess, require_tool, write_config
-from tests.integration.test_tcp_bridge import Bridge, free_port, wait_for
+from tests.support.relay import RelayProcess, require_tool, write_config
+from tests.support.net import free_port
+from tests.support.relay import Bridge
 
 MONO_DIR = os.path.join(os.path.dirname(__file__), "mono")
 pytestmark = pytest.mark.interop
@@ -63,7 +64,7 @@ def mono_client(build, kind, endpoint, text, *extra):
 @pytest.fixture
 def wcf_relay(tmp_path):
     relay = RelayProcess(tmp_path, write_config(tmp_path, extra=WCF_CONFIG))
-    m = wait_for(relay.log_path, r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", relay.proc)
+    m = relay.wait_log(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)")
     relay.nettcp_port = int(m.group(1))
     yield relay
     relay.stop()

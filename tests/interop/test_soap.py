@@ -14,8 +14,8 @@ import requests
 from lxml import etree
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY, SEND_KEY, RelayProcess, write_config
-from tests.integration.test_tcp_bridge import Bridge
+from tests.support.relay import ROOT_KEY, SEND_KEY, RelayProcess, write_config
+from tests.support.relay import Bridge
 
 zeep = pytest.importorskip("zeep", reason="pip install zeep (a test dependency)")
 
@@ -247,8 +247,8 @@ def test_plain_xml_over_http_passes_through(soap_relay):
 
 def test_mono_wcf_basichttp_through_relay(soap_relay, tmp_path):
     from tests.interop.test_mono_wcf import MonoService, mono_client, MONO_DIR
-    from tests.conftest import require_tool
-    from tests.integration.test_tcp_bridge import free_port
+    from tests.support.relay import require_tool
+    from tests.support.net import free_port
 
     require_tool("mcs", "Mono WCF (apt-get install mono-mcs libmono-system-servicemodel4.0a-cil)")
     build = str(tmp_path / "mono")

@@ -11,7 +11,7 @@ import time
 from urllib.parse import quote, urlsplit
 
 from relayd.wire import sas
-from tests.conftest import ROOT_KEY
+from tests.support.relay import ROOT_KEY
 
 
 class ProtocolBroken(AssertionError):

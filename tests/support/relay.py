@@ -1,0 +1,159 @@
+"""The test relay: its configuration (keys and entities every test may use), the relay as a
+``twistd -n relayd`` subprocess (:class:`RelayProcess`) and ``relayd bridge`` as one (:class:`Bridge`)."""
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+
+import pytest
+
+from tests.support.waits import file_reader, wait_for_text
+
+ROOT_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
+SEND_KEY = "c2VuZC1vbmx5LWtleS1mb3ItdGVzdHM="
+LISTEN_KEY = "bGlzdGVuLW9ubHkta2V5LWZvci10ZXN0cw=="
+
+BASE_CONFIG = """
+[relay]
+listen = {listen}
+data_dir = "data"
+{relay_extra}
+
+[[rules]]
+name = "root"
+key = "{root}"
+rights = ["Manage", "Listen", "Send"]
+
+[[rules]]
+name = "sender"
+key = "{send}"
+rights = ["Send"]
+
+[[rules]]
+name = "listener"
+key = "{listen_key}"
+rights = ["Listen"]
+
+[[hybrid_connections]]
+path = "echo"
+requires_client_authorization = true
+
+[[hybrid_connections]]
+path = "open"
+requires_client_authorization = false
+
+[[hybrid_connections]]
+path = "few"
+max_listeners = 2
+
+[[hybrid_connections]]
+path = "scoped"
+  [[hybrid_connections.rules]]
+  name = "scoped-send"
+  key = "c2NvcGVkLXNlbmQta2V5LWZvci10ZXN0cw=="
+  rights = ["Send"]
+{extra}
+"""
+
+
+def write_config(directory, extra="", relay_extra="", listen='["tcp:0:interface=127.0.0.1"]'):
+    path = os.path.join(str(directory), "relayd.toml")
+    with open(path, "w") as f:
+        f.write(BASE_CONFIG.format(root=ROOT_KEY, send=SEND_KEY, listen_key=LISTEN_KEY,
+                                   extra=textwrap.dedent(extra), relay_extra=relay_extra,
+                                   listen=listen))
+    return path
+
+
+def require_tool(path_or_name, why):
+    """Skip with a reason when a tool is missing locally; under CI (CI=true) fail instead."""
+    if os.path.exists(path_or_name) or shutil.which(path_or_name):
+        return
+    message = "%s not found: %s" % (path_or_name, why)
+    if os.environ.get("CI"):
+        pytest.fail(message + " (CI must install it: see .ci/run)")
+    pytest.skip(message)
+
+
+def twistd_path():
+    candidate = os.path.join(os.path.dirname(sys.executable), "twistd")
+    return candidate if os.path.exists(candidate) else "twistd"
+
+
+class RelayProcess:
+    """``twistd -n relayd --config ...`` as a child process on an ephemeral loopback port."""
+
+    def __init__(self, workdir, config_path, args=()):
+        self.workdir = str(workdir)
+        self.log_path = os.path.join(self.workdir, "relayd.log")
+        self._log = open(self.log_path, "wb")
+        cmd = [twistd_path(), "-n", "--pidfile=", "relayd", "--config", config_path, *args]
+        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        self.port = self._wait_port()
+        self.host = "127.0.0.1"
+        self.url = "ws://127.0.0.1:%d" % self.port
+        self.http_url = "http://127.0.0.1:%d" % self.port
+
+    def log_text(self):
+        with open(self.log_path, "rb") as f:
+            return f.read().decode("utf-8", "replace")
+
+    def wait_log(self, pattern, timeout=30):
+        """The first match of ``pattern`` in the relay's log, waiting up to ``timeout`` seconds
+        (fails at once when the relay has exited)."""
+        return wait_for_text(self.log_text, pattern, self.proc, timeout)
+
+    def _wait_port(self, timeout=30):
+        return int(self.wait_log(r"relayd listening on [0-9.]+:(\d+)", timeout).group(1))
+
+    def rss(self):
+        with open("/proc/%d/status" % self.proc.pid) as f:
+            for line in f:
+                if line.startswith("VmRSS:"):
+                    return int(line.split()[1]) * 1024
+        raise RuntimeError("no VmRSS")
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Bridge:
+    """``relayd bridge`` as a subprocess: credentials as --url/--rule/--key, a connection string
+    (-x) or nothing at all (when ``args`` has --config)."""
+
+    def __init__(self, tmp_path, relay, *args, connection_string=None):
+        self.log = str(tmp_path / ("bridge-%d.log" % time.monotonic_ns()))
+        if connection_string:
+            creds = ["-x", connection_string]
+        elif "--config" in args:
+            creds = []
+        else:
+            creds = ["--url", relay.url, "--rule", "root", "--key", ROOT_KEY]
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "relayd.cli", "bridge", *creds, *args],
+            stdout=open(self.log, "w"), stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
+
+    def wait(self, pattern):
+        return wait_for_text(file_reader(self.log), pattern, self.proc)
+
+    def text(self):
+        return open(self.log).read()
+
+    def stop(self):
+        self.proc.terminate()
+        try:
+            self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
