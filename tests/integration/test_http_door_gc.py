@@ -57,6 +57,7 @@ async def test_http_door_objects_are_freed_without_a_full_collection(relay):
     from relayd.client.connection import ConnectionInfo
     from relayd.client.http import serve_resource
     from tests.support.relay import ROOT_KEY
+    from tests.support.waits import wait_for
 
     class Echo(web_resource.Resource):
         isLeaf = True
@@ -71,8 +72,9 @@ async def test_http_door_objects_are_freed_without_a_full_collection(relay):
     forwarder = await serve_resource(reactor, info, "open", Echo())
     front_factory = relay.service.front
     try:
+        idle = front_factory.connections  # the forwarder's control channel
         await threads.deferToThread(requests.get, relay.http_url + "/open/warm", timeout=20)
-        await task.deferLater(reactor, 0.2, lambda: None)
+        await wait_for(lambda: front_factory.connections <= idle)  # the warm-up connection closed
         settled = front_factory.connections
         gc.collect()
         gc.disable()

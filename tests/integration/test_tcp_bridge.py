@@ -197,9 +197,12 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
     """One local client stops reading a big download; another connection on the same relay,
     bridge and entity still gets its whole answer."""
     big = os.urandom(64 << 20)
+    big_started = threading.Event()
 
     def serve(conn):
         kind = conn.recv(1)
+        if kind == b"B":
+            big_started.set()
         try:
             conn.sendall(big if kind == b"B" else b"small answer")
         except OSError:
@@ -216,7 +219,7 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
         stalled = socket.create_connection(("127.0.0.1", local_port), timeout=20)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.sendall(b"B")  # asks for 64 MiB, then never reads
-        time.sleep(1.0)
+        assert big_started.wait(20), remote.text()[-2000:]  # the download is under way (and stalls)
         started = time.time()
         with socket.create_connection(("127.0.0.1", local_port), timeout=20) as c:
             c.sendall(b"S")
