@@ -14,10 +14,9 @@ import pytest_twisted
 import requests
 
 from relayd.transports import front
-from relayd.transports.hybrid import http as door
-from relayd.transports.soap import door as soap_door
+from relayd.transports.http import connection, exchange, soap
 
-WATCHED = (door.HttpRelayProtocol, door.Exchange, door.LegReader, soap_door.SoapExchange, front.FrontDoor,
+WATCHED = (connection.HttpRelayProtocol, exchange.Exchange, connection.LegReader, soap.SoapRequest, front.FrontDoor,
            front.CountedConnection, front.AtLimit)
 
 

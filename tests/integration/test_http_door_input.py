@@ -7,7 +7,7 @@ import socket
 
 import pytest
 
-from relayd.transports.hybrid.http import HttpError, normalise_path
+from relayd.transports.http.request import HttpError, normalise_path
 from tests.support.relay import RelayProcess, write_config
 from tests.support.net import read_response
 

@@ -10,7 +10,7 @@ from twisted.internet.testing import StringTransport
 from relayd import config
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
-from relayd.transports.hybrid.http import HttpDoor
+from relayd.transports.http.door import HttpDoor
 
 CONFIG = {
     "hybrid_connections": [
@@ -106,7 +106,7 @@ def test_unauthenticated_soap_envelope_has_a_hard_deadline_and_returns_its_budge
     protocol, transport = connect(door)
     protocol.dataReceived(b"POST /secure HTTP/1.1\r\nHost: relay\r\nContent-Type: text/xml\r\n"
                           b"Content-Length: 6000\r\n\r\n")
-    assert door.soap_budget.used == 6000
+    assert door.policies["soap"].budget.used == 6000
     # a second one does not fit in the 10000-byte budget: 503 at once
     other, other_t = connect(door)
     other.dataReceived(b"POST /secure HTTP/1.1\r\nHost: relay\r\nContent-Type: text/xml\r\n"
@@ -119,7 +119,94 @@ def test_unauthenticated_soap_envelope_has_a_hard_deadline_and_returns_its_budge
     assert not transport.disconnecting
     door.clock.advance(1.1)
     assert status_of(transport) == 408 and transport.disconnecting
-    assert door.soap_budget.used == 0
+    assert door.policies["soap"].budget.used == 0
     protocol.connectionLost(None)
     other.connectionLost(None)
-    assert door.soap_budget.used == 0
+    assert door.policies["soap"].budget.used == 0
+
+
+# -- the exchange's response state machine, answered over a scripted control channel ----------
+
+class Channel:
+    """A listener's control channel as the switchboard sees it: records what it is offered."""
+
+    def __init__(self, entity_path):
+        self.entity_path = entity_path
+        self.listener_id = "scripted"
+        self.messages = []
+
+    def offer(self, rendezvous):
+        self.rendezvous = rendezvous
+        self.messages.append(rendezvous.offer.message("wss://relay/", rendezvous))
+        return True
+
+    def offer_raw(self, text, body):
+        self.messages.append((text, body))
+        return True
+
+    def close(self, code, reason):
+        pass
+
+
+def offered(door):
+    channel = Channel("open")
+    door.switchboard.add_listener("open", channel)
+    return channel
+
+
+def test_the_policies_and_the_router_provide_their_interfaces(door):
+    from zope.interface.verify import verifyObject
+
+    from relayd.interfaces import IResponseRouter
+    from relayd.transports.http.policy import IKindPolicy, IRequestPolicy
+
+    assert verifyObject(IResponseRouter, door)
+    soap = door.policies["soap"]
+    assert verifyObject(IKindPolicy, soap)
+    protocol, _ = connect(door)
+    protocol.dataReceived(b"POST /soapy HTTP/1.1\r\nHost: relay\r\nContent-Type: text/xml\r\n"
+                          b"Content-Length: 5000\r\n\r\n")
+    assert verifyObject(IRequestPolicy, protocol.exchange.policy)
+    assert protocol.exchange.policy.reads_body_first() and protocol.exchange.fault_version == "1.1"
+
+
+def test_a_response_with_a_body_over_the_control_channel(door):
+    channel = offered(door)
+    protocol, transport = connect(door)
+    protocol.dataReceived(b"GET /open/x HTTP/1.1\r\nHost: relay\r\n\r\n")
+    exchange = protocol.exchange
+    assert exchange.response_state == "waiting"
+    request_id = exchange.id
+    door.control_response(channel, {"requestId": request_id, "statusCode": 201, "statusDescription": "Made",
+                                    "responseHeaders": {"X-A": "1"}, "body": True})
+    assert exchange.response_state == "whole" and transport.value() == b""
+    door.control_binary(channel, b"hello")
+    assert exchange.response_state == "done" and protocol.exchange is None
+    assert transport.value() == (b"HTTP/1.1 201 Made\r\nX-A: 1\r\nVia: 1.1 relay\r\n"
+                                 b"Content-Length: 5\r\n\r\nhello")
+    door.control_binary(channel, b"")  # a stray empty message afterwards is ignored
+    assert not transport.disconnecting
+
+
+def test_an_answer_for_a_finished_request_is_dropped_with_its_body(door):
+    channel = offered(door)
+    protocol, transport = connect(door)
+    protocol.dataReceived(b"GET /open/x HTTP/1.1\r\nHost: relay\r\n\r\n")
+    request_id = protocol.exchange.id
+    door.clock.advance(61)  # the entity's response deadline
+    assert status_of(transport) == 504 and transport.disconnecting
+    door.control_response(channel, {"requestId": request_id, "statusCode": 200, "statusDescription": "",
+                                    "responseHeaders": {}, "body": True})
+    door.control_binary(channel, b"late")
+    assert b"late" not in transport.value()
+
+
+def test_a_response_state_cannot_go_back():
+    from relayd.transports.http.responses import ResponseSide
+
+    side = ResponseSide()
+    side._response_to("streaming")
+    with pytest.raises(RuntimeError):
+        side._response_to("whole")
+    side._response_to("done")
+    assert side.finished and side.responding

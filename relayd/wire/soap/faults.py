@@ -40,7 +40,7 @@ timeout              soap:Server         env:Receiver                           
 ==================  =================  ==========================================  ============
 
 401/403/404/413/502/504 match what the relay's plain HTTP entities answer in the same
-situations (``relayd.transports.hybrid.http``), so operators and HTTP-level clients see the
+situations (``relayd.transports.http``), so operators and HTTP-level clients see the
 same statuses whatever the entity type; the SOAP body carries the detail for SOAP stacks.
 A 401 response should also carry a ``WWW-Authenticate`` header -- that is the caller's job.
 """

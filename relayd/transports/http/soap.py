@@ -1,7 +1,8 @@
-"""The SOAP/HTTP relay: what the HTTP door does differently for entities with ``kind = "soap"``.
+"""The SOAP/HTTP relay: what the HTTP door does differently for entities with ``kind = "soap"``,
+as a policy object (:class:`SoapPolicy`, an :class:`~relayd.transports.http.policy.IKindPolicy`).
 
 Requests still travel to listeners by the Hybrid Connections request mechanics
-(:mod:`relayd.transports.hybrid.http`), so ``relayd bridge -H`` and hyco-https serve them.
+(:mod:`relayd.transports.http`), so ``relayd bridge -H`` and hyco-https serve them.
 On top of that, for a SOAP entity:
 
 * a POST with a SOAP content type (``text/xml`` = SOAP 1.1, ``application/soap+xml`` = 1.2)
@@ -40,11 +41,13 @@ from urllib.parse import parse_qsl, urlsplit
 
 from twisted.internet import defer, threads
 from twisted.logger import Logger
+from zope.interface import implementer
 
+from relayd.transports.http.policy import IKindPolicy, IRequestPolicy
+from relayd.transports.http.request import SMALL_BODY, HttpError
 from relayd.wire.soap import envelope, faults, wsdl
 
 MAX_WSDL = 16 * 1024 * 1024
-SMALL_BODY = 64 * 1024
 THREAD_PARSE_THRESHOLD = 256 * 1024
 PARSE_THREADS = 2
 OVER_BUDGET = ("the relay is reading too many SOAP envelopes from unauthenticated senders "
@@ -93,8 +96,43 @@ class EnvelopeParser:
                               body, content_type, soap_action, max_bytes=max_bytes)
 
 
-class SoapExchange:
-    def __init__(self, exchange, query):
+@implementer(IKindPolicy)
+class SoapPolicy:
+    """The rules of ``kind = "soap"`` entities: one per HTTP door, holding what all SOAP
+    exchanges share (the unauthenticated budget, the envelope parser)."""
+
+    kind = "soap"
+
+    def __init__(self, limits, reactor):
+        self.limits = limits
+        self.budget = Budget(limits.soap_unauthenticated_budget)
+        self.parser = EnvelopeParser(reactor)
+
+    def for_request(self, exchange, query):
+        return SoapRequest(self, exchange, query)
+
+    def fault_version(self, head):
+        if head.method != "POST":
+            return None
+        return envelope.soap_version_for_content_type(head.first("content-type", ""))
+
+    def fault(self, version, status, message, addressing):
+        """The SOAP fault for a relay-side error with HTTP ``status``."""
+        ctor = _BY_STATUS.get(status)
+        if ctor is not None:
+            return ctor(version, message, **addressing)
+        return faults.build_fault(version, "Receiver" if status >= 500 else "Sender", message,
+                                  http_status=status, **addressing)
+
+
+@implementer(IRequestPolicy)
+class SoapRequest:
+    """One exchange on a SOAP entity."""
+
+    max_rewritten = MAX_WSDL
+
+    def __init__(self, policy, exchange, query):
+        self.policy = policy
         self.exchange = exchange
         self.collecting = False
         self.request = None
@@ -103,40 +141,31 @@ class SoapExchange:
         self.parts = []
         self.size = 0
         self.unauthenticated = False  # reading an envelope whose token can only be inside it
-        self.budget = exchange.door.soap_budget
+        self.budget = policy.budget
         self.reserved = 0  # bytes of that budget held by this exchange
+        self.fault_version = policy.fault_version(exchange.head)
 
     # -- requests ------------------------------------------------------------------------------
 
-    def is_soap_post(self):
-        ex = self.exchange
-        ctype = ex.lowered.get("content-type", [""])[0]
-        version = envelope.soap_version_for_content_type(ctype)
-        if ex.method != "POST" or version is None:
-            return False
-        ex.soap_version = version
-        return True
+    def reads_body_first(self):
+        """A SOAP POST is read whole, parsed and authorised before it is routed."""
+        return self.fault_version is not None
 
     def collect(self, length):
-        from relayd.transports.hybrid.http import HttpError
-
         limit = self._limit()
         if length is not None and length > limit:
             raise HttpError(413, "the SOAP envelope (%d bytes) is larger than the relay's limit of %d bytes"
                             % (length, limit), close=True)
         ex = self.exchange
         if ex.head_token():
-            ex._authorize(None)  # the token that wins over one in the envelope: check it now
+            ex.authorize(None)  # the token that wins over one in the envelope: check it now
         elif not ex.sender_known():
             self.unauthenticated = True
             if length is not None and not self._reserve(length):
                 raise HttpError(503, OVER_BUDGET, close=True, headers=OVER_BUDGET_RETRY)
-            ex.body_hard_limit = ex.door.limits.soap_unauthenticated_timeout
-            if ex.body_timer is not None:
-                ex._stop_body_clock()
-                ex._start_body_clock()
+            ex.limit_body_time(self.policy.limits.soap_unauthenticated_timeout)
         self.collecting = True
-        if self.exchange.decoder is None:
+        if not ex.body_pending():
             self.complete()
 
     def _reserve(self, n):
@@ -146,13 +175,15 @@ class SoapExchange:
         return True
 
     def release(self):
-        """Give back this exchange's share of the unauthenticated budget (idempotent)."""
+        """Give back this exchange's share of the unauthenticated budget (idempotent), and let
+        go of the exchange."""
         if self.reserved:
             self.budget.give(self.reserved)
             self.reserved = 0
+        self.exchange = None
 
     def _limit(self):
-        limits = self.exchange.door.limits
+        limits = self.policy.limits
         return min(limits.soap_max_bytes, limits.http_max_body)
 
     def data(self, data):
@@ -161,15 +192,12 @@ class SoapExchange:
         if self.size > self._limit():
             self.collecting = False
             self.parts = []
-            ex.send_error(413, "the SOAP envelope is larger than the relay's limit of %d bytes"
-                          % self._limit(), close=True)
-            ex.abort()
+            ex.refuse_and_close(413, "the SOAP envelope is larger than the relay's limit of %d bytes" % self._limit())
             return
         if self.unauthenticated and self.size > self.reserved and not self._reserve(self.size - self.reserved):
             self.collecting = False
             self.parts = []
-            ex.send_error(503, OVER_BUDGET, close=True, headers=OVER_BUDGET_RETRY)
-            ex.abort()
+            ex.refuse_and_close(503, OVER_BUDGET, headers=OVER_BUDGET_RETRY)
             return
         self.parts.append(data)
 
@@ -177,23 +205,19 @@ class SoapExchange:
         self.collecting = False
         ex = self.exchange
         body, self.parts = b"".join(self.parts), []
-        d = ex.door.soap_parser.parse(body, ex.lowered.get("content-type", [""])[0],
-                                      ex.lowered.get("soapaction", [None])[0], ex.door.limits.soap_max_bytes)
+        d = self.policy.parser.parse(body, ex.head.first("content-type", ""), ex.head.first("soapaction"),
+                                     self.policy.limits.soap_max_bytes)
         del body
         d.addCallbacks(self._parsed, self._not_parsed)
         d.addErrback(self._failed)
 
     def _failed(self, failure):
         log.failure("SOAP request handling failed unexpectedly", failure)
-        ex = self.exchange
-        if ex is not None and not ex.finished and not ex.client.closed:
-            ex.client.exchange = None
-            ex._dispose_quietly()
-            ex.send_error(500, "internal error in the relay", close=True)
+        if not self._gone():
+            self.exchange.refuse(500, "internal error in the relay")
 
     def _gone(self):
-        ex = self.exchange
-        return ex is None or ex.finished or ex.client.closed
+        return self.exchange is None or self.exchange.gone()
 
     def _not_parsed(self, failure):
         failure.trap(envelope.SoapError)
@@ -203,8 +227,6 @@ class SoapExchange:
         self._parsed(None, failure.value)
 
     def _parsed(self, request, error=None):
-        from relayd.transports.hybrid.http import HttpError
-
         if self._gone():
             self.release()
             return
@@ -213,30 +235,18 @@ class SoapExchange:
             if error is not None:
                 raise error
             self.request = request
-            ex._authorize(self.request.relay_token or None)
-            self.release()
+            ex.authorize(self.request.relay_token or None)
+            if self.reserved:
+                self.budget.give(self.reserved)
+                self.reserved = 0
             self.unauthenticated = False
-            body = self.request.body_bytes
-            ex.has_body = bool(body)
-            ex.small = len(body) <= SMALL_BODY
-            ex.request_done = not ex.small
-            if not ex.small:
-                ex.pending_body = [body]
-            ex._route()
-            if ex.small:
-                ex.body_small = [body] if body else None
-                ex._request_complete()
+            ex.forward_body(self.request.body_bytes)
         except envelope.SoapError as e:
-            ex.client.exchange = None
-            ex._dispose_quietly()
-            ex.client.send_fault(faults.from_error(e, **self._addressing()), close=False)
-            ex.client.exchange_done(ex, close=ex.close_after)
+            ex.answer_fault(faults.from_error(e, **self.addressing()))
         except HttpError as e:
-            ex.client.exchange = None
-            ex._dispose_quietly()
-            ex.send_error(e.status, e.message, close=True)
+            ex.refuse(e.status, e.message)
 
-    def _addressing(self):
+    def addressing(self):
         req = self.request
         if req is not None and req.message_id:
             kw = {"relates_to": req.message_id}
@@ -253,7 +263,7 @@ class SoapExchange:
         ex = self.exchange
         scheme = "https" if ex.client.secure else "http"
         public = ex.door.settings.public_url
-        netloc = urlsplit(public).netloc if public else ex.lowered.get("host", ["localhost"])[0]
+        netloc = urlsplit(public).netloc if public else ex.head.first("host", "localhost")
         if public and urlsplit(public).scheme in ("https", "wss"):
             scheme = "https"
         base = "%s://%s/%s" % (scheme, netloc, ex.entity.path)
@@ -288,13 +298,3 @@ _BY_STATUS = {
     502: faults.no_listener,
     504: faults.timeout,
 }
-
-
-def fault_for(exchange, status, message):
-    """The SOAP fault for a relay-side error with HTTP ``status``."""
-    version = exchange.soap_version
-    kw = exchange.soap._addressing() if exchange.soap is not None else {}
-    ctor = _BY_STATUS.get(status)
-    if ctor is not None:
-        return ctor(version, message, **kw)
-    return faults.build_fault(version, "Receiver" if status >= 500 else "Sender", message, http_status=status, **kw)

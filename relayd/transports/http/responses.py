@@ -1,0 +1,180 @@
+"""Writing to the HTTP client: relay-side errors (JSON, or a SOAP fault), and the listener's
+response -- its head, then its body whole (``Content-Length``) or streamed (chunked; in
+HTTP/1.0 ended by the close).
+
+The response half of an exchange is an explicit state machine (:class:`ResponseSide`)::
+
+    WAITING --no body--------------------------------------> DONE
+    WAITING --body over the control channel--> WHOLE ------> DONE   (one binary message)
+    WAITING --body over the leg, rewritten---> BUFFERING --> DONE   (WSDL/XSD: whole, then sent)
+    WAITING --body over the leg--------------> STREAMING --> DONE   (chunks as they come)
+
+Any state goes to DONE when the exchange ends otherwise (error, client gone, timeout).
+"""
+
+import json
+
+from twisted.logger import Logger
+from twisted.web.http import RESPONSES
+
+from relayd import access, pipe
+from relayd.transports.http.request import HOP_BY_HOP
+
+RESPONSE_SKIP = HOP_BY_HOP | {"via"}
+
+# response states
+WAITING, WHOLE, BUFFERING, STREAMING, DONE = "waiting", "whole", "buffering", "streaming", "done"
+_TRANSITIONS = {
+    WAITING: {WHOLE, BUFFERING, STREAMING, DONE},
+    WHOLE: {DONE},
+    BUFFERING: {DONE},
+    STREAMING: {DONE},
+    DONE: {DONE},
+}
+
+log = Logger(namespace="relayd.transports.http")
+
+
+def response_head(status, description, headers, via_host, length=None, chunked=False, close=False):
+    """The HTTP/1.1 response head for a listener's response."""
+    phrase = description or RESPONSES.get(status, b"").decode("ascii") or "Status"
+    phrase = phrase.replace("\r", " ").replace("\n", " ")
+    lines = ["HTTP/1.1 %d %s" % (status, phrase)]
+    via = None
+    for name, value in headers.items():
+        if not isinstance(name, str) or not name or any(c in name for c in ":\r\n "):
+            continue
+        low = name.lower()
+        if low == "via":
+            via = str(value)
+            continue
+        if low in RESPONSE_SKIP:
+            continue
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            v = str(v).replace("\r", " ").replace("\n", " ")
+            lines.append("%s: %s" % (name, v))
+    lines.append("Via: %s1.1 %s" % (via + ", " if via else "", via_host))
+    if chunked:
+        lines.append("Transfer-Encoding: chunked")
+    elif length is not None:
+        lines.append("Content-Length: %d" % length)
+    if close:
+        lines.append("Connection: close")
+    return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
+
+
+def _write_whole(transport, status, content_type, body, headers, close):
+    phrase = RESPONSES.get(status, b"Error").decode("ascii")
+    head = ["HTTP/1.1 %d %s" % (status, phrase), "Content-Type: %s" % content_type,
+            "Content-Length: %d" % len(body)]
+    head += ["%s: %s" % h for h in headers]
+    if close:
+        head.append("Connection: close")
+    transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
+    if close:
+        pipe.close_after_flush(transport)
+
+
+def write_error(transport, status, message, close=False, headers=()):
+    """A relay-side error as ``{"error": {code, message, trackingId}}``."""
+    tracking = access.tracking_id()
+    body = json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
+    log.info("HTTP relay answered {status}: {message} (tracking {tracking})", status=status,
+             message=message, tracking=tracking)
+    _write_whole(transport, status, "application/json", body, headers, close)
+
+
+def write_fault(transport, fault, close=True, headers=()):
+    """A relay-side error as a SOAP fault (:mod:`relayd.wire.soap.faults`)."""
+    log.info("SOAP relay answered a fault, HTTP {status}", status=fault.status)
+    _write_whole(transport, fault.status, fault.content_type, fault.body, headers, close)
+
+
+class ResponseSide:
+    """The listener's response to one exchange (mixed into :class:`Exchange`, which provides
+    ``client``, ``via_host``, ``version``, ``close_after``, ``policy``, the response timer and
+    ``finish``/``fail``)."""
+
+    response_state = WAITING
+    response_fields = None
+    response_buffer = None
+
+    def _response_to(self, state):
+        if state not in _TRANSITIONS[self.response_state]:
+            raise RuntimeError("HTTP exchange: response %s -> %s" % (self.response_state, state))
+        self.response_state = state
+
+    @property
+    def responding(self):
+        return self.response_state != WAITING
+
+    @property
+    def finished(self):
+        return self.response_state == DONE
+
+    def response_start(self, fields, via_control):
+        if self.response_state != WAITING:
+            return
+        self._arm_timer()
+        status = fields["statusCode"]
+        transport = self.client.transport
+        if not fields["body"]:
+            transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
+                                          self.via_host, length=0, close=self.close_after))
+            self.finish()
+            return
+        self.response_fields = fields
+        if via_control:
+            self._response_to(WHOLE)
+        elif self.policy is not None and self.policy.rewrites:
+            self._response_to(BUFFERING)  # a WSDL/XSD: rewritten whole, then sent with its length
+            self.response_buffer = []
+            self.response_buffered = 0
+        else:
+            self._response_to(STREAMING)
+            if self.version == "HTTP/1.0":
+                self.close_after = True  # no chunked encoding in HTTP/1.0: the close ends the body
+            transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
+                                          self.via_host, chunked=self._chunked(), close=self.close_after))
+
+    def _chunked(self):
+        return self.version != "HTTP/1.0"
+
+    def response_body_whole(self, payload):
+        if self.policy is not None:
+            payload = self.policy.rewrite(payload, self.response_fields["responseHeaders"])
+        f = self.response_fields
+        self.client.transport.write(response_head(f["statusCode"], f["statusDescription"], f["responseHeaders"],
+                                                  self.via_host, length=len(payload), close=self.close_after))
+        self.client.transport.write(payload)
+        self.finish()
+
+    def response_body_begin(self):
+        pass
+
+    def response_body_data(self, data):
+        if self.response_state == BUFFERING:
+            self.response_buffered += len(data)
+            if self.response_buffered > self.policy.max_rewritten:
+                self.fail(502, "the listener's WSDL is larger than %d bytes" % self.policy.max_rewritten)
+                return
+            self._arm_timer()
+            self.response_buffer.append(data)
+            return
+        if self.response_state != STREAMING or not data:
+            return
+        self._touch()
+        if self._chunked():
+            self.client.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")
+        else:
+            self.client.transport.write(data)
+
+    def response_body_end(self):
+        if self.response_state == BUFFERING:
+            body, self.response_buffer = b"".join(self.response_buffer), None
+            self.response_body_whole(body)
+        elif self.response_state == STREAMING:
+            if self._chunked():
+                self.client.transport.write(b"0\r\n\r\n")
+            self.finish()
