@@ -5,12 +5,11 @@ rendezvous leg dropping must not leave a local connection (and a bridge file des
 import os
 import socket
 import threading
-import time
 
 import pytest
 
-from tests.support.relay import RelayProcess, write_config
-from tests.support.relay import Bridge
+from tests.support.relay import Bridge, RelayProcess, write_config
+from tests.support.waits import wait_until
 
 KiB = 1 << 10
 MiB = 1 << 20
@@ -87,15 +86,6 @@ def open_fds(pid):
     return len(os.listdir("/proc/%d/fd" % pid))
 
 
-def wait_until(predicate, timeout, what):
-    deadline = time.time() + timeout
-    while time.time() < deadline:
-        if predicate():
-            return
-        time.sleep(0.05)
-    raise AssertionError("timed out waiting for " + what)
-
-
 @pytest.fixture
 def cutoff_setup(tmp_path):
     service = HangingService()
@@ -124,7 +114,7 @@ def abort_mid_upload(port, service, before):
     s = socket.create_connection(("127.0.0.1", port), timeout=20)
     s.sendall(head(port, length=1 * MiB))
     s.sendall(b"x" * (512 * KiB))
-    wait_until(lambda: service.received > before, 20, "the upload to reach the local service")
+    assert wait_until(lambda: service.received > before, 20), "timed out waiting for the upload to reach the local service"
     s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")  # RST on close
     s.close()
 
@@ -182,15 +172,15 @@ def test_requests_cut_short_end_their_local_request(cutoff_setup, how):
     assert service.accepted >= ROUNDS // 2, "the uploads did not reach the local service"
     # every local request is ended: the service sees its connections close ...
     try:
-        wait_until(lambda: service.open == 0, 15, "the local connections to close")
+        assert wait_until(lambda: service.open == 0, 15), "timed out waiting for the local connections to close"
     finally:
         print("%s x%d: local connections still open %d of %d accepted; bridge fds %d -> %d"
               % (how, ROUNDS, service.open, service.accepted, baseline_fds, open_fds(bridge.proc.pid)))
     # ... and the bridge's descriptors come back to where they were
-    wait_until(lambda: open_fds(bridge.proc.pid) <= baseline_fds + 2, 15, "the bridge's descriptors to be freed")
+    assert wait_until(lambda: open_fds(bridge.proc.pid) <= baseline_fds + 2, 15), "timed out waiting for the bridge's descriptors to be freed"
     # the bridge still serves: a request reaches the service afterwards
     before = service.accepted
     s = socket.create_connection(("127.0.0.1", relay.port), timeout=20)
     s.sendall(head(relay.port, length=10) + b"0123456789")
-    wait_until(lambda: service.accepted > before, 15, "a new request to reach the service")
+    assert wait_until(lambda: service.accepted > before, 15), "timed out waiting for a new request to reach the service"
     s.close()

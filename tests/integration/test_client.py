@@ -7,7 +7,6 @@ fixture runs ``twistd -n relayd`` as a subprocess for the CLI tests.
 import os
 import random
 import subprocess
-import sys
 import time
 
 import pytest
@@ -18,11 +17,11 @@ from relayd.client import (
     Backoff, ConnectionClosed, ConnectionInfo, HybridListener, RelayConnectError, connect,
 )
 from tests.support.net import free_port
+from tests.support.cli import REPO, cli, cli_env, connection_string, start_listen
 from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config
 from tests.support.tls import make_ca_and_server
 from tests.support.waits import sleep, wait_for
 
-REPO = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 def info_for(relay, rule="root", key=ROOT_KEY, extra=""):
@@ -418,34 +417,9 @@ async def test_stop_closes_accepted_connections_and_goes_offline(relay):
 # -- the CLI: relayd listen / relayd connect --------------------------------------------------
 
 
-def _env():
-    env = dict(os.environ)
-    env["PYTHONPATH"] = REPO + os.pathsep + env.get("PYTHONPATH", "")
-    env.pop("RELAYD_KEY", None)
-    env.pop("RELAYD_CONNECTION_STRING", None)
-    return env
-
-
-def _cs(relay_proc, rule="root", key=ROOT_KEY):
-    return "Endpoint=%s/;SharedAccessKeyName=%s;SharedAccessKey=%s" % (relay_proc.url, rule, key)
-
-
-def _cli(*args, **kw):
-    return [sys.executable, "-m", "relayd.cli", *args]
-
-
 def _start_listen(relay_proc, tmp_path, stdin, path="echo", env=None):
     err_path = tmp_path / "listen.err"
-    err = open(err_path, "wb")
-    proc = subprocess.Popen(_cli("listen", path, "-x", _cs(relay_proc, "listener", LISTEN_KEY)),
-                            stdin=stdin, stdout=subprocess.PIPE, stderr=err, env=env or _env(), cwd=REPO)
-    deadline = time.time() + 30
-    while b"online on" not in err_path.read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            raise AssertionError("relayd listen did not come online: %r" % err_path.read_bytes())
-        time.sleep(0.05)
-    return proc, err_path
+    return start_listen(relay_proc, err_path, stdin, path=path, env=env), err_path
 
 
 def test_cli_connect_pipes_stdin_to_listen_stdout(relay_proc, tmp_path):
@@ -453,9 +427,9 @@ def test_cli_connect_pipes_stdin_to_listen_stdout(relay_proc, tmp_path):
     # the listener's stdin is at EOF: it half-closes and still receives everything (issue 8 item 20)
     listen, err_path = _start_listen(relay_proc, tmp_path, subprocess.DEVNULL)
     try:
-        sender = subprocess.run(_cli("connect", "echo", "--url", relay_proc.url, "--rule", "sender",
+        sender = subprocess.run(cli("connect", "echo", "--url", relay_proc.url, "--rule", "sender",
                                      "--key", SEND_KEY),
-                                input=data, capture_output=True, env=_env(), cwd=REPO, timeout=60)
+                                input=data, capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
         assert sender.returncode == 0, sender.stderr
         out, _ = listen.communicate(timeout=30)
         assert listen.returncode == 0, err_path.read_bytes()
@@ -472,9 +446,9 @@ def test_cli_listen_stdin_reaches_connect_stdout(relay_proc, tmp_path):
     with open(source, "rb") as stdin:
         listen, err_path = _start_listen(relay_proc, tmp_path, stdin)
     try:
-        sender = subprocess.Popen(_cli("connect", "echo", "-x", _cs(relay_proc, "sender", SEND_KEY)),
+        sender = subprocess.Popen(cli("connect", "echo", "-x", connection_string(relay_proc, "sender", SEND_KEY)),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                  env=_env(), cwd=REPO)
+                                  env=cli_env(), cwd=REPO)
         # the listener's end of file half-closes: the sender's stdout ends, and the sender's
         # own end of file then closes the connection
         out = sender.stdout.read()
@@ -492,14 +466,14 @@ def test_cli_listen_stdin_reaches_connect_stdout(relay_proc, tmp_path):
 
 
 def test_cli_reports_errors_with_exit_status(relay_proc, tmp_path):
-    r = subprocess.run(_cli("connect", "echo", "-x", _cs(relay_proc)), input=b"",
-                       capture_output=True, env=_env(), cwd=REPO, timeout=60)
+    r = subprocess.run(cli("connect", "echo", "-x", connection_string(relay_proc)), input=b"",
+                       capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
     assert r.returncode == 1 and b"404" in r.stderr, r.stderr
-    r = subprocess.run(_cli("listen", "echo", "-x", _cs(relay_proc, "root", "d3Jvbmcta2V5LWZvci10ZXN0cw==")),
-                       input=b"", capture_output=True, env=_env(), cwd=REPO, timeout=60)
+    r = subprocess.run(cli("listen", "echo", "-x", connection_string(relay_proc, "root", "d3Jvbmcta2V5LWZvci10ZXN0cw==")),
+                       input=b"", capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
     assert r.returncode == 1 and b"401" in r.stderr, r.stderr
-    r = subprocess.run(_cli("listen", "echo", "--url", relay_proc.url), input=b"",
-                       capture_output=True, env=_env(), cwd=REPO, timeout=60)
+    r = subprocess.run(cli("listen", "echo", "--url", relay_proc.url), input=b"",
+                       capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
     assert r.returncode == 2 and b"--rule" in r.stderr, r.stderr
 
 
@@ -510,11 +484,11 @@ def test_cli_over_wss_with_ssl_cert_file(tmp_path):
     relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen_ep))
     try:
         relay.url = "wss://127.0.0.1:%d" % relay.port
-        env = dict(_env(), SSL_CERT_FILE=certs["ca.pem"])
+        env = dict(cli_env(), SSL_CERT_FILE=certs["ca.pem"])
         data = os.urandom(50_000)
         listen, err_path = _start_listen(relay, tmp_path, subprocess.DEVNULL, env=env)
         try:
-            sender = subprocess.run(_cli("connect", "echo", "-x", _cs(relay, "sender", SEND_KEY)),
+            sender = subprocess.run(cli("connect", "echo", "-x", connection_string(relay, "sender", SEND_KEY)),
                                     input=data, capture_output=True, env=env, cwd=REPO, timeout=60)
             assert sender.returncode == 0, sender.stderr
             out, _ = listen.communicate(timeout=30)
@@ -523,8 +497,8 @@ def test_cli_over_wss_with_ssl_cert_file(tmp_path):
             if listen.poll() is None:
                 listen.kill()
         # without the CA: refused
-        r = subprocess.run(_cli("connect", "echo", "-x", _cs(relay, "sender", SEND_KEY)), input=b"",
-                           capture_output=True, env=_env(), cwd=REPO, timeout=60)
+        r = subprocess.run(cli("connect", "echo", "-x", connection_string(relay, "sender", SEND_KEY)), input=b"",
+                           capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
         assert r.returncode == 1 and b"cannot connect" in r.stderr, r.stderr
     finally:
         relay.stop()

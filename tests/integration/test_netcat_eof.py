@@ -5,38 +5,17 @@ transfer completed.  Real processes against a ``twistd -n relayd`` subprocess.""
 
 import os
 import subprocess
-import sys
-import time
 
-from tests.support.relay import LISTEN_KEY, SEND_KEY
+from tests.support.cli import cli, cli_env, connection_string
+from tests.support.cli import start_listen as start_cli_listen
+from tests.support.relay import SEND_KEY
 
-CLI = [sys.executable, "-m", "relayd.cli"]
-
-
-def env():
-    e = dict(os.environ)
-    e.pop("RELAYD_KEY", None)
-    e.pop("RELAYD_CONNECTION_STRING", None)
-    return e
-
-
-def cs(relay, rule, key):
-    return "Endpoint=%s/;SharedAccessKeyName=%s;SharedAccessKey=%s" % (relay.url, rule, key)
+CLI = cli()
 
 
 def start_listen(relay, tmp_path, stdin, stdout=subprocess.PIPE, name="listen"):
     err_path = tmp_path / ("%s.err" % name)
-    err = open(err_path, "wb")
-    proc = subprocess.Popen(CLI + ["listen", "echo", "-x", cs(relay, "listener", LISTEN_KEY)],
-                            stdin=stdin, stdout=stdout, stderr=err, env=env())
-    err.close()
-    deadline = time.time() + 30
-    while b"online on" not in err_path.read_bytes():
-        if proc.poll() is not None or time.time() > deadline:
-            proc.kill()
-            proc.wait()
-            raise AssertionError("relayd listen did not come online: %r" % err_path.read_bytes())
-        time.sleep(0.05)
+    proc = start_cli_listen(relay, err_path, stdin, stdout)
     proc.err_path = err_path
     return proc
 
@@ -46,8 +25,8 @@ def test_listen_with_stdin_at_eof_receives_everything_the_sender_sends(relay_pro
         data = os.urandom(300_000 + attempt)
         listen = start_listen(relay_proc, tmp_path, subprocess.DEVNULL, name="listen%d" % attempt)
         try:
-            sender = subprocess.run(CLI + ["connect", "echo", "-x", cs(relay_proc, "sender", SEND_KEY)],
-                                    input=data, capture_output=True, env=env(), timeout=60)
+            sender = subprocess.run(CLI + ["connect", "echo", "-x", connection_string(relay_proc, "sender", SEND_KEY)],
+                                    input=data, capture_output=True, env=cli_env(), timeout=60)
             out, _ = listen.communicate(timeout=30)
             assert len(out) == len(data) and out == data, (attempt, len(out), listen.err_path.read_bytes())
             assert listen.returncode == 0, listen.err_path.read_bytes()
@@ -64,8 +43,8 @@ def test_connect_with_stdin_at_eof_receives_everything_the_listener_sends(relay_
     with open(source, "rb") as stdin:
         listen = start_listen(relay_proc, tmp_path, stdin)
     try:
-        sender = subprocess.run(CLI + ["connect", "echo", "-x", cs(relay_proc, "sender", SEND_KEY)],
-                                stdin=subprocess.DEVNULL, capture_output=True, env=env(), timeout=60)
+        sender = subprocess.run(CLI + ["connect", "echo", "-x", connection_string(relay_proc, "sender", SEND_KEY)],
+                                stdin=subprocess.DEVNULL, capture_output=True, env=cli_env(), timeout=60)
         assert sender.returncode == 0, sender.stderr
         assert sender.stdout == data
         listen.communicate(timeout=30)
@@ -82,8 +61,8 @@ def test_both_directions_at_once_with_half_closes(relay_proc, tmp_path):
     with open(source, "rb") as stdin:
         listen = start_listen(relay_proc, tmp_path, stdin)
     try:
-        sender = subprocess.run(CLI + ["connect", "echo", "-x", cs(relay_proc, "sender", SEND_KEY)],
-                                input=up, capture_output=True, env=env(), timeout=60)
+        sender = subprocess.run(CLI + ["connect", "echo", "-x", connection_string(relay_proc, "sender", SEND_KEY)],
+                                input=up, capture_output=True, env=cli_env(), timeout=60)
         out, _ = listen.communicate(timeout=30)
         assert sender.returncode == 0 and listen.returncode == 0, (sender.stderr, listen.err_path.read_bytes())
         assert sender.stdout == down and out == up
@@ -97,8 +76,8 @@ def test_connect_reports_input_the_peer_did_not_take(relay_proc, tmp_path):
     has input; the sender's exit status says the transfer did not complete."""
     listen = start_listen(relay_proc, tmp_path, subprocess.PIPE)
     try:
-        sender = subprocess.Popen(CLI + ["connect", "echo", "-x", cs(relay_proc, "sender", SEND_KEY)],
-                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=env())
+        sender = subprocess.Popen(CLI + ["connect", "echo", "-x", connection_string(relay_proc, "sender", SEND_KEY)],
+                                  stdin=subprocess.PIPE, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, env=cli_env())
         sender.stdin.write(b"x" * 1000)
         sender.stdin.flush()
         assert listen.stdout.read(1000) == b"x" * 1000

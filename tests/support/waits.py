@@ -32,7 +32,9 @@ def wait_for_text(read, pattern, proc=None, timeout=30.0):
         m = re.search(pattern, text)
         if m:
             return m
-        if (proc is not None and proc.poll() is not None) or time.monotonic() > deadline:
+        if proc is not None and proc.poll() is not None:
+            raise AssertionError("%r not seen: the process exited with %s:\n%s" % (pattern, proc.returncode, text[-3000:]))
+        if time.monotonic() > deadline:
             raise AssertionError("%r not seen within %ss:\n%s" % (pattern, timeout, text[-3000:]))
         time.sleep(POLL)
 
