@@ -10,7 +10,8 @@ from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from twisted.internet import defer
 
-from relayd.client.sender import RelayConnectError, RelayedConnection, open_websocket
+from relayd.client.handshake import RelayConnectError, open_websocket
+from relayd.client.websocket import RelayedConnection
 
 
 class AlreadyAnswered(Exception):

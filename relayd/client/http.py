@@ -27,7 +27,8 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH
 
 from relayd.client.http_body import BodyToBytes, BodyToLeg, Discard, RequestCutShort, StreamBody
-from relayd.client.sender import RelayedConnection, open_websocket
+from relayd.client.handshake import open_websocket
+from relayd.client.websocket import RelayedConnection
 from relayd.wire import hc
 from relayd.wire.paths import fully_decoded, has_dot_segment
 

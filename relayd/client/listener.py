@@ -56,7 +56,8 @@ from twisted.internet import defer
 from twisted.logger import Logger
 
 from relayd.client.accept import AcceptRequest
-from relayd.client.sender import RelayConnectError, RelayedConnection, open_websocket
+from relayd.client.handshake import RelayConnectError, open_websocket
+from relayd.client.websocket import RelayedConnection
 from relayd.wire import hc
 
 RENEW_AT = 0.8

@@ -36,7 +36,8 @@ from zope.interface import implementer
 
 from relayd.client.connection import ConnectionInfo
 from relayd.client.listener import HybridListener
-from relayd.client.sender import RelayConnectError, connect
+from relayd.client.handshake import RelayConnectError
+from relayd.client.sender import connect
 
 NORMAL_CLOSE = (1000, 1001, 1005)
 FATAL_BEFORE_ONLINE = (401, 403, 404)

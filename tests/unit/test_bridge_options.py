@@ -22,7 +22,7 @@ INFO = ConnectionInfo.parse("Endpoint=sb://127.0.0.1:9090/;SharedAccessKeyName=r
     ("redis:6379", ("redis", "127.0.0.1", 6379, None)),
     ("redis:10.0.0.5:6379", ("redis", "10.0.0.5", 6379, None)),
     ("ssh:[::1]:22", ("ssh", "::1", 22, None)),
-    ("sock:/run/app.sock", ("sock", "/run/app.sock", None, None)),
+    ("sock:/sockets/app.sock", ("sock", "/sockets/app.sock", None, None)),
     ("wcf:net.tcp://svc.local:808/calc", ("wcf", "svc.local", 808, "net.tcp://svc.local:808/calc")),
 ])
 def test_remote_specs(spec, parsed):
@@ -33,7 +33,7 @@ def test_remote_specs(spec, parsed):
     ("8080:echo", ("127.0.0.1", 8080, "echo")),
     ("0.0.0.0:8080:a/b", ("0.0.0.0", 8080, "a/b")),
     ("[::1]:8080:echo", ("::1", 8080, "echo")),
-    ("/tmp/x.sock:echo", ("/tmp/x.sock", None, "echo")),
+    ("/sockets/x.sock:echo", ("/sockets/x.sock", None, "echo")),
 ])
 def test_local_specs(spec, parsed):
     assert parse_local(spec) == parsed
@@ -79,7 +79,7 @@ def test_config_file_unknown_keys_are_named(tmp_path):
 def test_addresses_in_messages():
     assert address("127.0.0.1", 80) == "127.0.0.1:80"
     assert address("::1", 80) == "[::1]:80"
-    assert address("/run/x.sock", None) == "/run/x.sock"
+    assert address("/sockets/x.sock", None) == "/sockets/x.sock"
 
 
 def test_every_forwarder_keeps_the_contract():

@@ -1,6 +1,6 @@
 """The shared pump of ``relayd bridge``: one relayed connection spliced with one local stream.
 
-A :class:`Tunnel` joins a :class:`~relayd.client.sender.RelayedConnection` (a rendezvous leg of
+A :class:`Tunnel` joins a :class:`~relayd.client.websocket.RelayedConnection` (a rendezvous leg of
 ``-R`` or a sender connection of ``-L``) with a local TCP connection or Unix socket
 (:class:`LocalSide`).  Bytes travel as binary WebSocket messages; each side is the other's
 producer, so a slow reader stalls the writer.
