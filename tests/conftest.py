@@ -10,6 +10,21 @@ from tests.support.relay import (  # noqa: F401  (tests/unit still import the ke
 
 
 @pytest.fixture
+def tls_relay(tmp_path):
+    """A relay subprocess listening with TLS (``ssl:``) on a throwaway CA's certificate;
+    ``certs`` has the paths of ca.pem, server-key.pem and server-cert.pem."""
+    from tests.support.tls import make_ca_and_server
+
+    certs = make_ca_and_server(tmp_path)
+    listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
+        certs["server-key.pem"], certs["server-cert.pem"])
+    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen))
+    relay.certs = certs
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture
 def relay_proc(tmp_path):
     """A relay subprocess with the test config (entities echo, open, few, scoped)."""
     proc = RelayProcess(tmp_path, write_config(tmp_path))

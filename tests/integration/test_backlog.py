@@ -29,7 +29,7 @@ def somaxconn():
 
 
 def door_port(relay):
-    return int(relay.wait_log(r"door \(echo\) listening on [0-9.]+:(\d+)", 20).group(1))
+    return relay.door_port("door (echo)")
 
 
 def test_default_backlog_on_the_http_port_and_the_tcp_door(tmp_path):

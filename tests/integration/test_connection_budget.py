@@ -35,8 +35,8 @@ max_connections = 20
 @pytest.fixture
 def relay(tmp_path):
     proc = RelayProcess(tmp_path, write_config(tmp_path, extra=CONFIG))
-    proc.tcp_port = int(proc.wait_log(r"port door \(tcpent\) listening on [0-9.]+:(\d+)", 20).group(1))
-    proc.nettcp_port = int(proc.wait_log(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", 20).group(1))
+    proc.tcp_port = proc.door_port("port door (tcpent)")
+    proc.nettcp_port = proc.door_port("nettcp door (routed by Via)")
     yield proc
     proc.stop()
 

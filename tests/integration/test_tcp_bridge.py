@@ -36,8 +36,8 @@ mode = "nettcp"
 @pytest.fixture
 def tcp_relay(tmp_path):
     relay = RelayProcess(tmp_path, write_config(tmp_path, extra=TCP_CONFIG))
-    relay.redis_port = int(relay.wait_log(r"port door \(redis\) listening on [0-9.]+:(\d+)", 20).group(1))
-    relay.nettcp_port = int(relay.wait_log(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)", 20).group(1))
+    relay.redis_port = relay.door_port("port door (redis)")
+    relay.nettcp_port = relay.door_port("nettcp door (routed by Via)")
     yield relay
     relay.stop()
 

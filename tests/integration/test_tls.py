@@ -11,19 +11,8 @@ import sys
 
 import pytest
 
-from tests.support.relay import RelayProcess, require_tool, twistd_path, write_config
+from tests.support.relay import require_tool, twistd_path, write_config
 from tests.support.tls import make_ca_and_server
-
-
-@pytest.fixture
-def tls_relay(tmp_path):
-    certs = make_ca_and_server(tmp_path)
-    listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
-        certs["server-key.pem"], certs["server-cert.pem"])
-    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen))
-    relay.certs = certs
-    yield relay
-    relay.stop()
 
 
 def python_tls_client(relay, alpn=("h2", "http/1.1"), **versions):

@@ -19,8 +19,7 @@ import urllib.parse
 import pytest
 
 from relayd.wire import sas
-from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
-from tests.support.tls import make_ca_and_server
+from tests.support.relay import ROOT_KEY, require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -61,17 +60,6 @@ def browser(tmp_path, tls_relay):
     driver.set_script_timeout(20)
     yield driver
     driver.quit()
-
-
-@pytest.fixture
-def tls_relay(tmp_path):
-    certs = make_ca_and_server(tmp_path)
-    listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
-        certs["server-key.pem"], certs["server-cert.pem"])
-    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen))
-    relay.certs = certs
-    yield relay
-    relay.stop()
 
 
 class Listener:

@@ -64,8 +64,7 @@ def mono_client(build, kind, endpoint, text, *extra):
 @pytest.fixture
 def wcf_relay(tmp_path):
     relay = RelayProcess(tmp_path, write_config(tmp_path, extra=WCF_CONFIG))
-    m = relay.wait_log(r"nettcp door \(routed by Via\) listening on [0-9.]+:(\d+)")
-    relay.nettcp_port = int(m.group(1))
+    relay.nettcp_port = relay.door_port("nettcp door (routed by Via)")
     yield relay
     relay.stop()
 

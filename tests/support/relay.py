@@ -2,6 +2,7 @@
 ``twistd -n relayd`` subprocess (:class:`RelayProcess`) and ``relayd bridge`` as one (:class:`Bridge`)."""
 
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -107,6 +108,11 @@ class RelayProcess:
         """The first match of ``pattern`` in the relay's log, waiting up to ``timeout`` seconds
         (fails at once when the relay has exited)."""
         return wait_for_text(self.log_text, pattern, self.proc, timeout)
+
+    def door_port(self, door, timeout=20):
+        """The port of the TCP door the relay logs as ``DOOR listening on``, e.g.
+        ``port door (redis)`` or ``nettcp door (routed by Via)``."""
+        return int(self.wait_log(r"%s listening on [0-9.]+:(\d+)" % re.escape(door), timeout).group(1))
 
     def _wait_port(self, timeout=30):
         return int(self.wait_log(r"relayd listening on [0-9.]+:(\d+)", timeout).group(1))
