@@ -169,3 +169,59 @@ def no_delay(transport):
             setter(True)
         except Exception:
             pass
+
+
+def reset(transport):
+    """End ``transport`` with a reset (RST) rather than a FIN: what a relayed stream gets when its
+    far end broke before the end, so a truncated stream never looks complete."""
+    if getattr(transport, "producer", None) is not None:
+        transport.unregisterProducer()
+    transport.abortConnection()
+
+
+class HalfClose:
+    """The two directions of one TCP connection whose stream is relayed as WebSocket messages, an
+    empty binary message being the end-of-stream marker (the TCP doors, the bridge's tunnels).
+
+    * :meth:`read_ended` -- the TCP peer sent its EOF (the caller sends the marker on);
+    * :meth:`marker_received` -- the far end's marker arrived: our write half is shut down once
+      what is queued is written;
+    * :meth:`far_end_closed` -- the far end is gone: a FIN after its marker or a clean close code
+      (:data:`CLEAN_CLOSE_CODES`), else a reset.
+
+    The connection closes when both directions have ended.
+    """
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.read_eof = False  # the TCP peer sent EOF
+        self.write_shut = False  # the far end's marker came: nothing more is written
+
+    @property
+    def half_closed(self):
+        return self.read_eof or self.write_shut
+
+    def read_ended(self):
+        """The TCP peer's EOF.  True when the connection was closed (the other direction had ended)."""
+        self.read_eof = True
+        if self.write_shut:
+            close_after_flush(self.transport)
+            return True
+        return False
+
+    def marker_received(self):
+        """The far end's end-of-stream marker."""
+        self.write_shut = True
+        if self.read_eof:
+            close_after_flush(self.transport)
+        else:
+            shutdown_write(self.transport)
+
+    def far_end_closed(self, code):
+        """The far end's leg ended with ``code``.  True when that ended the stream cleanly (FIN);
+        False when the connection was reset."""
+        if self.write_shut or code in CLEAN_CLOSE_CODES:
+            close_after_flush(self.transport)
+            return True
+        reset(self.transport)
+        return False

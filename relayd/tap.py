@@ -15,7 +15,7 @@ from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
 from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
 from relayd.wire import nmf
-from relayd.transports.nettcp.door import TcpDoor
+from relayd.transports.tcp import TcpDoor
 from relayd.transports.http.door import HttpDoor
 from relayd.transports.hybrid.websocket import HybridFactory
 from relayd.web.site import make_site

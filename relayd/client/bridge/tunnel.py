@@ -6,7 +6,7 @@ A :class:`Tunnel` joins a :class:`~relayd.client.websocket.RelayedConnection` (a
 producer, so a slow reader stalls the writer.
 
 Half-close: an empty binary message is the end-of-stream marker (as at the relay's TCP doors,
-see ``relayd.transports.nettcp.door``).  The local side's EOF sends it; receiving it shuts down
+see ``relayd.transports.tcp``).  The local side's EOF sends it; receiving it shuts down
 writing to the local side; when both directions have ended the local connection is closed.
 
 Resets: a local side that ends without its EOF (reset, aborted) truncated its stream, so the

@@ -20,6 +20,14 @@ connection.  Backpressure is TCP's own through :mod:`relayd.pipe`.  When the lis
 ends without the marker and without a normal close (1000) -- dropped, killed, 1001/1011 --
 the TCP client's connection is reset (RST) rather than closed, so a truncated stream never
 looks complete.
+
+The connection goes through explicit states (:data:`TRANSITIONS`)::
+
+    PREAMBLE --preamble read--> ROUTING --listener accepted--> PAIRED --one direction ended--> HALF_CLOSED
+       (nettcp only)            (port mode starts here)
+
+and any state goes to CLOSED (a fault or refusal, the client gone, the listener's leg ended).
+Half-close itself is :class:`relayd.pipe.HalfClose`, shared with the bridge's tunnels.
 """
 
 from urllib.parse import urlsplit
@@ -30,22 +38,32 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd import access, pipe
-
-from relayd.wire import sas
-from relayd.pipe import CLEAN_CLOSE_CODES
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.offers import AcceptOffer
+from relayd.wire import hc, nmf, sas
 
+# The smallest preamble limit of a nettcp door (bytes); a door allows max_via + PREAMBLE_SLACK.
+MIN_PREAMBLE = 8192
+PREAMBLE_SLACK = 1024
 
+# connection states
+CONNECTING, PREAMBLE, ROUTING, PAIRED, HALF_CLOSED, CLOSED = (
+    "connecting", "preamble", "routing", "paired", "half-closed", "closed")
+TRANSITIONS = {
+    CONNECTING: {PREAMBLE, ROUTING, CLOSED},
+    PREAMBLE: {ROUTING, CLOSED},  # the preamble read (or a fault)
+    ROUTING: {PAIRED, CLOSED},  # a listener accepted (or none did)
+    PAIRED: {HALF_CLOSED, CLOSED},  # one direction ended
+    HALF_CLOSED: {HALF_CLOSED, CLOSED},  # the other direction ended too
+    CLOSED: {CLOSED},
+}
 
 
 def strip_token(via):
     """The Via without its ``sb-hc-token`` query parameter."""
-    from relayd.wire.hc import strip_sb_params
-
     base, sep, query = via.partition("?")
-    query = strip_sb_params(query)
+    query = hc.strip_sb_params(query)
     return base + ("?" + query if query else "")
 
 
@@ -55,6 +73,7 @@ class TcpDoorProtocol(Protocol):
 
     partner = None
     pause_reader = None
+    state = CONNECTING
 
     def __init__(self, door):
         self.door = door
@@ -62,21 +81,31 @@ class TcpDoorProtocol(Protocol):
         self.parser = None
         self.pending = []
         self._msg_len = 0
-        self.closed = False
+        self._timer = None
+        self.half_close = None
+
+    def _to(self, state):
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError("TCP door: %s -> %s" % (self.state, state))
+        self.state = state
+
+    @property
+    def closed(self):
+        return self.state == CLOSED
 
     # -- connection ------------------------------------------------------------------------
 
     def connectionMade(self):
         self.peer = self.transport.getPeer()
+        self.half_close = pipe.HalfClose(self.transport)
         pipe.no_delay(self.transport)
         if self.door.mode == "nettcp":
-            from relayd.wire import nmf
-
+            self._to(PREAMBLE)
             self.parser = nmf.PreambleParser(max_via=self.door.max_via,
-                                             max_preamble=max(8192, self.door.max_via + 1024))
+                                             max_preamble=max(MIN_PREAMBLE, self.door.max_via + PREAMBLE_SLACK))
             self._timer = self.door.clock.callLater(self.door.preamble_timeout, self._preamble_timeout)
         else:
-            self._timer = None
+            self._to(ROUTING)
             self.transport.pauseProducing()
             self._route(self.door.entity_path, None, b"")
 
@@ -85,15 +114,15 @@ class TcpDoorProtocol(Protocol):
         self._fault("ServerTooBusy", "the net.tcp preamble did not arrive in time")
 
     def dataReceived(self, data):
-        if self.partner is not None:
+        if self.state in (PAIRED, HALF_CLOSED):
             self.partner.send_message(data)
-            return
-        if self.parser is None:
+        elif self.state == ROUTING:
             # waiting for a listener: hold what arrives (reading is paused, so little can)
             self.pending.append(data)
-            return
-        from relayd.wire import nmf
+        elif self.state == PREAMBLE:
+            self._preamble_data(data)
 
+    def _preamble_data(self, data):
         try:
             preamble = self.parser.feed(data)
         except nmf.NmfFault as e:
@@ -105,6 +134,7 @@ class TcpDoorProtocol(Protocol):
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
+        self._to(ROUTING)
         self.transport.pauseProducing()
         token = nmf.via_query_token(preamble.via)
         raw = preamble.raw
@@ -113,12 +143,10 @@ class TcpDoorProtocol(Protocol):
         self._route(nmf.via_path(preamble.via), token, raw + preamble.rest, via=preamble.via)
 
     def _fault(self, name, detail):
-        from relayd.wire import nmf
-
         tracking = access.tracking_id()
         self._log.info("net.tcp from {peer}: fault {name}: {detail} (tracking {tracking})",
                        peer=self.peer, name=name, detail=detail, tracking=tracking)
-        self.closed = True
+        self._to(CLOSED)
         self.transport.write(nmf.fault(name))
         self.transport.loseConnection()
 
@@ -128,7 +156,7 @@ class TcpDoorProtocol(Protocol):
         else:
             self._log.info("TCP port {port} from {peer}: refused: {detail}", port=self.door.port_label,
                            peer=self.peer, detail=detail)
-            self.closed = True
+            self._to(CLOSED)
             self.transport.loseConnection()
 
     # -- routing -----------------------------------------------------------------------------
@@ -163,6 +191,7 @@ class TcpDoorProtocol(Protocol):
         if self.closed:
             leg.close(1001, "the TCP client went away")
             return
+        self._to(PAIRED)
         leg.start_data_leg()
         pipe.splice(self, leg)
         if self.first_bytes:
@@ -178,22 +207,22 @@ class TcpDoorProtocol(Protocol):
         if not self.closed:
             self._refuse("EndpointUnavailable", failure.value.message)
 
-    _read_eof = False
-    _write_shut = False
+    # -- half-close (pipe.HalfClose) -----------------------------------------------------------
 
     def readConnectionLost(self):
-        self._read_eof = True
-        if self.partner is not None:
+        if self.state in (PAIRED, HALF_CLOSED):
+            self._to(HALF_CLOSED)
             self.partner.send_message(b"")  # half-close marker
-        if self._write_shut or self.partner is None:
-            pipe.close_after_flush(self.transport)
+            self.half_close.read_ended()
+        else:
+            pipe.close_after_flush(self.transport)  # EOF before a listener took the stream
 
     def writeConnectionLost(self):
         pass
 
     def connectionLost(self, reason):
-        self.closed = True
-        if getattr(self, "_timer", None) is not None and self._timer.active():
+        self._to(CLOSED)
+        if self._timer is not None and self._timer.active():
             self._timer.cancel()
         rv, self.rv = self.rv, None
         if rv is not None and not rv.done:
@@ -216,12 +245,9 @@ class TcpDoorProtocol(Protocol):
         self.transport.write(data)
 
     def end_message(self):
-        if self._msg_len == 0:
-            self._write_shut = True
-            if self._read_eof:
-                pipe.close_after_flush(self.transport)
-            else:
-                pipe.shutdown_write(self.transport)
+        if self._msg_len == 0 and self.state in (PAIRED, HALF_CLOSED):
+            self._to(HALF_CLOSED)
+            self.half_close.marker_received()
 
     def send_message(self, data):
         self.transport.write(data)
@@ -232,17 +258,12 @@ class TcpDoorProtocol(Protocol):
         is written.  Any other end while the stream was still open (the leg's TCP connection
         dropped without a close frame, i.e. 1006; the listener killed; 1001, 1011, ...)
         means bytes were lost: the client gets a reset (RST), never a clean end of stream."""
-        self.closed = True
+        self._to(CLOSED)
         self.partner = None
-        if self._write_shut or code in CLEAN_CLOSE_CODES:
-            pipe.close_after_flush(self.transport)
-            return
-        self._log.info("TCP {mode} door {port} from {peer}: the listener's side ended abnormally mid-stream "
-                       "({code} {reason}); resetting the TCP connection", mode=self.door.mode,
-                       port=self.door.port_label, peer=self.peer, code=code, reason=reason or "")
-        if getattr(self.transport, "producer", None) is not None:
-            self.transport.unregisterProducer()
-        self.transport.abortConnection()
+        if not self.half_close.far_end_closed(code):
+            self._log.info("TCP {mode} door {port} from {peer}: the listener's side ended abnormally mid-stream "
+                           "({code} {reason}); resetting the TCP connection", mode=self.door.mode,
+                           port=self.door.port_label, peer=self.peer, code=code, reason=reason or "")
 
 
 class TcpDoor(Factory):
@@ -259,8 +280,6 @@ class TcpDoor(Factory):
         self.switchboard = switchboard
         self.clock = clock
         self.http_netloc = http_netloc
-        from urllib.parse import urlsplit
-
         public = urlsplit(settings.public_url) if settings.public_url else None
         self.public_host = public.hostname if public else None
 
