@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.net import free_port, recv_all, serve_tcp
+from tests.support.net import free_port, recv_all, serve_tcp, wait_sent
 from tests.support.relay import ROOT_KEY, Bridge, RelayProcess, require_tool, write_config
 from tests.support.waits import wait_listening
 
@@ -361,7 +361,7 @@ def _resetting_server(total):
     def serve(conn):
         try:
             conn.sendall(STREAM_BLOCK * (total // len(STREAM_BLOCK)) + STREAM_BLOCK[: total % len(STREAM_BLOCK)])
-            time.sleep(0.2)  # let the bytes leave before the reset
+            wait_sent(conn)  # the bytes have arrived before the reset
         except OSError:
             pass
         conn.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))

@@ -79,3 +79,18 @@ def read_response(sock, timeout=5.0):
     except (ConnectionResetError, socket.timeout):
         return None
     return int(head.split(b" ")[1]), head, body
+
+
+def wait_sent(sock, timeout=5.0):
+    """Wait until the kernel has no byte of ``sock``'s output left unacknowledged (Linux
+    ``SIOCOUTQ``), e.g. before resetting a connection whose last bytes must arrive first."""
+    import fcntl
+    import struct
+    import termios
+
+    from tests.support.waits import wait_until
+
+    def drained():
+        return struct.unpack("i", fcntl.ioctl(sock.fileno(), termios.TIOCOUTQ, b"\0\0\0\0"))[0] == 0
+
+    return wait_until(drained, timeout, step=0.01)
