@@ -18,7 +18,7 @@ def main():
 
     from relayd import config, pipe
     from relayd.tap import RelayService
-    from relayd.transports.hybrid.websocket import HybridProtocol
+    from relayd.transports.websocket import HybridProtocol
 
     log_file = open(log_path, "a")
     globalLogBeginner.beginLoggingTo([textFileLogObserver(log_file)], redirectStandardIO=False)

@@ -11,7 +11,7 @@ first value)."""
 import pytest
 
 from relayd.wire import hc
-from relayd.transports.hybrid.websocket import connect_headers, raw_headers
+from relayd.transports.websocket import connect_headers, raw_headers
 
 
 def test_encode_accept_exact_bytes():

@@ -7,7 +7,7 @@ from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
 from relayd import pipe
-from relayd.transports.hybrid.websocket import ControlChannelPressure
+from relayd.transports.listener.control import ControlChannelPressure
 
 
 def test_reading_resumes_only_when_every_hold_is_released():

@@ -1,0 +1,198 @@
+"""A listener's control channel: ``/$hc/{path}?sb-hc-action=listen[&sb-hc-id=ID]``.
+
+Wire protocol (Azure Relay Hybrid Connections, relayd flavour):
+
+* Needs a token with Listen (``sb-hc-token`` or the ``ServiceBusAuthorization`` header);
+  the entity may be created on the first listen with a Manage token (``create_on_listen``).
+  Past the entity's ``max_listeners`` the handshake is refused with 403.
+* Relay -> listener: ``accept`` and ``request`` JSON text messages (:mod:`relayd.wire.hc`),
+  each built by the door's offer (:mod:`relayd.transports.listener.offers`); a small HTTP
+  request with a body is its ``request`` message followed by the body as one binary message.
+* Listener -> relay: ``renewToken`` (a fresh token re-arms the expiry timer; a bad one closes
+  with 1008) and ``response`` messages, each optionally followed by its body as one binary
+  message, routed to the HTTP door (:class:`relayd.interfaces.IResponseRouter`).
+* The channel closes with 1008 when the token expires unrenewed, or when the listener stops
+  reading it (``limits.control_queue_max`` bytes queued for ``limits.control_stall_timeout``
+  seconds); with 1001 when the entity is deleted.  Messages are limited to
+  ``limits.control_message_max`` bytes; the relay pings it when idle.
+"""
+
+from twisted.logger import Logger
+from zope.interface import implementer
+
+from relayd import access, pipe
+from relayd.interfaces import IListenerChannel
+from relayd.switchboard import SwitchboardError
+from relayd.transports.listener.roles import Denied, Role, authorize, param
+from relayd.wire import hc, sas
+
+
+@implementer(IListenerChannel)
+class ControlChannel(Role):
+    """The ``listen`` role: registered with the switchboard as a listener of one entity."""
+
+    _log = Logger()
+
+    _token_timer = None
+    _pressure = None
+
+    def __init__(self, protocol, request, entity, listener_id):
+        super().__init__(protocol)
+        self.request = request  # renewToken is checked against the same hosts
+        self.entity = entity
+        self.entity_path = entity.path
+        self.listener_id = listener_id
+
+    @classmethod
+    def listen(cls, protocol, request, entity, token):
+        """Check the handshake, register the channel with the switchboard, arm the token timer."""
+        f = protocol.factory
+        verified = authorize(f, request, entity, token, sas.LISTEN)
+        channel = cls(protocol, request, entity, param(request, "sb-hc-id") or access.tracking_id())
+        protocol.entity_path = entity.path
+        protocol.maxMessagePayloadSize = f.limits.control_message_max
+        protocol.maxFramePayloadSize = f.limits.control_message_max
+        protocol.autoPingInterval = f.limits.control_ping_interval
+        protocol.autoPingTimeout = f.limits.control_ping_timeout
+        try:
+            f.switchboard.add_listener(entity.path, channel, entity.max_listeners)
+        except SwitchboardError as e:
+            raise Denied(e.status, e.message)
+        channel._arm_token_timer(verified.expires)
+        cls._log.info("listener {id} online on {path} from {peer}",
+                      id=channel.listener_id, path=entity.path, peer=protocol.peer)
+        return channel
+
+    @property
+    def factory(self):
+        return self.protocol.factory
+
+    @property
+    def transport(self):
+        return self.protocol.transport
+
+    # -- token ------------------------------------------------------------------------------
+
+    def _arm_token_timer(self, expires):
+        if self._token_timer is not None and self._token_timer.active():
+            self._token_timer.cancel()
+        clock = self.factory.clock
+        self._token_timer = clock.callLater(max(0.0, expires - clock.seconds()), self._token_expired)
+
+    def _token_expired(self):
+        self._token_timer = None
+        self._log.info("listener {id} on {path}: token expired, closing", id=self.listener_id,
+                       path=self.entity_path)
+        self.close(1008, "the listener's token expired; send renewToken before it does")
+
+    # -- IListenerChannel -------------------------------------------------------------------
+
+    def _can_offer(self):
+        protocol = self.protocol
+        return protocol.state == protocol.STATE_OPEN and not (self._pressure is not None and self._pressure.paused)
+
+    def offer(self, rendezvous):
+        if not self._can_offer():
+            return False
+        offer = rendezvous.offer
+        message = offer.message(self.factory.base_url(offer.host, offer.secure), rendezvous)
+        if message is not None:
+            self.protocol.sendMessage(message.encode("utf-8"), isBinary=False)
+        return True
+
+    def offer_raw(self, text, body):
+        """Send a control message followed by its body as one binary message (HTTP requests)."""
+        if not self._can_offer():
+            return False
+        self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
+        self.protocol.sendMessage(body, isBinary=True)
+        return True
+
+    def close(self, code, reason):
+        self.protocol.close(code, reason)
+
+    # -- Role -------------------------------------------------------------------------------
+
+    def opened(self):
+        transport = self.transport
+        transport.bufferSize = self.factory.limits.control_queue_max
+        self._pressure = pipe.pause_when_full(transport, ControlChannelPressure(self))
+
+    def message(self, payload, is_binary):
+        router = self.factory.response_router
+        if is_binary:
+            if router is not None:
+                router.control_binary(self, payload)
+            return
+        try:
+            kind, fields = hc.decode(payload)
+        except hc.MessageError as e:
+            self._log.info("listener {id}: bad control message: {err}", id=self.listener_id, err=e)
+            return
+        if kind == "renewToken":
+            try:
+                verified = authorize(self.factory, self.request, self.entity, fields["token"], sas.LISTEN)
+            except Denied as e:
+                self.close(1008, "renewToken rejected: %s" % e.message)
+                return
+            self._arm_token_timer(verified.expires)
+            return
+        if router is not None:
+            router.control_response(self, fields)
+
+    def lost(self):
+        if self._token_timer is not None and self._token_timer.active():
+            self._token_timer.cancel()
+        self._token_timer = None
+        pressure, self._pressure = self._pressure, None
+        if pressure is not None:
+            pressure.stopProducing()
+        self.factory.switchboard.remove_listener(self.entity_path, self)
+        self._log.info("listener {id} offline on {path}", id=self.listener_id, path=self.entity_path)
+
+
+class ControlChannelPressure(pipe.PauseReading):
+    """The producer on a control channel's transport.  While more than
+    ``limits.control_queue_max`` bytes wait to be written to the listener (it is not reading),
+    the relay stops reading the channel (its pings would only queue more pongs), offers it no
+    senders (the switchboard balances to other listeners or fails the sender at once) and, if
+    it stays so for ``limits.control_stall_timeout`` seconds, closes it with 1008."""
+
+    def __init__(self, channel):
+        super().__init__(None, channel.transport)
+        self.channel = channel
+        self.timer = None
+
+    def pauseProducing(self):
+        super().pauseProducing()
+        channel = self.channel
+        if channel is not None and self.timer is None:
+            self.timer = channel.factory.clock.callLater(
+                channel.factory.limits.control_stall_timeout, self._stalled)
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        self._cancel()
+
+    def _cancel(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _stalled(self):
+        self.timer = None
+        channel = self.channel
+        if channel is None:
+            return
+        limits = channel.factory.limits
+        channel._log.info(
+            "listener {id} on {path} has not read its control channel for {t} s ({n} bytes queued); closing it",
+            id=channel.listener_id, path=channel.entity_path, t=limits.control_stall_timeout,
+            n=limits.control_queue_max)
+        channel.close(1008, "the listener did not read its control channel for %g s; a listener must "
+                            "keep reading it" % limits.control_stall_timeout)
+
+    def stopProducing(self):
+        self._cancel()
+        self.channel = None
+        super().stopProducing()
