@@ -17,7 +17,7 @@ from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoor
 from relayd.wire import nmf
 from relayd.transports.tcp import TcpDoor
 from relayd.transports.http.door import HttpDoor
-from relayd.transports.hybrid.websocket import HybridFactory
+from relayd.transports.websocket import HybridFactory
 from relayd.web.site import make_site
 
 
