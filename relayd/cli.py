@@ -59,7 +59,7 @@ def _verbose(args, message):
 # -- token ------------------------------------------------------------------------------------
 
 def _token(args):
-    from relayd.client.connection import ENV_CONNECTION_STRING, ENV_KEY, ConnectionInfo
+    from relayd.client.connection_string import ENV_CONNECTION_STRING, ENV_KEY, ConnectionInfo
 
     ttl = args.ttl
     if ttl <= 0:
@@ -176,7 +176,7 @@ def _check_entity_path(path):
 
 
 def _entity(args):
-    from relayd.client.connection import ConnectionInfo
+    from relayd.client.connection_string import ConnectionInfo
     import urllib.request
     import urllib.error
 

@@ -1,7 +1,7 @@
 """relayd's Hybrid Connections client, on Twisted.
 
-* :mod:`relayd.client.connection` -- :class:`ConnectionInfo`: a connection string, where the
-  relay is and how to sign for it;
+* :mod:`relayd.client.connection_string` -- :class:`ConnectionInfo`: a connection string,
+  where the relay is and how to sign for it;
 * :mod:`relayd.client.websocket` -- :class:`RelayedConnection`: the client's WebSocket to the
   relay, on either side; :mod:`relayd.client.handshake` opens one (:class:`RelayConnectError`);
 * :mod:`relayd.client.sender` -- :func:`connect`: the sender side;
@@ -13,7 +13,7 @@
 """
 
 from relayd.client.accept import AcceptRequest
-from relayd.client.connection import ConnectionInfo
+from relayd.client.connection_string import ConnectionInfo
 from relayd.client.handshake import RelayConnectError
 from relayd.client.listener import Backoff, ChannelClosed, HybridListener
 from relayd.client.sender import connect

@@ -34,7 +34,7 @@ from twisted.internet import defer, interfaces
 from twisted.internet.protocol import Protocol
 from zope.interface import implementer
 
-from relayd.client.connection import ConnectionInfo
+from relayd.client.connection_string import ConnectionInfo
 from relayd.client.listener import HybridListener
 from relayd.client.handshake import RelayConnectError
 from relayd.client.sender import connect

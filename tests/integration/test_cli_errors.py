@@ -314,7 +314,7 @@ def test_recorded_endpoint_means_what_the_relay_speaks(public_url, host, port, t
     """The Endpoint= that relayd key show prints parses back to the right scheme, host and port."""
     from types import SimpleNamespace
 
-    from relayd.client.connection import ConnectionInfo
+    from relayd.client.connection_string import ConnectionInfo
     from relayd.tap import connection_endpoint
 
     endpoint = connection_endpoint(public_url, SimpleNamespace(host=host, port=port), tls)

@@ -152,7 +152,7 @@ async def test_twisted_web_resource_served_over_the_relay(relay):
     from twisted.internet import reactor, threads
     from twisted.web import resource as web_resource
 
-    from relayd.client.connection import ConnectionInfo
+    from relayd.client.connection_string import ConnectionInfo
     from relayd.client.http import serve_resource
     from tests.support.relay import ROOT_KEY
 

@@ -53,7 +53,7 @@ async def test_http_door_objects_are_freed_without_a_full_collection(relay):
     from twisted.internet import reactor, task, threads
     from twisted.web import resource as web_resource
 
-    from relayd.client.connection import ConnectionInfo
+    from relayd.client.connection_string import ConnectionInfo
     from relayd.client.http import serve_resource
     from tests.support.relay import ROOT_KEY
     from tests.support.waits import wait_for

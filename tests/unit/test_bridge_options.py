@@ -12,7 +12,7 @@ from relayd.client.bridge.cli import BridgeError, build_parser, load_config, par
 from relayd.client.bridge.forwarder import IForwarder, address
 from relayd.client.bridge.tcp_local import LocalForwarder
 from relayd.client.bridge.tcp_remote import RemoteForwarder
-from relayd.client.connection import ConnectionInfo
+from relayd.client.connection_string import ConnectionInfo
 from relayd.client.http import HttpForwarder
 
 INFO = ConnectionInfo.parse("Endpoint=sb://127.0.0.1:9090/;SharedAccessKeyName=root;SharedAccessKey=a2V5")

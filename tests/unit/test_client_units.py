@@ -17,7 +17,7 @@ from twisted.internet.testing import MemoryReactorClock, StringTransport
 from twisted.python.failure import Failure
 
 from relayd.wire import sas
-from relayd.client.connection import ConnectionInfo, parse_connection_string
+from relayd.client.connection_string import ConnectionInfo, parse_connection_string
 from relayd.client.listener import Backoff, HybridListener
 
 KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="

@@ -173,7 +173,7 @@ def main(argv):
     from twisted.internet import reactor
     from twisted.logger import globalLogBeginner, textFileLogObserver
 
-    from relayd.client.connection import ConnectionInfo
+    from relayd.client.connection_string import ConnectionInfo
 
     args = build_parser().parse_args(argv)
     try:

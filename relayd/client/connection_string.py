@@ -1,4 +1,6 @@
-"""Where the relay is and how to sign for it: :class:`ConnectionInfo`.
+"""Connection strings: :func:`parse_connection_string`, and :class:`ConnectionInfo`, what one
+says -- where the relay is and how to sign for it (also built from a URL or the command line's
+``-x``/``--url``/``--rule``/``--key`` and ``$RELAYD_CONNECTION_STRING``/``$RELAYD_KEY``).
 
 A connection string is the Azure one, ``key=value`` pairs separated by ``;`` (key names are
 case-insensitive, unknown keys are ignored, a value may itself contain ``=``)::
