@@ -261,7 +261,7 @@ async def test_listener_and_sender_over_wss_verify_the_relay_certificate(tmp_pat
     service = RelayService(config.load(write_config(tmp_path, listen=listen)), reactor)
     service.startService()
     try:
-        await wait_for(lambda: service.ports)
+        await service.whenListening()
         cs = "Endpoint=sb://127.0.0.1:%d/;SharedAccessKeyName=root;SharedAccessKey=%s;UseTls=true" % (
             service.ports[0].getHost().port, ROOT_KEY)
         info = ConnectionInfo.parse(cs)
