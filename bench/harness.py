@@ -17,6 +17,7 @@ Traffic stays on 127.0.0.1.  Every child process has a timeout.
 import collections
 import importlib.util
 import os
+import pathlib
 import random
 import re
 import resource
@@ -32,8 +33,13 @@ from typing import Callable, NamedTuple, Sequence
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
+if ROOT not in sys.path:
+    sys.path.insert(0, ROOT)
 
-KEY = "YmVuY2gta2V5LWJlbmNoLWtleS1iZW5jaC1rZXk="
+from tests.support.relay import ROOT_KEY, Bridge, RelayProcess  # noqa: E402
+from tests.support.waits import wait_for_text  # noqa: E402
+
+KEY = ROOT_KEY  # the key of rule "root", as tests/support's Bridge uses it
 RULE = "root"
 RELAY_CONFIG = """
 [relay]
@@ -45,11 +51,9 @@ name = "%s"
 key = "%s"
 rights = ["Manage", "Listen", "Send"]
 """ % (RULE, KEY)
-RELAY_READY = r"relayd listening on [0-9.]+:(\d+)"
 PEER_READY = r"READY ?(\d*)"  # what bench/peers.py and bench/wsbench.py print when ready
 
 CLK_TCK = os.sysconf("SC_CLK_TCK")
-POLL = 0.05  # seconds between two looks at a log file or a port
 PORT_RANGE = (20000, 32000)  # below the kernel's ephemeral range (see free_port)
 PROFILE_RATE_HZ = 250
 
@@ -76,8 +80,8 @@ def peer(script):
 def free_port(_rng=random.Random()):
     """A free port below the kernel's ephemeral range, so that no outgoing connection can take
     it while the server meant for it is not running (iperf3 -s -1 restarts for every test).
-    Unlike tests/support's free_port (bind to port 0, an ephemeral port), which would do for
-    servers that stay up."""
+    tests.support.net.free_port binds port 0, an ephemeral port: fine for a server that stays
+    up, not for one that comes and goes."""
     for _ in range(200):
         port = _rng.randrange(*PORT_RANGE)
         with socket.socket() as s:
@@ -89,15 +93,11 @@ def free_port(_rng=random.Random()):
     raise RuntimeError("no free port in %d-%d" % PORT_RANGE)
 
 
-def wait_listening(port, timeout=10):
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return
-        except OSError:
-            time.sleep(POLL)
-    raise RuntimeError("nothing listens on 127.0.0.1:%d" % port)
+def port_of(match):
+    """The port in a ready line: the match's first group as a number (None when it has no
+    group, an empty one, or there is no match)."""
+    group = match.group(1) if match and match.re.groups else None
+    return int(group) if group else None
 
 
 def rotate(seq, r):
@@ -116,20 +116,16 @@ class Proc:
         self.out = tempfile.NamedTemporaryFile(prefix="bench-", suffix=".log", delete=False)
         self.p = subprocess.Popen(cmd, cwd=cwd, stdout=self.out, stderr=subprocess.STDOUT, stdin=stdin)
         self.match = self.wait_for(ready, timeout) if ready else None
-        group = self.match.group(1) if self.match and self.match.re.groups else None
-        self.port = int(group) if group else None
+        self.port = port_of(self.match)
 
     def wait_for(self, pattern, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            m = re.search(pattern, self.text())
-            if m:
-                return m
-            if self.p.poll() is not None:
-                break
-            time.sleep(POLL)
-        self.stop(keep_log=True)
-        raise RuntimeError("%s: no %r in its output:\n%s" % (self.cmd, pattern, self.text()[-3000:]))
+        """The first match of ``pattern`` in the output; when none comes (or the process ends),
+        the process is stopped, its log kept, and RuntimeError raised."""
+        try:
+            return wait_for_text(self.text, pattern, self.p, timeout)
+        except AssertionError as e:
+            self.stop(keep_log=True)
+            raise RuntimeError("%s: %s" % (self.cmd, e)) from None
 
     def text(self):
         with open(self.out.name, "rb") as f:
@@ -164,6 +160,26 @@ class Proc:
                 self.p.wait(5)
         if not keep_log and os.path.exists(self.out.name):
             os.unlink(self.out.name)
+
+
+class Started(Proc):
+    """A process that tests/support started (:class:`RelayProcess`, :class:`Bridge`), measured
+    and stopped like a :class:`Proc`; ``started`` is that object."""
+
+    def __init__(self, name, started, popen, text, port=None):
+        self.name = name
+        self.started = started
+        self.p = popen
+        self.cmd = popen.args
+        self._text = text
+        self.match = None
+        self.port = port
+
+    def text(self):
+        return self._text()
+
+    def stop(self, keep_log=False):
+        self.started.stop()
 
 
 class CpuMeter:
@@ -237,7 +253,9 @@ class Harness:
 
     def start(self, name, cmd, cwd=None, ready=PEER_READY, timeout=30, stdin=subprocess.DEVNULL):
         """A child process, stopped when the section ends (see :class:`Proc`)."""
-        proc = Proc(name, cmd, cwd=cwd, ready=ready, timeout=timeout, stdin=stdin)
+        return self._add(Proc(name, cmd, cwd=cwd, ready=ready, timeout=timeout, stdin=stdin))
+
+    def _add(self, proc):
         self.procs.append(proc)
         return proc
 
@@ -249,16 +267,19 @@ class Harness:
         return path
 
     def relay(self, entities, name="relayd"):
-        """``twistd -n relayd`` with rule ``root`` (:data:`KEY`) and ``entities`` (TOML) on a free
-        loopback port (``.port``)."""
-        self.write("relayd.toml", RELAY_CONFIG + entities)
-        return self.start(name, [tool("twistd"), "-n", "--pidfile=", "relayd", "--config", "relayd.toml"],
-                          cwd=self.workdir, ready=RELAY_READY)
+        """``twistd -n relayd`` (tests/support's RelayProcess) with rule ``root`` (:data:`KEY`) and
+        ``entities`` (TOML) on a free loopback port (``.port``)."""
+        relay = RelayProcess(self.workdir, self.write("relayd.toml", RELAY_CONFIG + entities))
+        return self._add(Started(name, relay, relay.proc, relay.log_text, port=relay.port))
 
     def bridge(self, name, relay, *args, ready):
-        """``relayd bridge ARGS`` against ``relay`` (a :meth:`relay` process)."""
-        return self.start(name, [python(), "-m", "relayd.cli", "bridge", "--url", "ws://127.0.0.1:%d" % relay.port,
-                                 "--rule", RULE, "--key", KEY, *args], cwd=ROOT, ready=ready)
+        """``relayd bridge ARGS`` (tests/support's Bridge) against ``relay`` (a :meth:`relay`),
+        once ``ready`` is in its output (its first group, if any, is ``.port``)."""
+        bridge = Bridge(pathlib.Path(self.workdir), relay.started, *args)
+        proc = self._add(Started(name, bridge, bridge.proc, bridge.text))
+        proc.match = proc.wait_for(ready)
+        proc.port = port_of(proc.match)
+        return proc
 
     def alternate(self, cases, load_label, show, around=None, failures=None):
         """``self.rounds`` rounds of every case of ``cases`` ({name: :class:`Case`}), the

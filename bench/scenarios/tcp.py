@@ -18,9 +18,10 @@ from zope.interface import moduleProvides
 
 from bench import report as rst
 from bench.harness import (
-    Case, Option, Proc, free_port, installed, missing_tools, peer, python, tool, wait_listening,
+    Case, Option, Proc, free_port, installed, missing_tools, peer, python, tool,
 )
 from bench.scenarios import IScenario
+from tests.support.waits import wait_listening
 
 moduleProvides(IScenario)
 
@@ -40,7 +41,7 @@ mode = "port"
 entity = "%s"
 allow_anonymous = true
 """ % (ENTITY, ENTITY)
-DOOR_READY = r"relayd port door \(%s\) listening on [0-9.]+:(\d+)" % ENTITY
+DOOR = "port door (%s)" % ENTITY  # as relayd logs it: "relayd port door (iperf) listening on ..."
 CASES = ("tcp-direct", "tcp-socat", "tcp-door", "tcp-bridge", "tcp-transit")
 LABELS = {
     "tcp-direct": "direct (baseline)",
@@ -99,7 +100,7 @@ def run(harness, args):
     profile = None
     target = free_port()  # the iperf3 server's port, one server per test
     relay = harness.relay(ENTITIES)
-    door = int(relay.wait_for(DOOR_READY).group(1))
+    door = relay.started.door_port(DOOR)
     remote = harness.bridge("bridge -R", relay, "-R", "%s:127.0.0.1:%d" % (ENTITY, target), ready=r"online")
     local = harness.bridge("bridge -L", relay, "-L", "127.0.0.1:0:%s" % ENTITY, ready=r"listening on [0-9.]+:(\d+)")
     hop2_port, hop2 = socat_hop(harness, "socat hop 2", target)

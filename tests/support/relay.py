@@ -10,8 +10,6 @@ import sys
 import textwrap
 import time
 
-import pytest
-
 from tests.support.waits import file_reader, wait_for_text
 
 ROOT_KEY = "c2VjcmV0LWtleS1mb3ItdGVzdHMtb25seQ=="
@@ -72,6 +70,8 @@ def write_config(directory, extra="", relay_extra="", listen='["tcp:0:interface=
 
 def require_tool(path_or_name, why):
     """Skip with a reason when a tool is missing locally; under CI (CI=true) fail instead."""
+    import pytest  # here, not at the top: bench/ uses this module and needs no pytest
+
     if os.path.exists(path_or_name) or shutil.which(path_or_name):
         return
     message = "%s not found: %s" % (path_or_name, why)
