@@ -5,8 +5,9 @@ not its own load.
   or any pattern), its CPU time and peak RSS read from ``/proc/PID``, stopped by its pid;
 * :class:`Harness`: one section's run: a temporary working directory, the processes started
   in it (stopped in reverse order, whatever happens), relayd and ``relayd bridge`` started on
-  free loopback ports, and :meth:`Harness.alternate`, the rounds: every case of the section
-  in every round, the starting case rotating, each measured with :class:`CpuMeter`;
+  free loopback ports (by tests/support's RelayProcess and Bridge, the ones the tests use),
+  and :meth:`Harness.alternate`, the rounds: every case of the section in every round, the
+  starting case rotating, each measured with :class:`CpuMeter`;
 * :meth:`Harness.profile`: py-spy sampling a process in the middle of one more load;
 * :class:`Option`: a command-line option a scenario declares (``OPTIONS``), added once even
   when several scenarios share it.

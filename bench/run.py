@@ -16,7 +16,8 @@ process has a timeout.
 The pieces:
 
 bench/harness.py      processes on free loopback ports, stopped by pid; CPU accounting;
-                      alternating rounds; py-spy profiles
+                      alternating rounds; py-spy profiles (relayd, bridges and log waits
+                      come from tests/support, shared with the tests)
 bench/scenarios/*.py  one section each (ws, http, soap, tcp): its cases, options and report
                       prose (the interface: bench/scenarios/__init__.py, IScenario); adding a
                       section means adding one module there
