@@ -210,3 +210,15 @@ def test_a_response_state_cannot_go_back():
         side._response_to("whole")
     side._response_to("done")
     assert side.finished and side.responding
+
+
+def test_the_request_states_of_a_small_body(door):
+    channel = offered(door)
+    protocol, transport = connect(door)
+    protocol.dataReceived(b"POST /open/x HTTP/1.1\r\nHost: relay\r\nContent-Length: 5\r\n\r\nhel")
+    exchange = protocol.exchange
+    assert exchange.request_state == "receiving" and channel.messages == [None]  # nothing announced yet
+    protocol.dataReceived(b"lo")
+    assert exchange.request_state == "complete" and exchange.response_state == "waiting"
+    text, body = channel.messages[-1]
+    assert body == b"hello" and '"method":"POST"' in text.replace(" ", "")

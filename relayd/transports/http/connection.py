@@ -10,20 +10,12 @@ message(s)).  See :mod:`relayd.transports.http` for the whole protocol.
 
 from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Protocol
-from twisted.logger import Logger
 
 from relayd import pipe
 from relayd.transports.http.exchange import Exchange
 from relayd.transports.http.request import HttpError
-from relayd.transports.http.responses import write_error, write_fault
+from relayd.transports.http.responses import log, write_error, write_fault
 from relayd.wire import hc, http1
-
-# The largest ``response`` JSON message accepted on a rendezvous leg (bytes).
-MAX_RESPONSE_JSON = 64 * 1024
-
-# One module-level logger: a Logger reached through an instance records that instance as the
-# event's log_source, and an event kept by an observer would then keep the connection alive.
-log = Logger(namespace="relayd.transports.http")
 
 
 class HttpRelayProtocol(Protocol):
@@ -225,8 +217,8 @@ class LegReader:
                 self.client.exchange.response_body_data(data)
         else:
             self._size += len(data)
-            if self._size > MAX_RESPONSE_JSON:
-                self.client.leg.close(1008, "response message larger than %d bytes" % MAX_RESPONSE_JSON)
+            if self._size > hc.MAX_CONTROL_JSON:
+                self.client.leg.close(1008, "response message larger than %d bytes" % hc.MAX_CONTROL_JSON)
                 return
             self._text.append(data)
 

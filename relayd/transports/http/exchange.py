@@ -3,7 +3,7 @@
 An exchange is made from a parsed request head (:mod:`relayd.wire.http1`); ``start`` checks and
 routes it: to the client's kept rendezvous leg, or offered to a balanced listener of the entity
 (:class:`~relayd.transports.listener.offers.RequestOffer`).  Its request body is
-:class:`~relayd.transports.http.upload.RequestBody`, its response
+:class:`~relayd.transports.http.upload.RequestBody` (HEAD -> RECEIVING -> [CHECKING] -> COMPLETE), its response
 :class:`~relayd.transports.http.responses.ResponseSide` (a state machine: WAITING -> WHOLE |
 BUFFERING | STREAMING -> DONE).  What the entity's kind changes (SOAP envelopes, faults, WSDL
 rewriting) is its :class:`~relayd.transports.http.policy.IRequestPolicy`, given by the door.
@@ -16,12 +16,9 @@ from relayd.switchboard import SwitchboardError
 from relayd.transports.http.request import (
     SMALL_BODY, HttpError, _SEPARATORS, normalise_path, path_and_query, request_headers)
 from relayd.transports.http.responses import DONE, ResponseSide
-from relayd.transports.http.upload import RequestBody
+from relayd.transports.http.upload import COMPLETE, RECEIVING, RequestBody
 from relayd.transports.listener.offers import RequestOffer
 from relayd.wire import hc, http1, sas
-
-# The response deadline of an entity that sets none (seconds).
-DEFAULT_RESPONSE_TIMEOUT = 60.0
 
 
 class Exchange(RequestBody, ResponseSide):
@@ -99,6 +96,7 @@ class Exchange(RequestBody, ResponseSide):
         self.has_body = self.decoder is not None
         self.small = not self.has_body or (length is not None and length <= SMALL_BODY)
         if self.has_body:
+            self._request_to(RECEIVING)
             self._start_body_clock()
         if reads_first:
             self.policy.collect(length)  # check, authorise and route once the body is complete
@@ -207,7 +205,7 @@ class Exchange(RequestBody, ResponseSide):
         # the body is complete (_request_complete); a large one waits for the listener's leg.
 
     def entity_response_timeout(self):
-        return getattr(self.entity, "response_timeout", DEFAULT_RESPONSE_TIMEOUT)
+        return self.entity.response_timeout
 
     # -- rendezvous leg ---------------------------------------------------------------------
 
@@ -364,8 +362,8 @@ class Exchange(RequestBody, ResponseSide):
         """Route the request with ``body`` (read whole by the policy) as its body."""
         self.has_body = bool(body)
         self.small = len(body) <= SMALL_BODY
-        self.request_done = not self.small
         if not self.small:
+            self._request_to(COMPLETE)  # read whole: the leg gets it as one message
             self.pending_body = [body]
         self._route()
         if self.small:

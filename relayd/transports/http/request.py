@@ -9,7 +9,7 @@ from relayd.wire import hc
 
 # A request body up to this size goes over the listener's control channel with its request
 # (the Hybrid Connections protocol's limit); larger ones go by rendezvous.
-SMALL_BODY = 64 * 1024
+SMALL_BODY = hc.MAX_CONTROL_BODY
 HOP_BY_HOP = {
     "expect", "connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
     "close", "keep-alive", "proxy-connection",

@@ -32,6 +32,9 @@ _TRANSITIONS = {
     DONE: {DONE},
 }
 
+# The HTTP door's one logger, at module level: a Logger reached through an instance records that
+# instance as the event's log_source, and an event kept by an observer would then keep the
+# connection alive.
 log = Logger(namespace="relayd.transports.http")
 
 

@@ -44,7 +44,7 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd.transports.http.policy import IKindPolicy, IRequestPolicy
-from relayd.transports.http.request import SMALL_BODY, HttpError
+from relayd.transports.http.request import HttpError
 from relayd.wire.soap import envelope, faults, wsdl
 
 MAX_WSDL = 16 * 1024 * 1024

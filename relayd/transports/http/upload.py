@@ -1,9 +1,28 @@
 """The request body of an exchange: read through the :mod:`relayd.wire.http1` decoder, under
 a progress deadline, and forwarded -- gathered whole for the control channel (small bodies), or
 streamed as the frames of one binary message on the listener's rendezvous leg, held (with the
-client paused) until that leg arrives."""
+client paused) until that leg arrives.
+
+The request half of an exchange is a state machine too::
+
+    HEAD --body framed--> RECEIVING --end of body--> COMPLETE
+      |                       |
+      |                       +--end of a body the policy reads whole--> CHECKING --checked--> COMPLETE
+      +--no body (routed at once, or the policy checked an empty body)------------------------> COMPLETE
+
+COMPLETE: the whole request has been read from the client (and sent, or is held for the leg).
+"""
 
 from relayd.wire import hc, http1
+
+# request states
+HEAD, RECEIVING, CHECKING, COMPLETE = "head", "receiving", "checking", "complete"
+_TRANSITIONS = {
+    HEAD: {RECEIVING, COMPLETE},
+    RECEIVING: {CHECKING, COMPLETE},
+    CHECKING: {COMPLETE},
+    COMPLETE: {COMPLETE},
+}
 
 
 class RequestBody:
@@ -14,8 +33,18 @@ class RequestBody:
     decoder = None  # the body decoder while body bytes are still to come
     body_small = None  # the body gathered for the control-channel path
     sent_on_leg = False  # the request went (or goes) over the client's rendezvous leg
-    request_done = False  # the whole request was read (and sent, or handed on)
+    request_state = HEAD
     body_received = 0
+
+    def _request_to(self, state):
+        if state not in _TRANSITIONS[self.request_state]:
+            raise RuntimeError("HTTP exchange: request %s -> %s" % (self.request_state, state))
+        self.request_state = state
+
+    @property
+    def request_done(self):
+        """The whole request has been read from the client."""
+        return self.request_state == COMPLETE
 
     def feed(self, data):
         try:
@@ -114,12 +143,13 @@ class RequestBody:
             self.client.buf = rest + self.client.buf
             self.client.transport.pauseProducing()
         if self.policy is not None and self.policy.collecting:
+            self._request_to(CHECKING)
             self.policy.complete()
             return
         self._request_complete()
 
     def _request_complete(self):
-        self.request_done = True
+        self._request_to(COMPLETE)
         if self.body_small is not None or (self.small and not self.has_body):
             body = b"".join(self.body_small or [])
             self.body_small = None
