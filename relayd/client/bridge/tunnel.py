@@ -25,10 +25,14 @@ from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
 from relayd.client.bridge.forwarder import log
-from relayd.pipe import CLEAN_CLOSE_CODES, PauseReading, close_after_flush, no_delay, shutdown_write
+from relayd.pipe import HalfClose, PauseReading, no_delay
+from relayd.wire import nmf
 
 # The close reason when the local side reset the connection mid-stream.
 LOCAL_RESET = "the local side reset the connection before the end of its stream"
+# The Via limit of the preamble a -R net.tcp target rewrites (the relay enforced its own already).
+MAX_VIA = 65536
+PREAMBLE_SLACK = 1024
 
 
 @implementer(IHalfCloseableProtocol)
@@ -54,48 +58,69 @@ class LocalSide(protocol.Protocol):
         self.tunnel.local_lost(reason)
 
 
+# tunnel states
+CONNECTING, OPEN, HALF_CLOSED, CLOSED = "connecting", "open", "half-closed", "closed"
+TRANSITIONS = {
+    CONNECTING: {OPEN, CLOSED},  # the local side connected (or could not, or the relay side ended)
+    OPEN: {HALF_CLOSED, CLOSED},  # one direction ended (its EOF or marker), or a side closed
+    HALF_CLOSED: {HALF_CLOSED, CLOSED},  # the other direction ended too, or a side closed
+    CLOSED: {CLOSED},
+}
+
+
 class Tunnel:
-    """One bridged connection: a RelayedConnection <-> a local TCP connection."""
+    """One bridged connection: a RelayedConnection <-> a local TCP connection.
+
+    States (:data:`TRANSITIONS`)::
+
+        CONNECTING --local side connected--> OPEN --one direction ended--> HALF_CLOSED
+
+    and any state goes to CLOSED when either side's connection ends (logged once, with the byte
+    counts).  While CONNECTING the relayed connection is not read and what came is held; once
+    CLOSED the tunnel does nothing more (a local side that connects after the relayed
+    connection ended is closed at once).  Half-close is :class:`relayd.pipe.HalfClose`, shared
+    with the relay's TCP doors.
+    """
+
+    state = CONNECTING
 
     def __init__(self, label, conn, via=None):
         self.id = uuid.uuid4().hex[:8]
         self.label = label
         self.conn = conn
         self.local = None
+        self.half_close = None  # relayd.pipe.HalfClose of the local connection, once OPEN
         self.via = via  # rewrite the net.tcp preamble's Via to this URI
         self.parser = None
         self.held = []
         self.bytes_in = 0  # relay -> local
         self.bytes_out = 0  # local -> relay
-        self.done = False
-        self.read_eof = False  # the local side sent EOF
-        self.write_shut = False  # we shut down writing to the local side
         if via is not None:
-            from relayd.wire import nmf
-
             # the relay already enforced its own Via limit
-            self.parser = nmf.PreambleParser(max_via=65536, max_preamble=65536 + 1024)
+            self.parser = nmf.PreambleParser(max_via=MAX_VIA, max_preamble=MAX_VIA + PREAMBLE_SLACK)
         conn.on_message = self.from_relay
         conn.on_close = self.relay_closed
         conn.pauseProducing()  # until the local side is connected
+
+    def _to(self, state):
+        if state not in TRANSITIONS[self.state]:
+            raise RuntimeError("bridge tunnel: %s -> %s" % (self.state, state))
+        self.state = state
 
     # relay -> local
     def from_relay(self, data):
         if isinstance(data, str):
             data = data.encode("utf-8")
-        if self.local is None:
+        if self.state == CONNECTING:
             self.held.append(data)
             return
+        if self.state == CLOSED:
+            return
         if not data:
-            self.write_shut = True
-            if self.read_eof:
-                close_after_flush(self.local.transport)
-            else:
-                shutdown_write(self.local.transport)
+            self._to(HALF_CLOSED)
+            self.half_close.marker_received()
             return
         if self.parser is not None:
-            from relayd.wire import nmf
-
             try:
                 preamble = self.parser.feed(data)
             except nmf.NmfFault as e:
@@ -118,7 +143,12 @@ class Tunnel:
             self.conn.sendMessage(data, isBinary=True)
 
     def local_made(self, local):
+        if self.state == CLOSED:  # the relayed connection ended meanwhile
+            local.transport.loseConnection()
+            return
+        self._to(OPEN)
         self.local = local
+        self.half_close = HalfClose(local.transport)
         no_delay(local.transport)
         local.transport.registerProducer(PauseReading(self.conn.transport), True)
         self.conn.transport.registerProducer(PauseReading(local.transport), True)
@@ -129,28 +159,30 @@ class Tunnel:
         log.info("bridge {label} [{id}]: open", label=self.label, id=self.id)
 
     def local_eof(self):
-        self.read_eof = True
+        if self.state == CLOSED:
+            return
+        self._to(HALF_CLOSED)
         if self.conn.is_connected:
             self.conn.sendMessage(b"", isBinary=True)
-        if self.write_shut and self.local is not None:
-            close_after_flush(self.local.transport)
+        self.half_close.read_ended()
 
     def local_failed(self, failure):
         log.info("bridge {label} [{id}]: cannot reach the local service: {err}", label=self.label, id=self.id,
                  err=failure.getErrorMessage())
-        self.done = True
+        self._to(CLOSED)
         if self.conn.is_connected:
             self.conn.close(1011, "the bridge cannot reach its local service")
 
     def local_lost(self, reason):
+        if self.state == CLOSED:
+            return
+        self._to(CLOSED)
         # A local side that ends without its EOF (reset, aborted) truncated its stream: say so
         # with 1011, so that the relay resets the far end's TCP connection instead of a FIN.
-        clean = self.read_eof or reason is None or reason.check(error.ConnectionDone) is not None
-        if not self.done:
-            self.done = True
-            log.info("bridge {label} [{id}]: closed by the local side{how} ({i} bytes in, {o} bytes out)",
-                     label=self.label, id=self.id, how="" if clean else " without EOF (reset)",
-                     i=self.bytes_in, o=self.bytes_out)
+        clean = self.half_close.read_eof or reason is None or reason.check(error.ConnectionDone) is not None
+        log.info("bridge {label} [{id}]: closed by the local side{how} ({i} bytes in, {o} bytes out)",
+                 label=self.label, id=self.id, how="" if clean else " without EOF (reset)",
+                 i=self.bytes_in, o=self.bytes_out)
         if self.conn.is_connected:
             if clean:
                 self.conn.close(1000)
@@ -158,21 +190,18 @@ class Tunnel:
                 self.conn.close(1011, LOCAL_RESET)
 
     def relay_closed(self, code, reason):
-        if not self.done:
-            self.done = True
-            log.info("bridge {label} [{id}]: closed by the relay side {code} {reason} ({i} bytes in, {o} bytes out)",
-                     label=self.label, id=self.id, code=code, reason=reason or "", i=self.bytes_in,
-                     o=self.bytes_out)
-        if self.local is None:
+        if self.state == CLOSED:
             return
-        if code in CLEAN_CLOSE_CODES or self.write_shut:
-            close_after_flush(self.local.transport)
-        else:
-            # The far end's stream broke before its end: a reset, so the local peer never takes
-            # a truncated stream for a complete one.
-            if getattr(self.local.transport, "producer", None) is not None:
-                self.local.transport.unregisterProducer()
-            self.local.transport.abortConnection()
+        was_connecting = self.state == CONNECTING
+        self._to(CLOSED)
+        log.info("bridge {label} [{id}]: closed by the relay side {code} {reason} ({i} bytes in, {o} bytes out)",
+                 label=self.label, id=self.id, code=code, reason=reason or "", i=self.bytes_in,
+                 o=self.bytes_out)
+        if not was_connecting:
+            # after the far end's marker or a clean close: a FIN; else the far end's stream broke
+            # before its end: a reset, so the local peer never takes a truncated stream for a
+            # complete one
+            self.half_close.far_end_closed(code)
 
 
 class LocalSideFactory(protocol.Factory):
