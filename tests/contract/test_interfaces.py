@@ -18,11 +18,6 @@ from tests.contract.doors import DOORS
 INTERFACES = [v for v in vars(interfaces).values()
               if isinstance(v, InterfaceClass) and v.__module__ == interfaces.__name__]
 
-# Declared but not provided at the time of writing; the listener-side split of issue 9 (item 3)
-# removes it (then delete the entry).
-KNOWN_BROKEN = set()  # (HybridProtocol, IRendezvousLeg) fixed: the control channel is its own object
-
-
 def relayd_classes():
     """Every class of the relay's own modules (the client SDK implements none of these)."""
     for info in pkgutil.walk_packages(relayd.__path__, relayd.__name__ + "."):
@@ -87,6 +82,6 @@ def test_live_objects_provide_their_interfaces(tmp_path, monkeypatch):
     assert legs and all(leg.opened for leg in legs)
     check_live_objects(seen, broken)  # paired: the legs
     relay.stop()
-    assert set(broken) <= KNOWN_BROKEN, "objects that do not provide what they declare: %s" % broken
+    assert not broken, "objects that do not provide what they declare: %s" % broken
     # every implementation was alive and checked
     assert implementations() - seen == set()
