@@ -112,9 +112,9 @@ class TestEveryDoor:
         offered(relay, control, door)
         relay.delete_entity()
         assert control.close_code == 1001
-        # the HTTP door answers the pending request 504 (its message speaks of the listener's
-        # response timeout, though the entity is gone)
-        assert door.refusal() == (504 if door_class is HttpDoor else door.NO_LISTENER)
+        # the HTTP door answers the pending request 404: the entity is gone (not a 504 that
+        # blames the listener's response time)
+        assert door.refusal() == (404 if door_class is HttpDoor else door.NO_LISTENER)
 
 
 @door_param(STREAM_DOORS)

@@ -12,7 +12,7 @@ rewriting) is its :class:`~relayd.transports.http.policy.IRequestPolicy`, given 
 from urllib.parse import parse_qsl, unquote, urlsplit
 
 from relayd import access, pipe
-from relayd.switchboard import SwitchboardError
+from relayd.switchboard import AcceptTimeout, SwitchboardError
 from relayd.transports.http.request import (
     SMALL_BODY, HttpError, _SEPARATORS, normalise_path, path_and_query, request_headers)
 from relayd.transports.http.responses import DONE, ResponseSide
@@ -221,8 +221,13 @@ class Exchange(RequestBody, ResponseSide):
     def _rendezvous_failed(self, failure):
         failure.trap(SwitchboardError)
         self.rv = None
-        if not self.finished and not self.responding:
+        if self.finished or self.responding:
+            return
+        e = failure.value
+        if isinstance(e, AcceptTimeout):
             self.fail(504, "the listener did not answer within %d seconds" % self.entity_response_timeout())
+        else:  # e.g. the entity was deleted meanwhile (404)
+            self.fail(e.status, e.message)
 
     def _send_on_leg(self, leg):
         self.sent_on_leg = True
