@@ -92,6 +92,8 @@ def connect_headers(pairs, drop_authorization):
 class Sender(Role):
     """The ``connect`` role: waits in its handshake for a listener, then splices with its leg."""
 
+    __slots__ = ("rendezvous", "accept_leg", "_preopen_held")
+
     relays = True
 
     def __init__(self, protocol):

@@ -29,6 +29,8 @@ MAX_REASON = 512  # characters of a listener's sb-hc-statusDescription passed on
 class RendezvousLeg(Role):
     """The ``accept`` / ``request`` role: completes the pending rendezvous once open."""
 
+    __slots__ = ("rendezvous",)
+
     relays = True
 
     def __init__(self, protocol, rendezvous):

@@ -32,6 +32,8 @@ class Role:
     (:class:`relayd.transports.listener.legs.RelayingLeg`) instead of assembling messages.
     """
 
+    __slots__ = ("protocol",)  # one per connection: no per-instance dict for the data legs' roles
+
     relays = False
 
     def __init__(self, protocol):
