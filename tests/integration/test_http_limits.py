@@ -3,18 +3,16 @@
 connections time out, every connection counts against ``limits.max_connections`` for its whole
 life, and running out of file descriptors does not take the door down."""
 
-import os
 import resource
 import select
 import socket
-import subprocess
 import time
 
 import psutil
 import pytest
 
 from tests.support.net import read_response
-from tests.support.relay import RelayProcess, twistd_path, write_config
+from tests.support.relay import RelayProcess, write_config
 
 LIMITS = """
 [[hybrid_connections]]
@@ -41,19 +39,10 @@ class LimitedRelay(RelayProcess):
     """A relay subprocess started with a soft open-files limit of ``nofile``."""
 
     def __init__(self, workdir, config_path, nofile):
-        self.workdir = str(workdir)
-        self.log_path = os.path.join(self.workdir, "relayd.log")
-        self._log = open(self.log_path, "wb")
-
         def limit():
             resource.setrlimit(resource.RLIMIT_NOFILE, (nofile, resource.getrlimit(resource.RLIMIT_NOFILE)[1]))
 
-        cmd = [twistd_path(), "-n", "--pidfile=", "relayd", "--config", config_path]
-        self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL, preexec_fn=limit)
-        self.port = self._wait_port()
-        self.host = "127.0.0.1"
-        self.http_url = "http://127.0.0.1:%d" % self.port
+        super().__init__(workdir, config_path, preexec_fn=limit)
 
 
 def connect(relay, timeout=5.0):

@@ -88,14 +88,18 @@ def twistd_path():
 class RelayProcess:
     """``twistd -n relayd --config ...`` as a child process on an ephemeral loopback port."""
 
-    def __init__(self, workdir, config_path, args=()):
+    def __init__(self, workdir, config_path, args=(), preexec_fn=None):
         self.workdir = str(workdir)
         self.log_path = os.path.join(self.workdir, "relayd.log")
         self._log = open(self.log_path, "wb")
         cmd = [twistd_path(), "-n", "--pidfile=", "relayd", "--config", config_path, *args]
         self.proc = subprocess.Popen(cmd, cwd=self.workdir, stdout=self._log, stderr=subprocess.STDOUT,
-                                     stdin=subprocess.DEVNULL)
-        self.port = self._wait_port()
+                                     stdin=subprocess.DEVNULL, preexec_fn=preexec_fn)
+        try:
+            self.port = self._wait_port()
+        except BaseException:
+            self.stop()  # never leave a relay running that the caller has no handle on
+            raise
         self.host = "127.0.0.1"
         self.url = "ws://127.0.0.1:%d" % self.port
         self.http_url = "http://127.0.0.1:%d" % self.port
