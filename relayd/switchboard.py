@@ -15,7 +15,7 @@ import secrets
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from relayd.config import Limits
+from relayd.limits import Limits
 
 DEFAULT_MAX_LISTENERS = 25
 ACCEPT_TIMEOUT = 30.0

@@ -10,7 +10,7 @@ from twisted.logger import Logger
 from twisted.python import usage
 from twisted.python.failure import Failure
 
-from relayd import config
+from relayd import config, endpoint_strings
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
 from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
@@ -113,12 +113,12 @@ class Options(usage.Options):
 
 def server_endpoint(reactor, description, default_backlog):
     """The server endpoint for a listen string, with its backlog (``default_backlog`` unless it
-    sets one) and, for ``ssl:``, relayd's TLS context (see :func:`relayd.config.tls_options`).
+    sets one) and, for ``ssl:``, relayd's TLS context (see :func:`relayd.endpoint_strings.tls_options`).
     ValueError when a key or certificate file changed since the config was read."""
-    spec = config.parse_listen(description)
+    spec = endpoint_strings.parse_listen(description)
     backlog = spec.backlog or default_backlog
     if spec.kind == "ssl":
-        return endpoints.SSL4ServerEndpoint(reactor, spec.port, config.tls_options(spec),
+        return endpoints.SSL4ServerEndpoint(reactor, spec.port, endpoint_strings.tls_options(spec),
                                             backlog=backlog, interface=spec.interface or "")
     return endpoints.serverFromString(reactor, spec.with_backlog(backlog))
 
@@ -303,7 +303,7 @@ class RelayService(service.MultiService):
         if self.endpoint_recorded:
             return
         endpoint = connection_endpoint(self.settings.public_url, port.getHost(),
-                                       config.parse_listen(door.description).kind == "ssl")
+                                       endpoint_strings.parse_listen(door.description).kind == "ssl")
         if endpoint is None:
             return
         path = os.path.join(self.settings.data_dir, config.ENDPOINT_FILE)

@@ -7,7 +7,7 @@ import sys
 
 import pytest
 
-from relayd.config import DEFAULT_LISTEN_BACKLOG
+from relayd.endpoint_strings import DEFAULT_LISTEN_BACKLOG
 from tests.support.net import free_port
 from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
 from tests.support.waits import file_reader, wait_for_text

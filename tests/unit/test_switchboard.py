@@ -211,7 +211,7 @@ def test_close_entity_closes_listeners_legs_and_pending():
 
 
 def capped(clock=None, per_entity=3, total=5, retry_after=7):
-    from relayd.config import Limits
+    from relayd.limits import Limits
 
     limits = Limits(max_pending_rendezvous_per_entity=per_entity, max_pending_rendezvous=total,
                     rendezvous_retry_after=retry_after)
@@ -326,7 +326,7 @@ def test_the_offer_sets_the_rendezvous_kind():
 
 
 def test_default_caps_are_the_documented_limits():
-    from relayd.config import Limits
+    from relayd.limits import Limits
 
     sb = Switchboard(Clock())
     assert sb.max_pending_per_entity == Limits().max_pending_rendezvous_per_entity

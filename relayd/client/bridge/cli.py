@@ -36,7 +36,7 @@ from twisted.internet import defer
 from relayd.client.bridge.forwarder import address, log
 from relayd.client.bridge.tcp_local import LocalForwarder
 from relayd.client.bridge.tcp_remote import RemoteForwarder
-from relayd.config import DEFAULT_LISTEN_BACKLOG
+from relayd.endpoint_strings import DEFAULT_LISTEN_BACKLOG
 
 # The keys of a --config file: the connection string and the lists of -R, -L and -H specs.
 LIST_KEYS = ("remote", "local", "http")

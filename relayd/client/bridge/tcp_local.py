@@ -3,7 +3,7 @@
 A :class:`LocalForwarder` listens locally; each accepted connection is held (reading paused)
 until a relay sender connection to ENTITY is open, then spliced with it by a
 :class:`~.tunnel.Tunnel`.  A refused sender connection closes the local one.  Its listen
-backlog is ``--backlog`` (default ``relayd.config.DEFAULT_LISTEN_BACKLOG``, like the relay's
+backlog is ``--backlog`` (default ``relayd.endpoint_strings.DEFAULT_LISTEN_BACKLOG``, like the relay's
 ``limits.listen_backlog``); a Unix socket gets mode :data:`LOCAL_SOCKET_MODE` and a lock file
 next to it, so a socket left by a dead agent is replaced.
 """
@@ -14,7 +14,7 @@ from zope.interface import implementer
 from relayd.client.bridge.forwarder import IForwarder, address, log
 from relayd.client.bridge.tunnel import LocalSide, Tunnel
 from relayd.client.sender import connect
-from relayd.config import DEFAULT_LISTEN_BACKLOG
+from relayd.endpoint_strings import DEFAULT_LISTEN_BACKLOG
 
 LOCAL_SOCKET_MODE = 0o660  # -L Unix sockets: the owner and its group may connect
 # Tells the listener that a -L sender connection carries a TCP stream (it sees connectHeaders;
