@@ -204,6 +204,9 @@ class DoorService(StreamServerEndpointService):
 
     def stopService(self):
         self.port = self._outcome = None
+        if self._waitingForPort is None:  # never started (a door before it could not listen)
+            service.Service.stopService(self)
+            return defer.succeed(None)
         return super().stopService()
 
 

@@ -97,7 +97,7 @@ def test_doors_bind_in_start_service_not_before(tmp_path, reactor):
 
 
 def test_a_port_in_use_is_a_startup_error_and_releases_the_others(tmp_path, reactor):
-    relay = RelayService(settings_for(tmp_path, [9001], [TCP_PORT, BUSY]), reactor)
+    relay = RelayService(settings_for(tmp_path, [9001], [BUSY, TCP_PORT]), reactor)
     waiting = relay.whenListening()
     failures = []
     waiting.addErrback(failures.append)
@@ -106,9 +106,12 @@ def test_a_port_in_use_is_a_startup_error_and_releases_the_others(tmp_path, reac
     assert str(raised.value) == ("cannot listen on tcp:%d:interface=127.0.0.1: Couldn't listen on "
                                  "127.0.0.1:%d: [Errno 98] Address already in use." % (BUSY, BUSY))
     bound = [door.port for door in relay if door.port is not None]
-    assert [p.getHost().port for p in bound] == [9001, TCP_PORT]
+    assert [p.getHost().port for p in bound] == [9001]  # the door after BUSY never started
     assert all(not p.listening for p in bound)  # stopped listening again
     assert failures and failures[0].value.subFailure.check(StartupError)
+    stopped = []
+    relay.stopService().addCallback(stopped.append)
+    assert [ok for ok, _result in stopped[0]] == [True, True, True] and not relay.running
     relay.store.close()
 
 
