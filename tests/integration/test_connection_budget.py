@@ -6,6 +6,7 @@ closing connections gives their places back.  Against a ``twistd -n relayd`` sub
 import re
 import socket
 
+import psutil
 import pytest
 
 from relayd.wire import nmf
@@ -44,6 +45,12 @@ def relay(tmp_path):
     proc.stop()
 
 
+def accepted_on(relay, port):
+    """How many connections the relay process holds on its local ``port``."""
+    return sum(1 for c in psutil.Process(relay.proc.pid).net_connections("tcp")
+               if c.laddr.port == port and c.status == psutil.CONN_ESTABLISHED)
+
+
 def http_get(port):
     with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
         s.sendall(b"GET /$relayd/status HTTP/1.1\r\nHost: relay\r\n\r\n")
@@ -56,9 +63,11 @@ def test_tcp_door_connections_count_against_the_relay_limit(relay):
         # 20 net.tcp clients that never send their preamble fill the whole budget.
         for _ in range(20):
             held.append(socket.create_connection(("127.0.0.1", relay.nettcp_port), timeout=5))
-        # Once the relay has accepted them all, the HTTP port is full too: 503 with Retry-After,
-        # not a hang or a reset.
-        answer = wait_until(lambda: (lambda a: a if a.startswith(b"HTTP/1.1 503 ") else None)(http_get(relay.port)))
+        # Once the relay has accepted them all (its own sockets say so; a probe on the HTTP port
+        # before that would take one of the places), the HTTP port is full too: 503 with
+        # Retry-After, not a hang or a reset.
+        assert wait_until(lambda: accepted_on(relay, relay.nettcp_port) == 20), relay.log_text()[-2000:]
+        answer = http_get(relay.port)
         assert answer.startswith(b"HTTP/1.1 503 "), answer[:200]
         assert b"\r\nRetry-After: 1\r\n" in answer
         # A net.tcp client past the limit is told ServerTooBusy in its own protocol.
