@@ -109,6 +109,9 @@ class IRendezvousLeg(ILeg):
     def notify_on_lost(callback):
         """Call ``callback()`` (no arguments) when this leg's connection is lost; None stops."""
 
+    def send_text(text):
+        """Send ``text`` as one whole text message (the HTTP door's ``request`` message)."""
+
 
 class IHeadCheck(Interface):
     """A door that checks a request from its head alone, before any of the body is read (the

@@ -29,12 +29,10 @@ from twisted.web.iweb import UNKNOWN_LENGTH
 from relayd.client.http_body import BodyToBytes, BodyToLeg, Discard, RequestCutShort, StreamBody
 from relayd.client.handshake import open_websocket
 from relayd.client.websocket import RelayedConnection
-from relayd.wire import hc
+from relayd.wire import hc, http1
 from relayd.wire.paths import fully_decoded, has_dot_segment
 
 log = Logger(namespace="relayd.http")
-HOP_BY_HOP = {"connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
-              "close", "keep-alive", "proxy-connection"}
 PLAIN_TEXT = {"Content-Type": "text/plain"}  # the headers of the bridge's own answers
 
 
@@ -44,7 +42,7 @@ def _response_head(response):
     headers = {}
     for name, values in response.headers.getAllRawHeaders():
         name = name.decode("latin-1")
-        if name.lower() in HOP_BY_HOP:
+        if name.lower() in http1.HOP_BY_HOP:
             continue
         values = [v.decode("latin-1") for v in values]
         headers[name] = values if len(values) > 1 else values[0]
@@ -192,7 +190,7 @@ class HttpHandler:
         url = (self.base + local).encode("utf-8")
         headers = Headers()
         for name, value in request.request_headers.items():
-            if name.lower() in HOP_BY_HOP:
+            if name.lower() in http1.HOP_BY_HOP:
                 continue
             for v in (value if isinstance(value, list) else [value]):
                 headers.addRawHeader(name.encode("latin-1", "replace"), str(v).encode("latin-1", "replace"))

@@ -27,6 +27,13 @@ completes, in order; once the body has ended, :attr:`rest` holds the bytes that 
 
 import re
 
+# Connection-specific headers (RFC 9110 7.6.1, plus the framing headers): a hop never forwards
+# them; the relay and the bridge each write their own.
+HOP_BY_HOP = frozenset({
+    "connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
+    "close", "keep-alive", "proxy-connection",
+})
+
 # Longest chunk-size line (size, extensions, CRLF) accepted; the value Twisted's decoder used.
 MAX_CHUNK_SIZE_LINE = 1024
 # Most bytes of trailer lines accepted after the last chunk.

@@ -233,19 +233,18 @@ class Exchange(RequestBody, ResponseSide):
         self.sent_on_leg = True
         message = hc.encode_request(self.address, self.id, self.request_target, self.method,
                                           self.forward_headers, self.has_body)
-        leg.sendMessage(message.encode("utf-8"), isBinary=False)
+        leg.send_text(message)
         if self.small:
             return  # body (if any) goes as one message when complete
-        leg.beginMessage(isBinary=True)
+        leg.begin_message(True)
         pending = self.pending_body
         if pending:
             self.pending_body = []
             for chunk in pending:
-                leg.beginMessageFrame(len(chunk))
-                leg.sendMessageFrameData(chunk)
+                leg.frame_data(chunk)
             self.client.transport.resumeProducing()
         if self.request_done:
-            leg.endMessage()
+            leg.end_message()
 
     # -- response deadline ------------------------------------------------------------------
 

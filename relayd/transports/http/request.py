@@ -5,15 +5,13 @@ framing and token headers removed, ``Via`` extended)."""
 import re
 from urllib.parse import quote, unquote
 
-from relayd.wire import hc
+from relayd.wire import hc, http1
 
 # A request body up to this size goes over the listener's control channel with its request
 # (the Hybrid Connections protocol's limit); larger ones go by rendezvous.
 SMALL_BODY = hc.MAX_CONTROL_BODY
-HOP_BY_HOP = {
-    "expect", "connection", "content-length", "host", "te", "trailer", "transfer-encoding", "upgrade",
-    "close", "keep-alive", "proxy-connection",
-}
+# ``Expect`` is answered by the relay itself (100-continue), so it is not forwarded either.
+NOT_FORWARDED = http1.HOP_BY_HOP | {"expect"}
 
 
 class HttpError(Exception):
@@ -64,7 +62,7 @@ def request_headers(pairs, via_host, drop):
     via = None
     for name, value in pairs:
         low = name.lower()
-        if low in HOP_BY_HOP or low in drop:
+        if low in NOT_FORWARDED or low in drop:
             continue
         if low == "via":
             via = value if via is None else via + ", " + value

@@ -18,9 +18,9 @@ from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 
 from relayd import access, pipe
-from relayd.transports.http.request import HOP_BY_HOP
+from relayd.transports.http.request import NOT_FORWARDED
 
-RESPONSE_SKIP = HOP_BY_HOP | {"via"}
+RESPONSE_SKIP = NOT_FORWARDED | {"via"}
 
 # response states
 WAITING, WHOLE, BUFFERING, STREAMING, DONE = "waiting", "whole", "buffering", "streaming", "done"

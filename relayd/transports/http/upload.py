@@ -129,8 +129,7 @@ class RequestBody:
             return
         leg = self.client.leg
         if self.sent_on_leg and leg is not None:
-            leg.beginMessageFrame(len(data))
-            leg.sendMessageFrameData(data)
+            leg.frame_data(data)
         else:
             # the leg is not there yet: hold the client until it is
             self.pending_body.append(data)
@@ -156,7 +155,7 @@ class RequestBody:
             if self.sent_on_leg:
                 leg = self.client.leg
                 if body:
-                    leg.sendMessage(body, isBinary=True)
+                    leg.send_message(body)
                 return
             if self.rv is not None and self.has_body:
                 # small request with a body: request JSON + the body as one binary message
@@ -167,7 +166,7 @@ class RequestBody:
             return
         leg = self.client.leg
         if self.sent_on_leg and leg is not None:
-            leg.endMessage()
+            leg.end_message()
 
     # -- for the entity kind's policy -----------------------------------------------------------
 

@@ -295,6 +295,10 @@ class RelayingLeg:
         """One whole binary message (a TCP door's read, or the empty half-close marker)."""
         self.sendMessage(data, isBinary=True)
 
+    def send_text(self, text):
+        """One whole text message (the HTTP door's ``request`` control message)."""
+        self.sendMessage(text.encode("utf-8"), isBinary=False)
+
     def close(self, code, reason):
         if self.state == self.STATE_OPEN:
             if code in (None, 1005):
