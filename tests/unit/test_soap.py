@@ -280,12 +280,12 @@ def test_deep_nesting_rejected_fast():
 
 
 def test_oversized_body_rejected_before_parse(monkeypatch):
-    from relayd.wire.soap import envelope
+    from relayd.wire.soap import xml
 
     def boom(*a, **k):
         raise AssertionError("parser must not be built for an oversized body")
 
-    monkeypatch.setattr(envelope, "hardened_parser", boom)
+    monkeypatch.setattr(xml, "hardened_parser", boom)
     big = (b'<soap:Envelope xmlns:soap="http://schemas.xmlsoap.org/soap/envelope/"><soap:Body><x>' +
            b"A" * (50 * 1024 * 1024) + b'</x></soap:Body></soap:Envelope>')
     err = _rejects_fast(big, ct="application/soap+xml", limit=0.5)

@@ -32,7 +32,8 @@ from __future__ import annotations
 
 from urllib.parse import urlsplit
 
-from .envelope import WSA_NAMESPACES, XmlRejected, parse_xml_hardened, serialize_like
+from .envelope import WSA_NAMESPACES
+from .xml import XmlRejected, parse_xml_hardened, serialize_like
 
 WSDL11_NS = "http://schemas.xmlsoap.org/wsdl/"
 WSDL_SOAP11_NS = "http://schemas.xmlsoap.org/wsdl/soap/"
