@@ -37,7 +37,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd import access, pipe
+from relayd import access, pipe, states
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.offers import AcceptOffer
@@ -85,9 +85,7 @@ class TcpDoorProtocol(Protocol):
         self.half_close = None
 
     def _to(self, state):
-        if state not in TRANSITIONS[self.state]:
-            raise RuntimeError("TCP door: %s -> %s" % (self.state, state))
-        self.state = state
+        self.state = states.step(TRANSITIONS, "TCP door", self.state, state)
 
     @property
     def closed(self):

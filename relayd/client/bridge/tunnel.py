@@ -24,6 +24,7 @@ from twisted.internet import error, protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
+from relayd import states
 from relayd.client.bridge.forwarder import log
 from relayd.pipe import HalfClose, PauseReading, no_delay
 from relayd.wire import nmf
@@ -103,9 +104,7 @@ class Tunnel:
         conn.pauseProducing()  # until the local side is connected
 
     def _to(self, state):
-        if state not in TRANSITIONS[self.state]:
-            raise RuntimeError("bridge tunnel: %s -> %s" % (self.state, state))
-        self.state = state
+        self.state = states.step(TRANSITIONS, "bridge tunnel", self.state, state)
 
     # relay -> local
     def from_relay(self, data):

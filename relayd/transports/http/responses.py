@@ -17,7 +17,7 @@ import json
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES
 
-from relayd import access, pipe
+from relayd import access, pipe, states
 from relayd.transports.http.request import NOT_FORWARDED
 
 RESPONSE_SKIP = NOT_FORWARDED | {"via"}
@@ -100,13 +100,11 @@ class ResponseSide:
     ``finish``/``fail``)."""
 
     response_state = WAITING
-    response_fields = None
+    listener_response = None  # the hc.Response whose body is still to come
     response_buffer = None
 
     def _response_to(self, state):
-        if state not in _TRANSITIONS[self.response_state]:
-            raise RuntimeError("HTTP exchange: response %s -> %s" % (self.response_state, state))
-        self.response_state = state
+        self.response_state = states.step(_TRANSITIONS, "HTTP exchange: response", self.response_state, state)
 
     @property
     def responding(self):
@@ -116,18 +114,18 @@ class ResponseSide:
     def finished(self):
         return self.response_state == DONE
 
-    def response_start(self, fields, via_control):
+    def response_start(self, response, via_control):
+        """The listener's :class:`relayd.wire.hc.Response` arrived (on a control channel when
+        ``via_control``, else on the exchange's rendezvous)."""
         if self.response_state != WAITING:
             return
         self._arm_timer()
-        status = fields["statusCode"]
         transport = self.client.transport
-        if not fields["body"]:
-            transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
-                                          self.via_host, length=0, close=self.close_after))
+        if not response.body:
+            transport.write(self._head_of(response, length=0))
             self.finish()
             return
-        self.response_fields = fields
+        self.listener_response = response
         if via_control:
             self._response_to(WHOLE)
         elif self.policy is not None and self.policy.rewrites:
@@ -138,18 +136,21 @@ class ResponseSide:
             self._response_to(STREAMING)
             if self.version == "HTTP/1.0":
                 self.close_after = True  # no chunked encoding in HTTP/1.0: the close ends the body
-            transport.write(response_head(status, fields["statusDescription"], fields["responseHeaders"],
-                                          self.via_host, chunked=self._chunked(), close=self.close_after))
+            transport.write(self._head_of(response, chunked=self._chunked()))
+
+    def _head_of(self, response, **framing):
+        """The head the client gets for the listener's ``response``; ``framing``: ``length=``
+        or ``chunked=``."""
+        return response_head(response.status_code, response.status_description, response.response_headers,
+                             self.via_host, close=self.close_after, **framing)
 
     def _chunked(self):
         return self.version != "HTTP/1.0"
 
     def response_body_whole(self, payload):
         if self.policy is not None:
-            payload = self.policy.rewrite(payload, self.response_fields["responseHeaders"])
-        f = self.response_fields
-        self.client.transport.write(response_head(f["statusCode"], f["statusDescription"], f["responseHeaders"],
-                                                  self.via_host, length=len(payload), close=self.close_after))
+            payload = self.policy.rewrite(payload, self.listener_response.response_headers)
+        self.client.transport.write(self._head_of(self.listener_response, length=len(payload)))
         self.client.transport.write(payload)
         self.finish()
 

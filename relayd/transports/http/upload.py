@@ -13,6 +13,7 @@ The request half of an exchange is a state machine too::
 COMPLETE: the whole request has been read from the client (and sent, or is held for the leg).
 """
 
+from relayd import states
 from relayd.wire import hc, http1
 
 # request states
@@ -37,9 +38,7 @@ class RequestBody:
     body_received = 0
 
     def _request_to(self, state):
-        if state not in _TRANSITIONS[self.request_state]:
-            raise RuntimeError("HTTP exchange: request %s -> %s" % (self.request_state, state))
-        self.request_state = state
+        self.request_state = states.step(_TRANSITIONS, "HTTP exchange: request", self.request_state, state)
 
     @property
     def request_done(self):
