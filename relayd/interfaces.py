@@ -48,8 +48,8 @@ class IResponseRouter(Interface):
     """Where a control channel sends what a listener answers on it (the HTTP door's pending
     requests).  Registered with the WebSocket door's factory (``set_response_router``)."""
 
-    def control_response(channel, fields):
-        """A ``response`` control message (decoded fields) arrived on ``channel``."""
+    def control_response(channel, response):
+        """A ``response`` control message (a ``relayd.wire.hc.Response``) arrived on ``channel``."""
 
     def control_binary(channel, payload):
         """A binary message (a response body that follows its ``response``) arrived on

@@ -1,7 +1,7 @@
 """Hybrid Connections control-channel messages (JSON in WebSocket text frames), both ways.
 
 One codec for the relay (encodes ``accept``/``request``, decodes ``renewToken``/``response``
-with :func:`decode`) and for relayd's listener SDK (encodes ``renewToken``/``response``,
+with :func:`decode` into :class:`RenewToken` / :class:`Response`) and for relayd's listener SDK (encodes ``renewToken``/``response``,
 decodes ``accept``/``request`` with :func:`decode_from_relay` into :class:`Accept` /
 :class:`Request`).  Encoders write compact JSON in the members' order shown below, byte for
 byte what Azure's SDKs send (``JSON.stringify`` in hyco-ws / hyco-https).
@@ -103,18 +103,39 @@ def _one_member(payload, example, limit):
     return kind, fields
 
 
-def decode(payload):
-    """Decode a listener's control message (relay side) into ``(kind, fields)``.
+# -- listener -> relay, decoded on the relay side ------------------------------------------------
 
-    ``kind`` is ``"renewToken"`` or ``"response"``; unknown kinds raise MessageError.  Bytes
-    over :data:`MAX_CONTROL_JSON` are refused.
-    """
+@dataclass(frozen=True)
+class RenewToken:
+    """The listener's fresh ``token`` for its control channel (a non-empty string)."""
+    token: str
+
+
+@dataclass(frozen=True)
+class Response:
+    """The listener's answer to the HTTP request ``request_id``.
+
+    ``status_code``: an int from 100 to 999; ``status_description``: the reason phrase or None;
+    ``response_headers``: a name -> value (or list of values) mapping, empty when not sent;
+    ``body`` True: the response body follows as binary message(s) (one on the control channel,
+    any number on a rendezvous)."""
+    request_id: str
+    status_code: int
+    status_description: str | None = None
+    response_headers: dict = field(default_factory=dict)
+    body: bool = False
+
+
+def decode(payload):
+    """Decode a listener's control message (relay side) into a :class:`RenewToken` or a
+    :class:`Response`; unknown kinds raise MessageError.  Bytes over :data:`MAX_CONTROL_JSON`
+    are refused."""
     kind, fields = _one_member(payload, '{"renewToken": {...}}', MAX_CONTROL_JSON)
     if kind == "renewToken":
         token = fields.get("token")
         if not isinstance(token, str) or not token:
             raise MessageError('renewToken needs a string "token"')
-        return kind, {"token": token}
+        return RenewToken(token)
     if kind == "response":
         request_id = fields.get("requestId")
         if not isinstance(request_id, str) or not request_id:
@@ -133,13 +154,13 @@ def decode(payload):
         description = fields.get("statusDescription")
         if description is not None and not isinstance(description, str):
             raise MessageError('response "statusDescription" must be a string')
-        return kind, {
-            "requestId": request_id,
-            "statusCode": status,
-            "statusDescription": description,
-            "responseHeaders": headers,
-            "body": bool(fields.get("body", False)),
-        }
+        return Response(
+            request_id=request_id,
+            status_code=status,
+            status_description=description,
+            response_headers=headers,
+            body=bool(fields.get("body", False)),
+        )
     raise MessageError("unknown control message %r; expected renewToken or response" % kind)
 
 

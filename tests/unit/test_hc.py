@@ -34,13 +34,23 @@ def test_encode_request_full_and_address_only():
 
 
 def test_decode_renew_and_response():
-    assert hc.decode(b'{"renewToken":{"token":"SharedAccessSignature x"}}') == (
-        "renewToken", {"token": "SharedAccessSignature x"})
-    kind, fields = hc.decode('{"response":{"requestId":"r","statusCode":"200","body":true,'
-                                   '"responseHeaders":{"Set-Cookie":"a"}}}')
-    assert kind == "response"
-    assert fields == {"requestId": "r", "statusCode": 200, "statusDescription": None,
-                      "responseHeaders": {"Set-Cookie": "a"}, "body": True}
+    assert hc.decode(b'{"renewToken":{"token":"SharedAccessSignature x"}}') == hc.RenewToken(
+        "SharedAccessSignature x")
+    response = hc.decode('{"response":{"requestId":"r","statusCode":"200","body":true,'
+                         '"responseHeaders":{"Set-Cookie":"a"}}}')
+    assert response == hc.Response(request_id="r", status_code=200, status_description=None,
+                                   response_headers={"Set-Cookie": "a"}, body=True)
+    # the optional members' defaults: no description, no headers, no body
+    assert hc.decode(b'{"response":{"requestId":"r","statusCode":204}}') == hc.Response("r", 204, None, {}, False)
+
+
+def test_decoded_messages_are_frozen():
+    import dataclasses
+
+    for message in (hc.decode(b'{"renewToken":{"token":"t"}}'),
+                    hc.decode(b'{"response":{"requestId":"r","statusCode":200}}')):
+        with pytest.raises(dataclasses.FrozenInstanceError):
+            message.body = True
 
 
 @pytest.mark.parametrize("payload, message", [
@@ -50,6 +60,9 @@ def test_decode_renew_and_response():
     ('{"a":1,"b":2}', "one member"),
     ('{"renewToken":[]}', "must be a JSON object"),
     ('{"renewToken":{}}', 'needs a string "token"'),
+    ('{"renewToken":{"token":5}}', 'needs a string "token"'),
+    ('{"response":{"requestId":5,"statusCode":200}}', 'needs a string "requestId"'),
+    ('{"response":{"requestId":"r","statusCode":200,"statusDescription":5}}', '"statusDescription" must be a string'),
     ('{"response":{"statusCode":200}}', '"requestId"'),
     ('{"response":{"requestId":"r","statusCode":"x"}}', "must be a number"),
     ('{"response":{"requestId":"r","statusCode":42}}', "out of range"),
@@ -136,19 +149,24 @@ HYCO_HTTPS_RESPONSE = (b'{"response":{"requestId":"9f6f4a1e-2c0b-4d2e-8d9a-3b1f3
 
 
 def test_relay_decodes_what_the_sdks_send():
-    assert hc.decode(HYCO_WS_RENEW) == ("renewToken", {"token": TOKEN})
-    assert hc.decode(HYCO_HTTPS_RESPONSE) == ("response", {
-        "requestId": "9f6f4a1e-2c0b-4d2e-8d9a-3b1f3f0c2a11", "statusCode": 201, "statusDescription": "Created",
-        "responseHeaders": {"content-type": "application/json", "set-cookie": "a=1", "x-powered-by": "Express"},
-        "body": True})
+    assert hc.decode(HYCO_WS_RENEW) == hc.RenewToken(token=TOKEN)
+    assert hc.decode(HYCO_HTTPS_RESPONSE) == hc.Response(
+        request_id="9f6f4a1e-2c0b-4d2e-8d9a-3b1f3f0c2a11", status_code=201, status_description="Created",
+        response_headers={"content-type": "application/json", "set-cookie": "a=1", "x-powered-by": "Express"},
+        body=True)
+    # and from text, as a WebSocket text frame's payload may be handed over
+    assert hc.decode(HYCO_HTTPS_RESPONSE.decode()) == hc.decode(HYCO_HTTPS_RESPONSE)
 
 
 def test_relay_decodes_what_relayd_listeners_send():
-    assert hc.decode(hc.encode_renew_token(TOKEN).encode()) == ("renewToken", {"token": TOKEN})
+    assert hc.decode(hc.encode_renew_token(TOKEN).encode()) == hc.RenewToken(TOKEN)
     message = hc.encode_response("r", 404, "Not Found", {"Set-Cookie": ["a", "b"]}, False)
-    assert hc.decode(message.encode()) == ("response", {
-        "requestId": "r", "statusCode": 404, "statusDescription": "Not Found",
-        "responseHeaders": {"Set-Cookie": ["a", "b"]}, "body": False})
+    assert hc.decode(message.encode()) == hc.Response(
+        request_id="r", status_code=404, status_description="Not Found",
+        response_headers={"Set-Cookie": ["a", "b"]}, body=False)
+    # non-ASCII text survives the round trip
+    message = hc.encode_response("r", 500, "Ünïcode", {"X-Name": "é"}, True)
+    assert hc.decode(message.encode()) == hc.Response("r", 500, "Ünïcode", {"X-Name": "é"}, True)
     # the SDK's own shape is byte-identical to hyco-https's for the same response
     assert hc.encode_response("9f6f4a1e-2c0b-4d2e-8d9a-3b1f3f0c2a11", 201, "Created",
                               {"content-type": "application/json", "set-cookie": "a=1",
@@ -163,7 +181,7 @@ def test_a_message_cut_short_is_never_decoded(message):
     for cut in range(len(message)):
         with pytest.raises(hc.MessageError):
             hc.decode(message[:cut])
-    assert hc.decode(message)[0] in ("renewToken", "response")
+    assert isinstance(hc.decode(message), (hc.RenewToken, hc.Response))
 
 
 # -- relay -> listener: encoded by the relay, decoded by the listener SDK -------------------------

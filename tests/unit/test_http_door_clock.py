@@ -11,6 +11,7 @@ from relayd import config
 from relayd.namespace import Namespace, SqliteStore
 from relayd.switchboard import Switchboard
 from relayd.transports.http.door import HttpDoor
+from relayd.wire import hc
 
 CONFIG = {
     "hybrid_connections": [
@@ -177,8 +178,7 @@ def test_a_response_with_a_body_over_the_control_channel(door):
     exchange = protocol.exchange
     assert exchange.response_state == "waiting"
     request_id = exchange.id
-    door.control_response(channel, {"requestId": request_id, "statusCode": 201, "statusDescription": "Made",
-                                    "responseHeaders": {"X-A": "1"}, "body": True})
+    door.control_response(channel, hc.Response(request_id, 201, "Made", {"X-A": "1"}, body=True))
     assert exchange.response_state == "whole" and transport.value() == b""
     door.control_binary(channel, b"hello")
     assert exchange.response_state == "done" and protocol.exchange is None
@@ -195,8 +195,7 @@ def test_an_answer_for_a_finished_request_is_dropped_with_its_body(door):
     request_id = protocol.exchange.id
     door.clock.advance(61)  # the entity's response deadline
     assert status_of(transport) == 504 and transport.disconnecting
-    door.control_response(channel, {"requestId": request_id, "statusCode": 200, "statusDescription": "",
-                                    "responseHeaders": {}, "body": True})
+    door.control_response(channel, hc.Response(request_id, 200, "", {}, body=True))
     door.control_binary(channel, b"late")
     assert b"late" not in transport.value()
 

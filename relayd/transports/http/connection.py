@@ -229,12 +229,12 @@ class LegReader:
                 exchange.response_body_end()
             return
         try:
-            kind, fields = hc.decode(b"".join(self._text))
+            message = hc.decode(b"".join(self._text))
         except hc.MessageError as e:
             self.client.leg.close(1008, "bad response message: %s" % e)
             return
-        if kind == "response" and exchange is not None and fields["requestId"] == exchange.id:
-            exchange.response_start(fields, via_control=False)
+        if isinstance(message, hc.Response) and exchange is not None and message.request_id == exchange.id:
+            exchange.response_start(message, via_control=False)
 
     def close(self, code, reason):
         self.client.leg = None

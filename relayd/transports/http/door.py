@@ -45,16 +45,16 @@ class HttpDoor:
 
     # -- responses over a listener's control channel ----------------------------------------
 
-    def control_response(self, channel, fields):
+    def control_response(self, channel, response):
         # Any control channel of the request's entity may answer: hyco-https answers on its
         # newest channel after a reconnect, not necessarily the one the request came in on.
-        exchange = self.exchanges.get(fields["requestId"])
+        exchange = self.exchanges.get(response.request_id)
         if exchange is None or exchange.entity.path.lower() != channel.entity_path.lower():
-            if fields["body"]:
+            if response.body:
                 self._discard_next_binary.add(channel)
             return
-        exchange.response_start(fields, via_control=True)
-        if fields["body"]:
+        exchange.response_start(response, via_control=True)
+        if response.body:
             self._awaiting_body[channel] = exchange
 
     def control_binary(self, channel, payload):

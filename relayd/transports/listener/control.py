@@ -125,20 +125,20 @@ class ControlChannel(Role):
                 router.control_binary(self, payload)
             return
         try:
-            kind, fields = hc.decode(payload)
+            message = hc.decode(payload)
         except hc.MessageError as e:
             self._log.info("listener {id}: bad control message: {err}", id=self.listener_id, err=e)
             return
-        if kind == "renewToken":
+        if isinstance(message, hc.RenewToken):
             try:
-                verified = authorize(self.factory, self.request, self.entity, fields["token"], sas.LISTEN)
+                verified = authorize(self.factory, self.request, self.entity, message.token, sas.LISTEN)
             except Denied as e:
                 self.close(1008, "renewToken rejected: %s" % e.message)
                 return
             self._arm_token_timer(verified.expires)
             return
         if router is not None:
-            router.control_response(self, fields)
+            router.control_response(self, message)
 
     def lost(self):
         if self._token_timer is not None and self._token_timer.active():
