@@ -9,6 +9,7 @@ appended, which the relay answers with 410 and passes to the sender as its hands
 from urllib.parse import parse_qsl, quote, unquote, urlsplit
 
 from twisted.internet import defer
+from twisted.logger import Logger
 
 from relayd.client.handshake import RelayConnectError, open_websocket
 from relayd.client.websocket import RelayedConnection
@@ -16,6 +17,40 @@ from relayd.client.websocket import RelayedConnection
 
 class AlreadyAnswered(Exception):
     """accept() or reject() on a request that was already accepted or rejected."""
+
+
+# the listener's own log namespace (accepting is part of what a listener does)
+log = Logger(namespace="relayd.client.listener.HybridListener")
+
+
+class Accepted:
+    """What a listener's answers opened: the accepts and rejects under way (Deferreds) and
+    the accepted connections still open, all ended together by :meth:`close`."""
+
+    def __init__(self):
+        self.pending = set()
+        self.connections = set()
+
+    def track_pending(self, d):
+        """Cancel the Deferred ``d`` (an accept or reject under way) on :meth:`close`."""
+        self.pending.add(d)
+
+        def done(result):
+            self.pending.discard(d)
+            return result
+
+        d.addBoth(done)
+
+    def track_connection(self, conn):
+        """Close the accepted connection ``conn`` on :meth:`close`."""
+        self.connections.add(conn)
+        conn.closed.addCallback(lambda _: self.connections.discard(conn))
+
+    def close(self, code=1001, reason="the listener stopped"):
+        """Cancel what is under way and close every connection; a Deferred for each close."""
+        for d in list(self.pending):
+            d.cancel()
+        return [conn.close(code, reason) if conn.is_connected else conn.closed for conn in list(self.connections)]
 
 
 class AcceptRequest:
@@ -31,7 +66,7 @@ class AcceptRequest:
 
     ``listener`` is the :class:`~relayd.client.listener.HybridListener` the offer came to: its
     ``path``, ``reactor``, ``accept_timeout`` and ``info.trust_root`` are used, and what this
-    opens is registered with its ``track_pending``/``track_connection`` so that ``stop()``
+    opens is registered with its :class:`Accepted` (``listener.accepted``) so that ``stop()``
     ends it.
     """
 
@@ -64,6 +99,31 @@ class AcceptRequest:
                 return value
         return None
 
+    def offer(self, on_accept):
+        """Hand this request to the application's ``on_accept``: a result of False (or a
+        Deferred firing False) rejects with 403, an exception rejects with 500, anything
+        else leaves the answer to ``on_accept``."""
+        d = defer.maybeDeferred(on_accept, self)
+
+        def decided(result):
+            if result is False and not self.answered:
+                return self.reject(403, "Rejected by the listener")
+            return None
+
+        def failed(failure):
+            log.failure("on_accept failed for {request}", failure, request=self)
+            if not self.answered:
+                return self.reject(500, "The listener failed to handle the connection")
+            return None
+
+        def report(failure):
+            if not failure.check(defer.CancelledError):
+                log.info("listener {id}: answering {request} failed: {err}", id=self.listener.listener_id,
+                         request=self, err=failure.getErrorMessage())
+
+        d.addCallbacks(decided, failed)
+        d.addErrback(report)
+
     @property
     def answered(self):
         return self.answer is not None
@@ -86,10 +146,10 @@ class AcceptRequest:
         d = open_websocket(listener.reactor, self.address, RelayedConnection,
                            protocols=[subprotocol] if subprotocol else None,
                            timeout=listener.accept_timeout, trust_root=listener.info.trust_root)
-        listener.track_pending(d)
+        listener.accepted.track_pending(d)
 
         def opened(conn):
-            listener.track_connection(conn)
+            listener.accepted.track_connection(conn)
             if handler is not None:
                 if hasattr(handler, "buildProtocol"):
                     proto = handler.buildProtocol(conn.transport.getPeer())
@@ -118,7 +178,7 @@ class AcceptRequest:
             self.address, "&" if "?" in self.address else "?", status, quote(description, safe=""))
         d = open_websocket(self.listener.reactor, url, RelayedConnection,
                            timeout=self.listener.accept_timeout, trust_root=self.listener.info.trust_root)
-        self.listener.track_pending(d)
+        self.listener.accepted.track_pending(d)
 
         def opened(conn):
             conn.abort()

@@ -43,8 +43,9 @@ Listen token in the ``ServiceBusAuthorization`` header.  The listener
 ``renewed``    a renewToken was sent; detail: the new token's expiry (Unix seconds)
 =============  ==========================================================================
 
-Time (backoff, renewals) comes from ``clock`` (default: the reactor), so these are tested
-with :class:`twisted.internet.task.Clock`.
+When it is called, ``listener.state`` is already the state the event led to (see
+:class:`HybridListener`).  Time (backoff, renewals, pings) comes from ``clock`` (default:
+the reactor), so all of it is tested on a fake clock.
 """
 
 import math
@@ -55,7 +56,8 @@ from collections import namedtuple
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from relayd.client.accept import AcceptRequest
+from relayd import states
+from relayd.client.accept import Accepted, AcceptRequest
 from relayd.client.handshake import RelayConnectError, open_websocket
 from relayd.client.websocket import RelayedConnection
 from relayd.wire import hc
@@ -94,8 +96,33 @@ class Backoff:
         self.attempt = 0
 
 
+# listener states (:data:`TRANSITIONS`); each timer belongs to the state that arms it
+STOPPED, CONNECTING, ONLINE, RECONNECT_WAIT = "stopped", "connecting", "online", "waiting"
+TRANSITIONS = {
+    STOPPED: {CONNECTING, STOPPED},  # start() (stop() again does nothing)
+    CONNECTING: {ONLINE, RECONNECT_WAIT, STOPPED},  # the channel opened / the attempt failed / stop()
+    ONLINE: {RECONNECT_WAIT, STOPPED},  # the channel closed (or was dropped) / stop()
+    RECONNECT_WAIT: {CONNECTING, STOPPED},  # the backoff delay passed / stop()
+}
+RETRY, RENEW, KEEPALIVE = "retry", "renew", "keepalive"
+TIMERS = {STOPPED: set(), CONNECTING: set(), ONLINE: {RENEW, KEEPALIVE}, RECONNECT_WAIT: {RETRY}}
+
+
 class HybridListener:
-    """A listener on one hybrid connection (see the module docstring)."""
+    """A listener on one hybrid connection (see the module docstring).
+
+    States (:data:`TRANSITIONS`, read as :attr:`state`)::
+
+        STOPPED --start()--> CONNECTING --channel open--> ONLINE
+                                 ^    \\                     |
+                                 |     attempt failed       channel closed or dropped
+                           retry |      v                   v
+                                 +--- RECONNECT_WAIT <------+
+
+    and any state goes to STOPPED on :meth:`stop`.  The timers (:data:`TIMERS`) belong to a
+    state: RECONNECT_WAIT arms the backoff delay, ONLINE the token renewal and the keepalive
+    ping; every transition cancels the timers of the state it leaves.
+    """
 
     _log = Logger()
 
@@ -118,35 +145,31 @@ class HybridListener:
         self.listener_id = listener_id or str(uuid.uuid4())
         self.connect_timeout = connect_timeout
         self.accept_timeout = accept_timeout
-        self.channel = None  # the open control channel (a RelayedConnection)
+        self.state = STOPPED
+        self.channel = None  # the open control channel (a RelayedConnection), while ONLINE
         self.last_status = None
         self.token_expires = None
-        self._running = False
-        self._attempt = None
-        self._retry_call = None
-        self._renew_call = None
-        self._keepalive_call = None
+        self._attempt = None  # the Deferred of the channel being opened, while CONNECTING
+        self._timers = {}  # {timer name: DelayedCall} of the current state's armed timers
         self._last_heard = None
         self._ping_sent = None
         self._token_time = None
         self._online_waiters = []
-        self._pending = set()
-        self._connections = set()
+        self.accepted = Accepted()  # what on_accept's answers opened
 
     # -- public ----------------------------------------------------------------------------
 
     def start(self):
         """Open the control channel (and keep it open).  Fires with this listener when it
         is online the first time; fails with CancelledError if stopped before that."""
-        if not self._running:
-            self._running = True
+        if self.state == STOPPED:
             self.backoff.reset()
             self._connect()
         return self.when_online()
 
     def when_online(self):
         """A Deferred firing with this listener as soon as (or if already) online."""
-        if self.channel is not None:
+        if self.state == ONLINE:
             return defer.succeed(self)
         d = defer.Deferred(lambda d: self._online_waiters.remove(d) if d in self._online_waiters else None)
         self._online_waiters.append(d)
@@ -155,47 +178,48 @@ class HybridListener:
     def stop(self):
         """Stop reconnecting, close the control channel and every accepted connection.
         Fires when all of them have closed."""
-        self._running = False
-        for call in (self._retry_call, self._renew_call, self._keepalive_call):
-            if call is not None and call.active():
-                call.cancel()
-        self._retry_call = self._renew_call = self._keepalive_call = None
-        waiting = []
-        if self._attempt is not None:
-            attempt, self._attempt = self._attempt, None
+        self._to(STOPPED)
+        attempt, self._attempt = self._attempt, None
+        if attempt is not None:
             attempt.cancel()
-        for d in list(self._pending):
-            d.cancel()
+        waiting = []
         channel, self.channel = self.channel, None
         if channel is not None:
             waiting.append(channel.close(1000, "the listener stopped"))
-        for conn in list(self._connections):
-            if conn.is_connected:
-                waiting.append(conn.close(1001, "the listener stopped"))
-            else:
-                waiting.append(conn.closed)
+        waiting += self.accepted.close(1001, "the listener stopped")
         waiters, self._online_waiters = self._online_waiters, []
         for d in waiters:
             d.errback(defer.CancelledError("the listener was stopped before it was online"))
         return defer.gatherResults(waiting).addCallback(lambda _: None)
 
     @property
-    def state(self):
-        """"online", "connecting", "waiting" (for the next attempt) or "stopped"."""
-        if self.channel is not None:
-            return "online"
-        if self._attempt is not None:
-            return "connecting"
-        if self._retry_call is not None and self._retry_call.active():
-            return "waiting"
-        return "stopped"
+    def timers(self):
+        """The names of the timers armed now (a subset of ``TIMERS[state]``)."""
+        return frozenset(self._timers)
 
     @property
     def connections(self):
         """The accepted connections still open."""
-        return set(self._connections)
+        return set(self.accepted.connections)
 
-    # -- status ----------------------------------------------------------------------------
+    # -- states and timers -----------------------------------------------------------------
+
+    def _to(self, state):
+        """Leave the current state (cancelling its timers) for ``state``."""
+        self.state = states.step(TRANSITIONS, "client listener", self.state, state)
+        timers, self._timers = self._timers, {}
+        for call in timers.values():
+            call.cancel()
+
+    def _arm(self, name, delay, fire):
+        """Call ``fire`` in ``delay`` seconds unless the current state is left before."""
+        assert name in TIMERS[self.state], "%s arms no %s timer" % (self.state, name)
+
+        def due():
+            del self._timers[name]
+            fire()
+
+        self._timers[name] = self.clock.callLater(delay, due)
 
     def _set_status(self, status, detail):
         self.last_status = (status, detail)
@@ -205,7 +229,7 @@ class HybridListener:
             except Exception:
                 self._log.failure("on_status callback failed")
 
-    # -- connecting ------------------------------------------------------------------------
+    # -- CONNECTING ------------------------------------------------------------------------
 
     def control_url(self):
         return self.info.hc_url(self.path, query=[("sb-hc-action", "listen"), ("sb-hc-id", self.listener_id)])
@@ -218,17 +242,16 @@ class HybridListener:
         return token
 
     def _connect(self):
-        self._retry_call = None
-        if not self._running:
-            return
+        self._to(CONNECTING)
         url = self.control_url()
         self._set_status("connecting", url)
+        if self.state != CONNECTING:  # on_status stopped the listener
+            return
         headers = {}
         try:
             token = self._fresh_token()
         except Exception as e:
-            self._set_status("error", RelayConnectError(None, "cannot make a token: %s" % e))
-            self._schedule_retry()
+            self._attempt_failed_with(RelayConnectError(None, "cannot make a token: %s" % e))
             return
         if token:
             headers["ServiceBusAuthorization"] = token
@@ -243,6 +266,7 @@ class HybridListener:
             conn.abort()
             return
         self._attempt = None
+        self._to(ONLINE)
         self.channel = conn
         conn.on_close = lambda code, reason: self._channel_closed(conn, code, reason)
         conn.on_message = self._on_control_message
@@ -251,8 +275,10 @@ class HybridListener:
         self._ping_sent = None
         self.backoff.reset()
         self._set_status("online", self.listener_id)
-        self._schedule_renew()
-        self._schedule_keepalive()
+        if self.state != ONLINE:  # on_status stopped the listener
+            return
+        self._arm_renew()
+        self._arm_keepalive()
         waiters, self._online_waiters = self._online_waiters, []
         for d in waiters:
             d.callback(self)
@@ -265,43 +291,43 @@ class HybridListener:
         if not isinstance(err, RelayConnectError):
             self._log.failure("listener attempt failed unexpectedly", failure)
             err = RelayConnectError(None, failure.getErrorMessage())
-        self._set_status("error", err)
-        self._schedule_retry()
+        self._attempt_failed_with(err)
         return None
 
-    def _schedule_retry(self):
-        if not self._running:
-            return
-        delay = self.backoff.next()
-        self._set_status("retry", delay)
-        self._retry_call = self.clock.callLater(delay, self._connect)
+    def _attempt_failed_with(self, err):  # CONNECTING -> RECONNECT_WAIT
+        self._to(RECONNECT_WAIT)
+        self._set_status("error", err)
+        self._retry_later()
+
+    # -- ONLINE -> RECONNECT_WAIT ------------------------------------------------------------
 
     def _channel_closed(self, conn, code, reason):
-        current = conn is self.channel
+        current = conn is self.channel  # (not one that stop() closed)
         if current:
             self.channel = None
-            for call in (self._renew_call, self._keepalive_call):
-                if call is not None and call.active():
-                    call.cancel()
-            self._renew_call = self._keepalive_call = None
+            self._to(RECONNECT_WAIT)
         self._set_status("offline", ChannelClosed(code, reason))
-        if current and self._running:
-            self._schedule_retry()
+        if current:
+            self._retry_later()
 
-    # -- keepalive -----------------------------------------------------------------------------
+    def _retry_later(self):
+        if self.state != RECONNECT_WAIT:  # stopped (or on_status stopped the listener)
+            return
+        delay = self.backoff.next()
+        self._arm(RETRY, delay, self._connect)
+        self._set_status("retry", delay)
+
+    # -- ONLINE: keepalive -------------------------------------------------------------------
 
     def _heard(self):
         self._last_heard = self.clock.seconds()
 
-    def _schedule_keepalive(self):
+    def _arm_keepalive(self):
         if self.keepalive:
-            self._keepalive_call = self.clock.callLater(self.keepalive, self._keepalive_tick)
+            self._arm(KEEPALIVE, self.keepalive, self._keepalive_tick)
 
     def _keepalive_tick(self):
-        self._keepalive_call = None
         channel = self.channel
-        if channel is None:
-            return
         if self._ping_sent is not None and self._last_heard < self._ping_sent:
             self._log.info("listener {id}: nothing from the relay for {s}s after a ping; reconnecting",
                            id=self.listener_id, s=self.keepalive)
@@ -310,23 +336,21 @@ class HybridListener:
         if channel.is_connected:
             self._ping_sent = self.clock.seconds()
             channel.sendPing()
-        self._schedule_keepalive()
+        self._arm_keepalive()
 
-    # -- token renewal ---------------------------------------------------------------------
+    # -- ONLINE: token renewal ---------------------------------------------------------------
 
     def renew_delay(self):
         """Seconds from now until the next renewToken (80% into the token's lifetime)."""
         return max(0.0, self._token_time + RENEW_AT * self.token_ttl - self.clock.seconds())
 
-    def _schedule_renew(self):
-        if self.info.key is None or self._token_time is None:
-            return
-        self._renew_call = self.clock.callLater(self.renew_delay(), self._renew)
+    def _arm_renew(self):
+        if self.info.key is not None:  # (a fixed SharedAccessSignature cannot be renewed)
+            self._arm(RENEW, self.renew_delay(), self._renew)
 
     def _renew(self):
-        self._renew_call = None
         channel = self.channel
-        if channel is None or not channel.is_connected:
+        if not channel.is_connected:
             return
         try:
             token = self._fresh_token()
@@ -335,7 +359,8 @@ class HybridListener:
             self._log.failure("renewing the listener token failed")
         else:
             self._set_status("renewed", self.token_expires)
-        self._schedule_renew()
+        if self.state == ONLINE:
+            self._arm_renew()
 
     # -- control messages ------------------------------------------------------------------
 
@@ -353,58 +378,16 @@ class HybridListener:
                            err=e, data=data[:200])
             return
         if isinstance(msg, hc.Accept):
-            self._on_accept_message(msg)
+            AcceptRequest(self, msg).offer(self.on_accept)
         else:
             self._on_request_message(msg)
-
-    def _on_accept_message(self, accept):
-        request = AcceptRequest(self, accept)
-        d = defer.maybeDeferred(self.on_accept, request)
-
-        def decided(result):
-            if result is False and not request.answered:
-                return request.reject(403, "Rejected by the listener")
-            return None
-
-        def failed(failure):
-            self._log.failure("on_accept failed for {request}", failure, request=request)
-            if not request.answered:
-                return request.reject(500, "The listener failed to handle the connection")
-            return None
-
-        def report(failure):
-            if not failure.check(defer.CancelledError):
-                self._log.info("listener {id}: answering {request} failed: {err}", id=self.listener_id,
-                               request=request, err=failure.getErrorMessage())
-
-        d.addCallbacks(decided, failed)
-        d.addErrback(report)
 
     def _on_request_message(self, request):
         channel = self.channel
         if self.http_handler is not None and channel is not None:
             self.http_handler.control_request(self, channel, request)
-            return
-        if request.is_rendezvous or channel is None:
-            return
-        try:
-            channel.send(hc.encode_response(request.id, 501, "Not Implemented"))
-        except Exception:
-            pass
-
-    # -- accepted connections ----------------------------------------------------------------
-
-    def track_pending(self, d):
-        """Cancel the Deferred ``d`` (an accept or reject under way) if the listener stops first."""
-        self._pending.add(d)
-
-        def done(result):
-            self._pending.discard(d)
-            return result
-
-        d.addBoth(done)
-
-    def track_connection(self, conn):
-        """Close the accepted connection ``conn`` when the listener stops."""
-        self._connections.add(conn)
-        conn.closed.addCallback(lambda _: self._connections.discard(conn))
+        elif not request.is_rendezvous and channel is not None:
+            try:
+                channel.send(hc.encode_response(request.id, 501, "Not Implemented"))
+            except Exception:
+                pass
