@@ -17,7 +17,7 @@ import pytest
 
 from relayd.wire import sas
 from tests.support.net import free_port
-from tests.support.relay import ROOT_KEY, twistd_path
+from tests.support.relay import ROOT_KEY, require, twistd_path
 from tests.support.waits import file_reader, wait_for_text
 
 CLI = [sys.executable, "-m", "relayd.cli"]
@@ -240,10 +240,7 @@ def round_trip(family, address, data):
 
 
 def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
-    if not ipv6_loopback():
-        if os.environ.get("CI"):
-            pytest.fail("no IPv6 loopback (::1) on this machine")
-        pytest.skip("no IPv6 loopback (::1) on this machine")
+    require(ipv6_loopback(), "no IPv6 loopback (::1) on this machine")
     service_path = str(tmp_path / "service.sock")
     server = socketserver.ThreadingUnixStreamServer(service_path, _Echo)
     threading.Thread(target=server.serve_forever, daemon=True).start()

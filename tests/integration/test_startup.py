@@ -10,7 +10,7 @@ import time
 
 import pytest
 
-from tests.support.relay import ROOT_KEY, twistd_path, write_config
+from tests.support.relay import ROOT_KEY, require, twistd_path, write_config
 
 EXIT_DEADLINE = 15  # seconds; the process must be gone well before this
 
@@ -116,7 +116,7 @@ def test_twistd_exits_when_it_may_not_bind_the_port(tmp_path):
     except OSError:
         first_free = 1024
     if first_free <= 1:
-        pytest.skip("every port is unprivileged on this machine (net.ipv4.ip_unprivileged_port_start)")
+        require(False, "every port is unprivileged on this machine (net.ipv4.ip_unprivileged_port_start)")
     drop = []
     if os.geteuid() == 0:
         import grp
@@ -126,7 +126,7 @@ def test_twistd_exits_when_it_may_not_bind_the_port(tmp_path):
             pwd.getpwnam("nobody")
             group = grp.getgrgid(pwd.getpwnam("nobody").pw_gid).gr_name
         except KeyError:
-            pytest.skip("no user nobody to drop root privileges to")
+            require(False, "no user nobody to drop root privileges to")
         drop = ["--uid", "nobody", "--gid", group]
     os.chmod(tmp_path, 0o755)
     code, out, seconds = run_until_exit(

@@ -19,7 +19,7 @@ import urllib.parse
 import pytest
 
 from relayd.wire import sas
-from tests.support.relay import ROOT_KEY, require_tool
+from tests.support.relay import ROOT_KEY, require, require_tool
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -44,9 +44,7 @@ def browser(tmp_path, tls_relay):
         from selenium import webdriver
         from selenium.webdriver.chrome.service import Service
     except ImportError:
-        if os.environ.get("CI"):
-            pytest.fail("selenium is not installed (pip install -e '.[test]')")
-        pytest.skip("selenium is not installed (pip install -e '.[test]')")
+        require(False, "selenium is not installed (pip install -e '.[test]')")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",

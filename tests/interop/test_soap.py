@@ -14,10 +14,13 @@ import requests
 from lxml import etree
 
 from relayd.wire import sas
-from tests.support.relay import ROOT_KEY, SEND_KEY, RelayProcess, write_config
-from tests.support.relay import Bridge
+from tests.support.relay import SEND_KEY, RelayProcess, write_config
+from tests.support.relay import Bridge, require
 
-zeep = pytest.importorskip("zeep", reason="pip install zeep (a test dependency)")
+try:
+    import zeep
+except ImportError:
+    require(False, "zeep is not installed (pip install -e '.[test]')", module_level=True)
 
 pytestmark = pytest.mark.interop
 MiB = 1 << 20

@@ -68,16 +68,22 @@ def write_config(directory, extra="", relay_extra="", listen='["tcp:0:interface=
     return path
 
 
-def require_tool(path_or_name, why):
-    """Skip with a reason when a tool is missing locally; under CI (CI=true) fail instead."""
+def require(ok, why, module_level=False):
+    """The one way a test gives up for want of something on the machine: skip with ``why``
+    locally; under CI (CI=true), where .ci/run installs everything, fail instead."""
     import pytest  # here, not at the top: bench/ uses this module and needs no pytest
 
-    if os.path.exists(path_or_name) or shutil.which(path_or_name):
+    if ok:
         return
-    message = "%s not found: %s" % (path_or_name, why)
     if os.environ.get("CI"):
-        pytest.fail(message + " (CI must install it: see .ci/run)")
-    pytest.skip(message)
+        pytest.fail(why + " (CI must provide it: see .ci/run)")
+    pytest.skip(why, allow_module_level=module_level)
+
+
+def require_tool(path_or_name, why):
+    """Skip with a reason when a tool is missing locally; under CI (CI=true) fail instead."""
+    found = os.path.exists(path_or_name) or shutil.which(path_or_name)
+    require(found, "%s not found: %s" % (path_or_name, why))
 
 
 def twistd_path():
