@@ -9,7 +9,7 @@ import pytest
 
 from relayd.endpoint_strings import DEFAULT_LISTEN_BACKLOG
 from tests.support.net import free_port
-from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
+from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, stop_process, write_config
 from tests.support.waits import file_reader, wait_for_text
 
 
@@ -76,8 +76,7 @@ def test_bridge_local_forwarder_backlog(tmp_path):
         wait_for_text(file_reader(tmp_path / "bridge.log"), "listening on", proc, 20)
         assert listen_backlog(port) == min(DEFAULT_LISTEN_BACKLOG, somaxconn())
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
         log.close()
 
 

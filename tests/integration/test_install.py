@@ -12,6 +12,8 @@ import zipfile
 
 import pytest
 
+from tests.support.relay import stop_process
+
 CHECKOUT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
@@ -97,8 +99,7 @@ def test_twistd_runs_from_the_installed_wheel_alone(wheel, tmp_path):
             status = e.code
         assert 200 <= status < 500
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
 
 
 def test_version_option():

@@ -14,7 +14,7 @@ import pytest
 from relayd import config
 
 from relayd.wire import sas
-from tests.support.relay import RelayProcess, twistd_path
+from tests.support.relay import RelayProcess, stop_process, twistd_path
 
 ISSUE_EXAMPLE = """\
 [relay]
@@ -100,8 +100,7 @@ def test_no_options_generates_root_key_and_key_show_prints_it(tmp_path):
         status, body = get_entities(base, wrong)
         assert status == 401 and "signature" in body["error"]["message"]
     finally:
-        proc.terminate()
-        proc.wait(10)
+        stop_process(proc)
         log.close()
     # restart: the same key is kept
     again = relayd_cli("key", "show", env=env)

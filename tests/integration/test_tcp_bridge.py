@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.support.net import free_port, recv_all, serve_tcp, wait_sent
-from tests.support.relay import ROOT_KEY, Bridge, RelayProcess, require_tool, write_config
+from tests.support.relay import ROOT_KEY, Bridge, RelayProcess, require_tool, stop_process, write_config
 from tests.support.waits import wait_listening
 
 TCP_CONFIG = """
@@ -51,8 +51,7 @@ def redis_server(tmp_path):
                             stderr=subprocess.DEVNULL)
     wait_listening(port)
     yield port
-    proc.terminate()
-    proc.wait(10)
+    stop_process(proc)
 
 
 def test_redis_through_port_mapped_relay_and_bridge_local(tmp_path, tcp_relay, redis_server):

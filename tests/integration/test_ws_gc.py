@@ -13,7 +13,7 @@ import time
 
 import pytest
 
-from tests.support.relay import write_config
+from tests.support.relay import stop_process, write_config
 from tests.support.rawws import Closed, RawWS, frame, hc_url, listen, pair
 
 
@@ -54,12 +54,7 @@ class GcRelay:
         return self.last
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            self.proc.wait()
+        stop_process(self.proc)
 
 
 @pytest.fixture

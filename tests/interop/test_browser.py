@@ -19,7 +19,7 @@ import urllib.parse
 import pytest
 
 from relayd.wire import sas
-from tests.support.relay import ROOT_KEY, require, require_tool
+from tests.support.relay import ROOT_KEY, require, require_tool, stop_process
 
 CHROMIUM = "/usr/bin/chromium"
 CHROMEDRIVER = "/usr/bin/chromedriver"
@@ -90,9 +90,7 @@ class Listener:
         return data
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        self.proc.wait(10)
+        stop_process(self.proc)
         return self.proc.returncode
 
 

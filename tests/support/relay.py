@@ -86,6 +86,17 @@ def require_tool(path_or_name, why):
     require(found, "%s not found: %s" % (path_or_name, why))
 
 
+def stop_process(proc, timeout=10):
+    """SIGTERM ``proc``; SIGKILL it if it has not exited within ``timeout`` seconds; reap it."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait()
+
+
 def twistd_path():
     candidate = os.path.join(os.path.dirname(sys.executable), "twistd")
     return candidate if os.path.exists(candidate) else "twistd"
@@ -135,13 +146,7 @@ class RelayProcess:
         raise RuntimeError("no VmRSS")
 
     def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.proc.wait(10)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
+        stop_process(self.proc)
         self._log.close()
 
 
@@ -168,8 +173,4 @@ class Bridge:
         return open(self.log).read()
 
     def stop(self):
-        self.proc.terminate()
-        try:
-            self.proc.wait(10)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
+        stop_process(self.proc)
