@@ -147,14 +147,11 @@ class FrontDoor(Protocol):
             return
         self.buf += data
         end = self.buf.find(b"\r\n\r\n")
-        if end < 0:
-            if len(self.buf) > self.factory.max_head:
-                self._reply(431, "Request Header Fields Too Large",
-                            "the request head is larger than %d bytes" % self.factory.max_head)
-            return
-        if end > self.factory.max_head:
+        if (len(self.buf) if end < 0 else end) > self.factory.max_head:
             self._reply(431, "Request Header Fields Too Large",
                         "the request head is larger than %d bytes" % self.factory.max_head)
+            return
+        if end < 0:
             return
         line = self.buf[: self.buf.find(b"\r\n")]
         parts = line.split(b" ")

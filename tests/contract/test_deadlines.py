@@ -67,3 +67,19 @@ def test_connection_limit_is_one_budget_for_every_door(relay, held_on):
     again = RawClient(b"GET /door/x HTTP/1.1\r\nHost: relay.test\r\n\r\n")
     relay.connect(HTTP_PORT, again)
     assert status(again) == 502  # served: no listener on the entity
+
+
+@pytest.mark.parametrize("head", [
+    # no blank line yet, and already more than limits.max_header_bytes
+    b"GET /door/x HTTP/1.1\r\nHost: relay.test\r\nX-Big: " + b"x" * (40 * 1024),
+    # a complete head, but longer than the limit
+    b"GET /door/x HTTP/1.1\r\nHost: relay.test\r\nX-Big: " + b"x" * (40 * 1024) + b"\r\n\r\n",
+], ids=["unterminated", "terminated"])
+def test_oversized_request_head_is_431_at_once(relay, head):
+    """A request head over limits.max_header_bytes is answered 431 and closed as soon as it is
+    over, whether or not its end has come, without waiting for the head deadline."""
+    client = RawClient(head)
+    relay.connect(HTTP_PORT, client)
+    relay.pump()
+    assert status(client) == 431
+    assert client.lost.check(ConnectionDone)
