@@ -23,13 +23,6 @@ VOLUME = 64 * CHUNK  # what a stalled reader's writer tries to push through (4 M
 RELAY_HOLDS_AT_MOST = 1024 * 1024  # queued inside the relay while the reader is stalled
 
 
-@pytest.fixture
-def relay(tmp_path):
-    r = harness.MemoryRelay(tmp_path)
-    yield r
-    r.stop()
-
-
 def door_param(doors):
     return pytest.mark.parametrize("door_class", doors, ids=[d.name for d in doors])
 

@@ -3,7 +3,8 @@
 An exchange is made from a parsed request head (:mod:`relayd.wire.http1`); ``start`` checks and
 routes it: to the client's kept rendezvous leg, or offered to a balanced listener of the entity
 (:class:`~relayd.transports.listener.offers.RequestOffer`).  Its request body is
-:class:`~relayd.transports.http.upload.RequestBody` (HEAD -> RECEIVING -> [CHECKING] -> COMPLETE), its response
+:class:`~relayd.transports.http.upload.RequestBody` (HEAD -> RECEIVING -> [CHECKING] -> COMPLETE; its
+route UNROUTED -> OFFERED -> ON_LEG), its response
 :class:`~relayd.transports.http.responses.ResponseSide` (a state machine: WAITING -> WHOLE |
 BUFFERING | STREAMING -> DONE).  What the entity's kind changes (SOAP envelopes, faults, WSDL
 rewriting) is its :class:`~relayd.transports.http.policy.IRequestPolicy`, given by the door.
@@ -16,7 +17,7 @@ from relayd.switchboard import AcceptTimeout, SwitchboardError
 from relayd.transports.http.request import (
     SMALL_BODY, HttpError, _SEPARATORS, normalise_path, path_and_query, request_headers)
 from relayd.transports.http.responses import DONE, ResponseSide
-from relayd.transports.http.upload import COMPLETE, RECEIVING, RequestBody
+from relayd.transports.http.upload import COMPLETE, OFFERED, ON_LEG, RECEIVING, RequestBody
 from relayd.transports.listener.offers import RequestOffer
 from relayd.wire import hc, http1, sas
 
@@ -196,6 +197,7 @@ class Exchange(RequestBody, ResponseSide):
                                 close=self._body_expected())
             retry = [("Retry-After", "%d" % e.retry_after)] if e.retry_after is not None else ()
             raise HttpError(e.status, e.message, close=True, headers=retry)
+        self._route_to(OFFERED)
         self.id = self.rv.key
         self.address = offer.address
         self.channel = self.rv.listener
@@ -230,7 +232,7 @@ class Exchange(RequestBody, ResponseSide):
             self.fail(e.status, e.message)
 
     def _send_on_leg(self, leg):
-        self.sent_on_leg = True
+        self._route_to(ON_LEG)
         message = hc.encode_request(self.address, self.id, self.request_target, self.method,
                                           self.forward_headers, self.has_body)
         leg.send_text(message)

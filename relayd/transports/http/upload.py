@@ -11,6 +11,15 @@ The request half of an exchange is a state machine too::
       +--no body (routed at once, or the policy checked an empty body)------------------------> COMPLETE
 
 COMPLETE: the whole request has been read from the client (and sent, or is held for the leg).
+
+How the request travels to the listener is a second, independent machine (``route``)::
+
+    UNROUTED --offered to a balanced listener--> OFFERED --its leg arrived (a large request)--> ON_LEG
+        +--the client's kept rendezvous leg---------------------------------------------------> ON_LEG
+
+OFFERED: the request (small) or its announcement (large) went with the control channel's offer; a
+small request's body follows there.  ON_LEG: the request went as a text message on the rendezvous
+leg; a large body follows as the frames of one binary message, a small one as one message.
 """
 
 from relayd import states
@@ -25,6 +34,14 @@ _TRANSITIONS = {
     COMPLETE: {COMPLETE},
 }
 
+# request routes
+UNROUTED, OFFERED, ON_LEG = "unrouted", "offered", "on leg"
+ROUTES = {
+    UNROUTED: {OFFERED, ON_LEG},
+    OFFERED: {ON_LEG},
+    ON_LEG: set(),
+}
+
 
 class RequestBody:
     """The request-body half of :class:`relayd.transports.http.exchange.Exchange` (mixed in;
@@ -33,12 +50,15 @@ class RequestBody:
 
     decoder = None  # the body decoder while body bytes are still to come
     body_small = None  # the body gathered for the control-channel path
-    sent_on_leg = False  # the request went (or goes) over the client's rendezvous leg
     request_state = HEAD
+    route = UNROUTED
     body_received = 0
 
     def _request_to(self, state):
         self.request_state = states.step(_TRANSITIONS, "HTTP exchange: request", self.request_state, state)
+
+    def _route_to(self, route):
+        self.route = states.step(ROUTES, "HTTP exchange: route", self.route, route)
 
     @property
     def request_done(self):
@@ -127,7 +147,7 @@ class RequestBody:
             self.body_small.append(data)
             return
         leg = self.client.leg
-        if self.sent_on_leg and leg is not None:
+        if self.route == ON_LEG and leg is not None:
             leg.frame_data(data)
         else:
             # the leg is not there yet: hold the client until it is
@@ -151,7 +171,7 @@ class RequestBody:
         if self.body_small is not None or (self.small and not self.has_body):
             body = b"".join(self.body_small or [])
             self.body_small = None
-            if self.sent_on_leg:
+            if self.route == ON_LEG:
                 leg = self.client.leg
                 if body:
                     leg.send_message(body)
@@ -164,7 +184,7 @@ class RequestBody:
                     self.fail(502, "the listener went away")
             return
         leg = self.client.leg
-        if self.sent_on_leg and leg is not None:
+        if self.route == ON_LEG and leg is not None:
             leg.end_message()
 
     # -- for the entity kind's policy -----------------------------------------------------------
