@@ -41,7 +41,7 @@ from relayd import access, pipe, states
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.offers import AcceptOffer
-from relayd.wire import hc, nmf, sas
+from relayd.wire import hc, nmf, nmf_preamble, sas
 
 # The smallest preamble limit of a nettcp door (bytes); a door allows max_via + PREAMBLE_SLACK.
 MIN_PREAMBLE = 8192
@@ -99,8 +99,8 @@ class TcpDoorProtocol(Protocol):
         pipe.no_delay(self.transport)
         if self.door.mode == "nettcp":
             self._to(PREAMBLE)
-            self.parser = nmf.PreambleParser(max_via=self.door.max_via,
-                                             max_preamble=max(MIN_PREAMBLE, self.door.max_via + PREAMBLE_SLACK))
+            self.parser = nmf_preamble.PreambleParser(max_via=self.door.max_via,
+                                                      max_preamble=max(MIN_PREAMBLE, self.door.max_via + PREAMBLE_SLACK))
             self._timer = self.door.clock.callLater(self.door.preamble_timeout, self._preamble_timeout)
         else:
             self._to(ROUTING)

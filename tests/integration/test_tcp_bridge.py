@@ -236,8 +236,7 @@ def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
     """The listener gets the preamble without the relay's sb-hc-token in the Via."""
     from urllib.parse import quote
 
-    from relayd.wire import sas
-    from relayd.wire import nmf
+    from relayd.wire import nmf, nmf_preamble, sas
     from tests.support.relay import SEND_KEY
 
     seen = []
@@ -262,7 +261,7 @@ def test_nettcp_token_stays_at_the_relay(tmp_path, tcp_relay):
         with socket.create_connection(("127.0.0.1", tcp_relay.nettcp_port), timeout=10) as c:
             c.sendall(b"\x00\x01\x00\x01\x02" + nmf.encode_via(via) + b"\x03\x08\x0c")
             assert c.recv(16) == b"\x0b"
-        parsed = nmf.PreambleParser().feed(seen[0])
+        parsed = nmf_preamble.PreambleParser().feed(seen[0])
         assert parsed.via == "net.tcp://example/echo-tcp?x=1"
         assert b"sb-hc-token" not in seen[0] and parsed.rest == b"\x0c"
     finally:

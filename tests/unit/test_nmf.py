@@ -4,7 +4,8 @@ import pytest
 from hypothesis import given, settings, strategies as st
 
 from relayd.wire import nmf
-from relayd.wire.nmf import NeedMore, NmfError, NmfFault, PreambleParser
+from relayd.wire.nmf import NeedMore, NmfError, NmfFault
+from relayd.wire.nmf_preamble import Preamble, PreambleParser
 
 VIA = b"net.tcp://127.0.0.1:18808/echo"
 assert len(VIA) == 0x1E
@@ -177,7 +178,7 @@ def test_encode_via_and_preamble_match_capture():
 @pytest.mark.parametrize("pre,after,mode,enc", CAPTURES)
 def test_capture_whole(pre, after, mode, enc):
     p = PreambleParser().feed(pre + after)
-    assert p == nmf.Preamble((1, 0), mode, VIA.decode(), enc, pre, after)
+    assert p == Preamble((1, 0), mode, VIA.decode(), enc, pre, after)
     assert p.raw + p.rest == pre + after
 
 
@@ -515,7 +516,7 @@ def test_random_fragmentation_same_result(via, mode, encoding, tail, cuts):
     pre = nmf.encode_preamble(via, mode, encoding)
     full = pre + tail
     expected = PreambleParser().feed(full)
-    assert expected == nmf.Preamble((1, 0), mode, via, encoding, pre, tail)
+    assert expected == Preamble((1, 0), mode, via, encoding, pre, tail)
     parser = PreambleParser()
     chunks = _chunks(full, cuts)
     for k, chunk in enumerate(chunks):

@@ -27,7 +27,7 @@ from zope.interface import implementer
 from relayd import states
 from relayd.client.bridge.forwarder import log
 from relayd.pipe import HalfClose, PauseReading, no_delay
-from relayd.wire import nmf
+from relayd.wire import nmf, nmf_preamble
 
 # The close reason when the local side reset the connection mid-stream.
 LOCAL_RESET = "the local side reset the connection before the end of its stream"
@@ -98,7 +98,7 @@ class Tunnel:
         self.bytes_out = 0  # local -> relay
         if via is not None:
             # the relay already enforced its own Via limit
-            self.parser = nmf.PreambleParser(max_via=MAX_VIA, max_preamble=MAX_VIA + PREAMBLE_SLACK)
+            self.parser = nmf_preamble.PreambleParser(max_via=MAX_VIA, max_preamble=MAX_VIA + PREAMBLE_SLACK)
         conn.on_message = self.from_relay
         conn.on_close = self.relay_closed
         conn.pauseProducing()  # until the local side is connected
