@@ -16,6 +16,7 @@ Traffic stays on 127.0.0.1.  Every child process has a timeout.
 """
 
 import collections
+import contextlib
 import importlib.util
 import os
 import pathlib
@@ -30,7 +31,9 @@ import sys
 import tempfile
 import threading
 import time
-from typing import Callable, NamedTuple, Sequence
+from typing import Callable, NamedTuple, Optional, Sequence
+
+import psutil
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
@@ -101,6 +104,25 @@ def port_of(match):
     return int(group) if group else None
 
 
+def cpu_seconds(pid):
+    """CPU seconds (user + system) used so far by process ``pid`` and everything it started:
+    its live descendants (sshd's per-connection children, socat's forks) and the children it
+    has reaped; None once it is gone.  psutil reads /proc."""
+    try:
+        root = psutil.Process(pid)
+        procs = [root] + root.children(recursive=True)
+    except psutil.Error:
+        return None
+    total = 0.0
+    for proc in procs:
+        try:
+            t = proc.cpu_times()
+        except psutil.Error:
+            continue  # a child that ended meanwhile: its parent will count it once reaped
+        total += t.user + t.system + t.children_user + t.children_system
+    return total
+
+
 def rotate(seq, r):
     r %= len(seq)
     return list(seq[r:]) + list(seq[:r])
@@ -133,13 +155,15 @@ class Proc:
             return f.read().decode("utf-8", "replace")
 
     def cpu(self):
-        """CPU seconds so far (user + system, plus reaped children such as socat's forks)."""
+        """CPU seconds so far: see :func:`cpu_seconds`."""
+        return cpu_seconds(self.p.pid)
+
+    def rss(self):
+        """Resident set size now, in bytes (None once the process is gone)."""
         try:
-            with open("/proc/%d/stat" % self.p.pid) as f:
-                fields = f.read().rsplit(")", 1)[1].split()
-        except OSError:
+            return psutil.Process(self.p.pid).memory_info().rss
+        except psutil.Error:
             return None
-        return sum(int(x) for x in fields[11:15]) / CLK_TCK
 
     def rss_peak(self):
         try:
@@ -184,7 +208,10 @@ class Started(Proc):
 
 
 class CpuMeter:
-    """Median share of one core used by each named process during each case's rounds."""
+    """CPU used by each named process during each case's rounds: the median share of one core
+    (:meth:`medians`), and the seconds of every round in the sample itself
+    (``sample["cpu_seconds"][name]``, ``sample["wall_seconds"]``) for figures per byte or per
+    connection."""
 
     def __init__(self):
         self.samples = collections.defaultdict(lambda: collections.defaultdict(list))
@@ -199,11 +226,16 @@ class CpuMeter:
         wall = time.perf_counter() - t0
         after_children = resource.getrusage(resource.RUSAGE_CHILDREN)
         load = (after_children.ru_utime + after_children.ru_stime) - (children.ru_utime + children.ru_stime)
-        self.samples[case][load_label].append(100 * load / wall)
+        seconds = {load_label: load}
         for p in procs:
             after = p.cpu()
             if after is not None and before[p.name] is not None:
-                self.samples[case][p.name].append(100 * (after - before[p.name]) / wall)
+                seconds[p.name] = after - before[p.name]
+        for name, s in seconds.items():
+            self.samples[case][name].append(100 * s / wall)
+        if isinstance(result, dict):
+            result.setdefault("cpu_seconds", {k: round(v, 3) for k, v in seconds.items()})
+            result.setdefault("wall_seconds", round(wall, 3))
         return result
 
     def medians(self):
@@ -212,11 +244,14 @@ class CpuMeter:
 
 
 class Case(NamedTuple):
-    """One case of a section (``ws-direct``, ``tcp-door``...): the processes whose CPU it
-    watches, and ``load()``, which runs one test and returns its sample (a dict)."""
+    """One case of a section (``stream-direct``, ``tcp-door``...): the processes whose CPU it
+    watches, and ``load()``, which runs one test and returns its sample (a dict).  ``setup``,
+    when given, is a context manager factory entered around each of its rounds (outside the
+    CPU measurement), e.g. to start a fresh relay for every round."""
 
     watched: Sequence[Proc]
     load: Callable[[], dict]
+    setup: Optional[Callable] = None
 
 
 class Option:
@@ -229,6 +264,11 @@ class Option:
 
     def add_to(self, parser):
         parser.add_argument(*self.flags, **self.kwargs)
+
+
+PROFILE = Option("--profile", action="store_true",
+                 help="py-spy the relay during one more stream and one more tcp bridge test; the top "
+                      "functions go to performance-profile.txt beside the JSON")
 
 
 class Harness:
@@ -259,6 +299,12 @@ class Harness:
     def _add(self, proc):
         self.procs.append(proc)
         return proc
+
+    def stop(self, proc):
+        """Stop ``proc`` (one of this section's processes) before the section ends."""
+        proc.stop()
+        if proc in self.procs:
+            self.procs.remove(proc)
 
     def write(self, name, text):
         """A file of the working directory (a wrk script...); its path."""
@@ -297,14 +343,18 @@ class Harness:
                 def measure():
                     return self.cpu.measure(name, case.watched, case.load, load_label)
 
+                def once():
+                    with (case.setup() if case.setup else contextlib.nullcontext()):
+                        return around(measure) if around else measure()
+
                 try:
-                    sample = around(measure) if around else measure()
+                    sample = once()
                 except RuntimeError as e:
                     if failures is None:
                         raise
                     log("%s round %d %s failed, retrying: %s" % (self.section, r + 1, name, e))
                     failures.append({"scenario": name, "round": r + 1, "error": str(e)[:2000]})
-                    sample = around(measure) if around else measure()
+                    sample = once()
                 samples[name].append(sample)
                 log("%s round %d %s: %s" % (self.section, r + 1, name, show(sample)))
         return samples
@@ -314,7 +364,9 @@ class Harness:
 
     def profile(self, proc, load, seconds, rate=PROFILE_RATE_HZ):
         """Run ``load()`` (a test of about ``seconds``) once more with py-spy sampling ``proc``
-        in its middle; its functions by own time, or {"skipped": why}."""
+        in its middle; :func:`summarize_profile` of the samples plus ``seconds``, ``rate_hz``,
+        ``cpu_percent`` (of ``proc`` meanwhile) and ``result`` (the load's), or
+        {"skipped": why}."""
         pyspy = tool("py-spy")
         if not pyspy:
             return {"skipped": "py-spy is not installed (pip install py-spy)"}
@@ -341,21 +393,46 @@ class Harness:
             return {"skipped": "the profiled test failed: %s" % result.get("error")}
         if spy.returncode != 0 or not os.path.exists(raw):
             return {"skipped": "py-spy failed: %s" % spy.stdout.strip()[-500:]}
-        own = collections.Counter()
-        total = 0
         with open(raw) as f:
-            for line in f:
-                stack, _, count = line.rstrip("\n").rpartition(" ")
-                if not stack:
-                    continue
-                n = int(count)
-                total += n
-                leaf = stack.split(";")[-1]
-                own[re.sub(r":\d+\)$", ")", leaf)] += n  # per function, not per line
-        top = [{"function": fn, "samples": n, "percent": round(100 * n / total, 1)}
-               for fn, n in own.most_common(10)]
-        return {"seconds": duration, "rate_hz": rate, "samples": total, "cpu_percent": round(proc_cpu, 1),
-                "result": result, "top_own": top}
+            summary = summarize_profile(f)
+        return dict(summary, seconds=duration, rate_hz=rate, cpu_percent=round(proc_cpu, 1), result=result)
+
+
+PROFILE_TOP = 15  # functions kept per list of a profile summary
+PLUMBING_SHARE = 0.85  # top_total leaves out functions on more of the samples than this (the
+                       # reactor's own frames: main loop, poll, log context)
+
+
+def summarize_profile(lines, top=PROFILE_TOP):
+    """py-spy's ``--format raw`` output (``frame;frame;...;leaf COUNT`` per line, the root first,
+    each frame ``function (file:line)``) summed up: ``samples`` (in all), ``top_own`` (functions
+    by samples in which they were the leaf), ``top_total`` (functions by samples in which they
+    were anywhere on the stack, counted once per sample) and ``top_lines`` (leaf lines), each a
+    list of {"function", "samples", "percent"}, largest first."""
+    own, inclusive, leaf_lines = collections.Counter(), collections.Counter(), collections.Counter()
+    total = 0
+    for line in lines:
+        stack, _, count = line.rstrip("\n").rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        n = int(count)
+        total += n
+        frames = stack.split(";")
+        functions = [re.sub(r":\d+\)$", ")", frame) for frame in frames]  # per function, not per line
+        own[functions[-1]] += n
+        leaf_lines[frames[-1]] += n
+        for fn in set(functions):
+            inclusive[fn] += n
+
+    def ranked(counter):
+        return [{"function": fn, "samples": n, "percent": round(100 * n / total, 1)}
+                for fn, n in counter.most_common(top)]
+
+    plumbing = [fn for fn, n in inclusive.items() if n > PLUMBING_SHARE * total]
+    for fn in plumbing:
+        del inclusive[fn]
+    return {"samples": total, "top_own": ranked(own), "top_total": ranked(inclusive),
+            "top_lines": ranked(leaf_lines)}
 
 
 def missing_tools(*names):

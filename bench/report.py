@@ -15,7 +15,7 @@ import re
 import statistics
 import subprocess
 
-from bench.harness import ROOT
+from bench.harness import PLUMBING_SHARE, ROOT
 
 
 def tool_versions():
@@ -29,6 +29,7 @@ def tool_versions():
     import twisted
 
     versions = {"python": platform.python_version(), "twisted": twisted.__version__,
+                "node": first_line(["node", "--version"]), "ssh": first_line(["ssh", "-V"]),
                 "iperf3": first_line(["iperf3", "--version"]), "wrk": first_line(["wrk", "-v"]),
                 "socat": _socat_version()}
     try:
@@ -115,6 +116,41 @@ def cpu_note(cpu, cases):
     return out
 
 
+def target(text, measured, met):
+    """One row of the targets table: the target as the issue words it, the figure measured, and
+    whether it is met."""
+    return {"target": text, "measured": measured, "met": bool(met)}
+
+
+def node_versions(section):
+    v = section.get("versions") or {}
+    return "node %s, ws %s, bufferutil %s, utf-8-validate %s" % (
+        v.get("node", "?"), v.get("ws", "?"), v.get("bufferutil", "?"), v.get("utf-8-validate", "?"))
+
+
+def targets_table(data, scenarios):
+    """The lines of the targets table: every target of every measured section, next to the
+    figure measured and met / not met ([] when no section has targets)."""
+    rows = []
+    for scenario in scenarios:
+        section = data["sections"].get(scenario.NAME)
+        if section is None or "skipped" in section:
+            continue
+        for t in scenario.targets(section):
+            rows.append((t["target"], t["measured"], "met" if t["met"] else "**not met**", scenario.NAME))
+    if not rows:
+        return []
+    return [
+        "Targets",
+        "-------",
+        "",
+        "The targets of issue 10 (same-run figures from the sections below; a ratio is against",
+        "the anchor measured in the same run):",
+        "",
+        *table(("Target", "Measured", "Status", "Section"), rows),
+    ]
+
+
 def rss_note(section):
     return "Relay process peak RSS: %.1f MiB." % (section["relay_peak_rss"] / 2**20)
 
@@ -140,6 +176,43 @@ def explain(function):
     return KNOWN_FUNCTIONS.get(name, "")
 
 
+def profile_section(prof, what, show):
+    """The lines about ``prof`` (a ``Harness.profile`` result of ``what``, or None when no
+    profile was asked for; ``show(result)`` is the profiled test's figure)."""
+    if not prof:
+        return []
+    if "skipped" in prof:
+        return ["Profile skipped: %s." % prof["skipped"], ""]
+    return [
+        "Profile of %s (``py-spy record --nonblocking``, %d Hz for %d s: %d non-idle samples; the"
+        % (what, prof["rate_hz"], prof["seconds"], prof["samples"]),
+        "process used %.0f%% of a core meanwhile, and the test ran at %s); the functions with the"
+        % (prof["cpu_percent"], show(prof["result"])),
+        "most own time (all lists: ``performance-profile.txt`` beside this page's JSON):",
+        "",
+        *profile_table(prof),
+    ]
+
+
+def profile_text(data):
+    """performance-profile.txt: every profile of the run, own time, inclusive time and lines."""
+    out = []
+    for name, section in data["sections"].items():
+        prof = section.get("profile") if isinstance(section, dict) else None
+        if not prof or "skipped" in prof:
+            continue
+        out += ["%s: %s, py-spy %d Hz for %d s, %d non-idle samples, process CPU %.0f%% of a core"
+                % (name, prof.get("scenario", name), prof["rate_hz"], prof["seconds"], prof["samples"],
+                   prof["cpu_percent"]), "", "By own time (leaf function):"]
+        out += ["  %5.1f%%  %s" % (p["percent"], p["function"]) for p in prof["top_own"]]
+        for title, key in (("By inclusive time (on the stack; the frames on more than %d%% of the samples, the"
+                            " reactor's main loop, left out):" % (100 * PLUMBING_SHARE), "top_total"), ("By line (leaf):", "top_lines")):
+            if prof.get(key):
+                out += ["", title] + ["  %5.1f%%  %s" % (p["percent"], p["function"]) for p in prof[key]]
+        out += ["", ""]
+    return "\n".join(out)
+
+
 def profile_table(prof, top=5):
     """The ``top`` functions by own time of a ``Harness.profile`` result, with what they are."""
     return [
@@ -160,11 +233,15 @@ def preamble(data):
         "===========",
         "",
         "Produced by ``%s``; raw results in ``docs/performance.json``." % data["command"],
-        "The benchmark needs wrk, iperf3 and socat (apt), and optionally magic-wormhole-transit-relay",
-        "and py-spy (pip); ``python bench/run.py --help`` lists the options (``--only ws,http,tcp``",
-        "runs a subset and keeps the other sections; ``--out DIR`` writes the page and the JSON",
-        "to DIR instead of docs/).  Each section below is one module of ``bench/scenarios/``;",
-        "``bench/harness.py`` starts and measures the processes, ``bench/report.py`` writes this page.",
+        "The benchmark needs Node.js and npm (``bench/node``: ``ws`` with ``bufferutil`` and",
+        "``utf-8-validate``, installed by ``npm ci`` on the first run), wrk, iperf3, socat and",
+        "openssh-server (apt), and optionally magic-wormhole-transit-relay and py-spy (pip); a missing",
+        "tool skips its section or case with a note.  ``python bench/run.py --help`` lists the options",
+        "(``--only stream,tcp`` runs a subset and keeps the other sections; ``--rounds N``;",
+        "``--profile`` adds py-spy profiles of the relay; ``--out DIR`` writes elsewhere than docs/).",
+        "Each section below is one module of ``bench/scenarios/``; ``bench/harness.py`` starts and",
+        "measures the processes (CPU per process and its children, with psutil), ``bench/report.py``",
+        "writes this page.",
         "",
         "Machine: %s, %s, %d cores (a shared VM: other work may run beside the benchmark, hence"
         % (m["arch"], m["cpu"] or "unknown CPU", m["cores"]),
@@ -185,7 +262,7 @@ def preamble(data):
 def render(data, scenarios):
     """The text of performance.rst for ``data`` (performance.json's content); ``scenarios``: the
     scenario modules, in order (a section of ``data`` without a module is left out)."""
-    text = preamble(data)
+    text = preamble(data) + targets_table(data, scenarios)
     sections = data["sections"]
     for scenario in scenarios:
         section = sections.get(scenario.NAME)
@@ -207,4 +284,8 @@ def write(data, scenarios, out):
     rst_path = os.path.join(out, "performance.rst")
     with open(rst_path, "w") as f:
         f.write(render(data, scenarios))
+    profiles = profile_text(data)
+    if profiles:
+        with open(os.path.join(out, "performance-profile.txt"), "w") as f:
+            f.write(profiles)
     return rst_path

@@ -1,35 +1,40 @@
-"""Run the whole relayd benchmark and write docs/performance.rst (tables) and
-docs/performance.json (raw results).
+"""Run the whole relayd benchmark and write docs/performance.rst (tables, the targets of
+issue 10 with met / not met), docs/performance.json (raw results) and, with --profile,
+docs/performance-profile.txt (py-spy's top functions of the relay).
 
-    python bench/run.py                         # everything, about 5 minutes
-    python bench/run.py --only http,tcp         # a subset; the other sections of the
-                                                # existing docs/performance.json are kept
-    python bench/run.py --rounds 3 --seconds 3  # quicker
-    python bench/run.py --out /tmp/perf         # write somewhere else than docs/
+    python bench/run.py                          # everything, 3 rounds: about 8 minutes
+    python bench/run.py --only stream,pingpong   # a subset; the other sections of the
+                                                 # existing docs/performance.json are kept
+    python bench/run.py --rounds 1 --seconds 3   # quicker
+    python bench/run.py --profile                # also py-spy the relay (stream, tcp bridge)
+    python bench/run.py --out /tmp/perf          # write somewhere else than docs/
 
-Every figure is measured in the same run as its baselines, rounds alternating between the
-scenarios (the starting scenario rotates every round) because the machine is shared and
-noisy; the tables report medians, the range over the rounds and the ratio of medians.
+Every figure is measured in the same run as its anchors, rounds alternating between the
+cases of a section (the starting case rotates every round) because the machine is shared
+and noisy; the tables report medians, the range over the rounds and the ratio of medians.
 Traffic stays on 127.0.0.1.  Every load is bounded in size or in time, and every child
-process has a timeout.
+process has a timeout and is stopped by its pid.
 
 The pieces:
 
-bench/harness.py      processes on free loopback ports, stopped by pid; CPU accounting;
-                      alternating rounds; py-spy profiles (relayd, bridges and log waits
-                      come from tests/support, shared with the tests)
-bench/scenarios/*.py  one section each (ws, http, soap, tcp): its cases, options and report
-                      prose (the interface: bench/scenarios/__init__.py, IScenario); adding a
-                      section means adding one module there
-bench/report.py       the report writer: performance.json and performance.rst
+bench/harness.py      processes on free loopback ports, stopped by pid; CPU per process
+                      (psutil, children included); alternating rounds; py-spy profiles
+                      (relayd, bridges and log waits come from tests/support, shared with
+                      the tests)
+bench/scenarios/*.py  one section each (stream, pingpong, rendezvous, http, soap, tcp): its
+                      cases, options, targets and report prose (the interface:
+                      bench/scenarios/__init__.py, IScenario); adding a section means adding
+                      one module there
+bench/report.py       the report writer: performance.json, performance.rst, the profiles
+bench/node/           the WebSocket clients and peer (Node ws + bufferutil; bench/nodejs.py
+                      runs ``npm ci`` there when needed)
+bench/sshd.py         the ssh -R anchor: a throwaway sshd on a loopback port
 bench/wrk.py          wrk runs, shared by http and soap
-bench/peers.py, bench/wsbench.py
-                      the peer programs (HTTP backend, transit relay ends, WebSocket source
-                      and sinks)
+bench/peers.py        the HTTP backend and the transit relay ends
 
-Needs, besides relayd's own dependencies: wrk, iperf3 and socat (apt), and optionally
-magic-wormhole-transit-relay and py-spy (pip).  A missing tool skips its section or scenario
-with a note in the report.  ssh -R is not measured (it needs an sshd).
+Needs, besides relayd's own dependencies: node and npm, wrk, iperf3, socat and
+openssh-server (apt), and optionally magic-wormhole-transit-relay and py-spy (pip).  A
+missing tool skips its section or case with a note in the report.
 """
 
 import argparse
@@ -45,7 +50,7 @@ from bench import report, scenarios  # noqa: E402
 from bench.harness import Harness, Option, log  # noqa: E402
 
 COMMON = (
-    Option("--rounds", type=int, default=5, help="rounds per section (default 5)"),
+    Option("--rounds", type=int, default=3, help="rounds per section (default 3)"),
     Option("--seconds", type=int, default=5, help="length of one http or tcp test (default 5)"),
 )
 

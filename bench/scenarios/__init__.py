@@ -26,6 +26,10 @@ class IScenario(Interface):
         ``samples`` ({case: [sample per round]}), ``cpu_percent`` and whatever the report
         needs, or ``{"skipped": why}`` when a tool it needs is missing."""
 
+    def targets(section):
+        """The targets of issue 10 this section measures, for ``section`` (a result of ``run``,
+        never a skipped one): a list of ``report.target(text, measured, met)`` ([] if none)."""
+
     def report(section):
         """The reStructuredText lines under the section's heading for ``section``, a result of
         ``run`` (never a skipped one) plus its ``date`` and ``git``."""

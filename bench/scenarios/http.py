@@ -70,6 +70,17 @@ def backend_connections(samples):
     return statistics.median(1000 * x["backend_connections"] / max(1, x["backend_requests"]) for x in samples)
 
 
+RATIO_TARGET = 0.25  # requests/s through relayd + bridge -H against direct to the backend
+
+
+def targets(h):
+    samples = h["samples"]
+    ratio = rst.med(samples["http-relay"], "requests_per_s") / rst.med(samples["http-direct"], "requests_per_s")
+    return [rst.target("small HTTP requests through relayd + bridge -H >= %.2fx direct" % RATIO_TARGET,
+                       "%.2fx (%.0f req/s)" % (ratio, rst.med(samples["http-relay"], "requests_per_s")),
+                       ratio >= RATIO_TARGET)]
+
+
 def report(h):
     s = h["settings"]
     cases = (("direct to the backend (baseline)", h["samples"]["http-direct"]),

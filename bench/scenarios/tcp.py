@@ -2,23 +2,27 @@
 
     tcp-direct   iperf3 -c -> iperf3 -s
     tcp-socat    iperf3 -c -> socat -> socat -> iperf3 -s       (two-hop socat chain)
+    tcp-ssh      iperf3 -c -> sshd (-R port) -> ssh -R -> iperf3 -s  (aes128-gcm; skipped
+                 without openssh-server, see bench/sshd.py)
     tcp-door     iperf3 -c -> relayd port-mapped door -> relayd bridge -R -> iperf3 -s
     tcp-bridge   iperf3 -c -> relayd bridge -L -> relayd -> relayd bridge -R -> iperf3 -s
     tcp-transit  iperf3 -c -> transit end -> magic-wormhole transit relay -> transit end
                  -> iperf3 -s  (the ends are bench/peers.py transit-client/-server;
                  skipped when magic-wormhole-transit-relay is not installed)
 
-then, unless --no-profile, one more tcp-bridge test with py-spy sampling relayd.
+then, with --profile, one more tcp-bridge test with py-spy sampling relayd.
 """
 
 import json
+import statistics
 import subprocess
 
 from zope.interface import moduleProvides
 
 from bench import report as rst
+from bench import sshd
 from bench.harness import (
-    Case, Option, Proc, free_port, installed, missing_tools, peer, python, tool,
+    PROFILE, Case, Proc, free_port, installed, missing_tools, peer, python, tool,
 )
 from bench.scenarios import IScenario
 from tests.support.waits import wait_listening
@@ -28,7 +32,7 @@ moduleProvides(IScenario)
 NAME = "tcp"
 TITLE = "TCP throughput (iperf3)"
 ORDER = 40
-OPTIONS = (Option("--no-profile", action="store_true", help="tcp: skip the py-spy profile of relayd"),)
+OPTIONS = (PROFILE,)
 
 ENTITY = "iperf"
 ENTITIES = """
@@ -42,10 +46,11 @@ entity = "%s"
 allow_anonymous = true
 """ % (ENTITY, ENTITY)
 DOOR = "port door (%s)" % ENTITY  # as relayd logs it: "relayd port door (iperf) listening on ..."
-CASES = ("tcp-direct", "tcp-socat", "tcp-door", "tcp-bridge", "tcp-transit")
+CASES = ("tcp-direct", "tcp-socat", "tcp-ssh", "tcp-door", "tcp-bridge", "tcp-transit")
 LABELS = {
     "tcp-direct": "direct (baseline)",
     "tcp-socat": "two-hop socat chain",
+    "tcp-ssh": "ssh -R (aes128-gcm)",
     "tcp-door": "relayd port-mapped door -> bridge -R",
     "tcp-bridge": "bridge -L -> relayd -> bridge -R",
     "tcp-transit": "magic-wormhole transit relay",
@@ -113,6 +118,12 @@ def run(harness, args):
         "tcp-door": (door, [relay, remote]),
         "tcp-bridge": (local.port, [local, relay, remote]),
     }
+    why = sshd.missing()
+    if why:
+        notes.append("tcp-ssh skipped: %s" % why)
+    else:
+        ssh_port, ssh_procs = sshd.start(harness, target)
+        vias["tcp-ssh"] = (ssh_port, ssh_procs)
     if installed("wormhole_transit_relay"):
         transit = harness.start("transit relay", [tool("twistd"), "-n", "--pidfile=", "transitrelay",
                                                   "--port", "tcp:0:interface=127.0.0.1"],
@@ -129,7 +140,7 @@ def run(harness, args):
              for name, (via, watched) in vias.items()}
     samples = harness.alternate(cases, "iperf3 -c and -s", lambda s: "%.2f Gbit/s" % (s["bits_per_second"] / 1e9),
                                 failures=failures)
-    if not args.no_profile:
+    if args.profile:
         profile = profile_bridge(harness, relay, local.port, target, args.seconds)
     return {"settings": {"rounds": args.rounds, "seconds": args.seconds},
             "samples": samples, "cpu_percent": harness.cpu_percent(), "relay_peak_rss": relay.rss_peak(),
@@ -141,24 +152,41 @@ def profile_bridge(harness, relay, port, target, seconds):
     prof = harness.profile(relay, lambda: run_iperf(port, seconds, target), seconds)
     if "skipped" in prof:
         return prof
-    return {"scenario": "tcp-bridge", "seconds": prof["seconds"], "rate_hz": prof["rate_hz"],
-            "samples": prof["samples"], "relay_cpu_percent": prof["cpu_percent"],
-            "gbit_per_s": prof["result"]["bits_per_second"] / 1e9, "top_own": prof["top_own"]}
+    return dict(prof, scenario="tcp-bridge")
+
+
+SSH_TARGET = 1.0  # bridge -L -> relayd -> bridge -R against ssh -R
+BRIDGE_PROCS = ("bridge -L", "relayd", "bridge -R")
+
+
+def cpu_per_gb(samples, names):
+    """Median over the rounds of the CPU seconds of ``names`` (together) per GB received."""
+    return statistics.median(sum(s["cpu_seconds"].get(n, 0) for n in names) / (s["bytes"] / 1e9) for s in samples)
+
+
+def targets(t):
+    samples = t["samples"]
+    if "tcp-ssh" not in samples:
+        return [rst.target("TCP through bridge -L -> relayd -> bridge -R >= %.1fx ssh -R" % SSH_TARGET,
+                           "not measured (%s)" % "; ".join(t.get("notes", [])), False)]
+    ratio = rst.med(samples["tcp-bridge"], "bits_per_second") / rst.med(samples["tcp-ssh"], "bits_per_second")
+    return [rst.target("TCP through bridge -L -> relayd -> bridge -R >= %.1fx ssh -R" % SSH_TARGET,
+                       "%.2fx" % ratio, ratio >= SSH_TARGET)]
 
 
 def report(t):
     s = t["settings"]
     samples = t["samples"]
-    direct = rst.med(samples["tcp-direct"], "bits_per_second")
-    socat = rst.med(samples["tcp-socat"], "bits_per_second")
+    anchors = [("direct", "tcp-direct"), ("socat", "tcp-socat"), ("ssh -R", "tcp-ssh")]
+    anchors = [(label, rst.med(samples[name], "bits_per_second")) for label, name in anchors if name in samples]
     rows = []
     for name in CASES:
         if name not in samples:
             continue
         m = rst.med(samples[name], "bits_per_second")
-        rows.append((LABELS[name], "%.2f Gbit/s" % (m / 1e9),
-                     rst.rng(samples[name], "bits_per_second", 1e9, "%.2f"),
-                     "%.3f" % (m / direct), "%.2f" % (m / socat)))
+        rows.append((LABELS[name], "%.2f Gbit/s" % (m / 1e9), rst.rng(samples[name], "bits_per_second", 1e9, "%.2f"),
+                     *("%.2f" % (m / a) for _, a in anchors)))
+    relay_cpu = cpu_per_gb(samples["tcp-bridge"], BRIDGE_PROCS)
     text = [
         "%s  ``iperf3 -c 127.0.0.1 -p X -t %d -J`` against ``iperf3 -s -1`` (a new"
         % (rst.measured(t), s["seconds"]),
@@ -169,22 +197,25 @@ def report(t):
         "* direct: iperf3 -c -> iperf3 -s.",
         "* two-hop socat chain: iperf3 -c -> ``socat TCP-LISTEN:A,fork TCP:127.0.0.1:B`` ->",
         "  ``socat TCP-LISTEN:B,fork TCP:127.0.0.1:P`` -> iperf3 -s (two plain C splices).",
+        "* ssh -R: iperf3 -c -> the port sshd listens on for ``ssh -N -R 127.0.0.1:A:127.0.0.1:P``",
+        "  -> SSH connection (``-o Ciphers=aes128-gcm@openssh.com``) -> ssh -> iperf3 -s; a throwaway",
+        "  sshd on a loopback port with a fresh host key and user key (``bench/sshd.py``).",
         "* port-mapped door: iperf3 -c -> relayd ``[[tcp_ports]] mode = \"port\"`` -> WebSocket ->",
         "  ``relayd bridge -R iperf:127.0.0.1:P`` -> iperf3 -s.",
         "* bridge -L: iperf3 -c -> ``relayd bridge -L 127.0.0.1:LP:iperf`` -> WebSocket -> relayd ->",
         "  WebSocket -> ``relayd bridge -R`` -> iperf3 -s (the azbridge-style path, three Python",
         "  processes).",
         "* transit relay: iperf3 -c -> ``bench/peers.py transit-client`` -> magic-wormhole-transit-relay",
-        "  (``twistd transitrelay``) -> ``bench/peers.py transit-server`` -> iperf3 -s.  The transit",
-        "  relay pairs two TCP connections by a ``please relay TOKEN for side SIDE`` line and then",
-        "  splices raw bytes; the two ends are small Twisted splicers standing in for the bridge",
-        "  agents, so this path has the same three Twisted processes as the bridge -L path but no",
-        "  WebSocket framing.",
-        "* ssh -R is not measured: there is no sshd on the benchmark machine.",
+        "  (``twistd transitrelay``) -> ``bench/peers.py transit-server`` -> iperf3 -s: the same three",
+        "  Twisted processes as the bridge -L path, splicing raw bytes without WebSocket framing.",
         "",
-        *rst.table(("Scenario", "Median", "Range (Gbit/s)", "vs direct", "vs socat"), rows),
+        *rst.table(("Path", "Median", "Range (Gbit/s)", *("vs %s" % label for label, _ in anchors)), rows),
+        "bridge -L, relayd and bridge -R together used %.2f CPU seconds per GB carried (median)." % relay_cpu,
+        "",
+        "CPU (median share of one core during a round; 100% = one core pegged; sshd counts its",
+        "per-connection children):",
+        "",
     ]
-    text += ["CPU (median share of one core during a round; 100% = one core pegged):", ""]
     text += ["* " + line for line in rst.cpu_note(t["cpu_percent"], CASES)]
     text += ["", rst.rss_note(t), ""]
     for note in t.get("notes", []):
@@ -192,16 +223,6 @@ def report(t):
     for f in t.get("failures", []):
         text += ["One test failed and was run again (round %d, %s): ``%s``."
                  % (f["round"], f["scenario"], f["error"].splitlines()[0]), ""]
-    prof = t.get("profile")
-    if prof and "skipped" not in prof:
-        text += [
-            "Profile of relayd in the middle of one more bridge -L test (``py-spy record --nonblocking``,"
-            " %d Hz for %d s: %d non-idle samples; relayd used %.0f%% of a core meanwhile, and the test"
-            % (prof["rate_hz"], prof["seconds"], prof["samples"], prof["relay_cpu_percent"]),
-            "ran at %.2f Gbit/s); the five functions with the most own time:" % prof["gbit_per_s"],
-            "",
-            *rst.profile_table(prof),
-        ]
-    elif prof:
-        text += ["Profile skipped: %s." % prof["skipped"], ""]
+    text += rst.profile_section(t.get("profile"), "relayd during one more bridge -L test",
+                                lambda r: "%.2f Gbit/s" % (r["bits_per_second"] / 1e9))
     return text
