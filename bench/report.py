@@ -134,7 +134,7 @@ def targets_table(data, scenarios):
     rows = []
     for scenario in scenarios:
         section = data["sections"].get(scenario.NAME)
-        if section is None or "skipped" in section:
+        if section is None or "skipped" in section or "failed" in section:
             continue
         for t in scenario.targets(section):
             rows.append((t["target"], t["measured"], "met" if t["met"] else "**not met**", scenario.NAME))
@@ -149,6 +149,13 @@ def targets_table(data, scenarios):
         "",
         *table(("Target", "Measured", "Status", "Section"), rows),
     ]
+
+
+def failure_notes(section):
+    """A line for every test of ``section`` that failed once and was run again."""
+    return ["One test failed and was run again (round %d, %s): ``%s``."
+            % (f["round"], f["scenario"], f["error"].splitlines()[0] if f["error"] else "?")
+            for f in section.get("failures", [])] + ([""] if section.get("failures") else [])
 
 
 def rss_note(section):
@@ -205,8 +212,9 @@ def profile_text(data):
                 % (name, prof.get("scenario", name), prof["rate_hz"], prof["seconds"], prof["samples"],
                    prof["cpu_percent"]), "", "By own time (leaf function):"]
         out += ["  %5.1f%%  %s" % (p["percent"], p["function"]) for p in prof["top_own"]]
-        for title, key in (("By inclusive time (on the stack; the frames on more than %d%% of the samples, the"
-                            " reactor's main loop, left out):" % (100 * PLUMBING_SHARE), "top_total"), ("By line (leaf):", "top_lines")):
+        inclusive = ("By inclusive time (on the stack; the frames on more than %d%% of the samples, the reactor's"
+                     " main loop, left out):" % (100 * PLUMBING_SHARE))
+        for title, key in ((inclusive, "top_total"), ("By line (leaf):", "top_lines")):
             if prof.get(key):
                 out += ["", title] + ["  %5.1f%%  %s" % (p["percent"], p["function"]) for p in prof[key]]
         out += ["", ""]
@@ -232,7 +240,7 @@ def preamble(data):
         "Performance",
         "===========",
         "",
-        "Produced by ``%s``; raw results in ``docs/performance.json``." % data["command"],
+        "Produced by ``%s``; raw results in ``performance.json`` beside this page." % data["command"],
         "The benchmark needs Node.js and npm (``bench/node``: ``ws`` with ``bufferutil`` and",
         "``utf-8-validate``, installed by ``npm ci`` on the first run), wrk, iperf3, socat and",
         "openssh-server (apt), and optionally magic-wormhole-transit-relay and py-spy (pip); a missing",
@@ -245,8 +253,9 @@ def preamble(data):
         "",
         "Machine: %s, %s, %d cores (a shared VM: other work may run beside the benchmark, hence"
         % (m["arch"], m["cpu"] or "unknown CPU", m["cores"]),
-        "the rounds and medians); Linux %s; Python %s, Twisted %s; %s; %s; socat %s."
-        % (m["kernel"], v.get("python"), v.get("twisted"), v.get("iperf3"), v.get("wrk"), v.get("socat")),
+        "the rounds and medians); Linux %s; Python %s, Twisted %s; Node %s; %s; %s; socat %s; %s."
+        % (m["kernel"], v.get("python"), v.get("twisted"), v.get("node"), v.get("iperf3"), v.get("wrk"),
+           v.get("socat"), v.get("ssh")),
         "Load average (1, 5, 15 min) when the run started: %s; when it ended: %s."
         % (", ".join("%.2f" % x for x in m["loadavg_at_start"]), ", ".join("%.2f" % x for x in m["loadavg_at_end"])),
         "Every process of a scenario (load generator, relay, bridge agents, backend) runs on",
@@ -271,6 +280,9 @@ def render(data, scenarios):
         text += [scenario.TITLE, "-" * len(scenario.TITLE), ""]
         if "skipped" in section:
             text += ["Skipped: %s." % section["skipped"], ""]
+        elif "failed" in section:
+            first = section["failed"].splitlines()[0]
+            text += ["Failed (%s%s): ``%s``" % (section.get("date"), at(section), first), ""]
         else:
             text += scenario.report(section)
     return "\n".join(text).rstrip("\n") + "\n"

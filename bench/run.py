@@ -42,6 +42,7 @@ import json
 import os
 import sys
 import time
+import traceback
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 sys.path.insert(0, ROOT)
@@ -103,8 +104,14 @@ def main():
             continue
         log("section %s" % scenario.NAME)
         date = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-        with Harness(scenario.NAME, args.rounds) as harness:
-            result = scenario.run(harness, args)
+        try:
+            with Harness(scenario.NAME, args.rounds) as harness:
+                result = scenario.run(harness, args)
+        except Exception as e:  # one broken section must not lose the others' figures
+            log("section %s failed:\n%s" % (scenario.NAME, traceback.format_exc()))
+            result = {"failed": "%s: %s" % (type(e).__name__, str(e)[:3000])}
+        if "skipped" in result:
+            log("section %s skipped: %s" % (scenario.NAME, result["skipped"]))
         result["date"] = date
         result["git"] = report.git_state()
         results[scenario.NAME] = result
@@ -121,6 +128,10 @@ def main():
     with open(rst_path) as f:
         print(f.read())
     log("done in %.0f s" % (time.time() - started))
+    failed = [name for name, r in results.items() if name in args.only and "failed" in r]
+    if failed:
+        log("failed sections (see the page): %s" % ", ".join(failed))
+        sys.exit(1)
 
 
 if __name__ == "__main__":

@@ -49,12 +49,13 @@ def run(harness, args):
         "pingpong-direct": Case([peer], lambda: pingpong(direct_url)),
         "pingpong-relay": Case([relay, peer], lambda: pingpong(entity.connect_url, entity.token)),
     }
+    failures = []
     samples = harness.alternate(cases, "pingpong.js",
-                                lambda s: "p50 %.0f us, p99 %.0f us" % (s["p50_us"], s["p99_us"]))
+                                lambda s: "p50 %.0f us, p99 %.0f us" % (s["p50_us"], s["p99_us"]), failures=failures)
     return {"settings": {"rounds": args.rounds, "count": args.pingpong_count, "size": args.pingpong_size,
                          "warmup": WARMUP},
-            "samples": samples, "cpu_percent": harness.cpu_percent(), "relay_peak_rss": relay.rss_peak(),
-            "versions": nodejs.versions()}
+            "samples": samples, "failures": failures, "cpu_percent": harness.cpu_percent(),
+            "relay_peak_rss": relay.rss_peak(), "versions": nodejs.versions()}
 
 
 def added(section, key):
@@ -77,8 +78,8 @@ def report(section):
     rows = []
     for name, label in (("pingpong-direct", "direct WebSocket, Node to Node (baseline)"),
                         ("pingpong-relay", "through relayd (HC sender -> HC listener)")):
-        rows.append((label, "%.0f µs" % rst.med(samples[name], "p50_us"), "%.0f µs" % rst.med(samples[name], "p90_us"),
-                     "%.0f µs" % rst.med(samples[name], "p99_us"), rst.rng(samples[name], "p50_us", 1, "%.0f")))
+        rows.append((label, *("%.0f µs" % rst.med(samples[name], k) for k in ("p50_us", "p90_us", "p99_us")),
+                     rst.rng(samples[name], "p50_us", 1, "%.0f")))
     rows.append(("added by relayd", "+%.0f µs" % added(section, "p50_us"), "+%.0f µs" % added(section, "p90_us"),
                  "+%.0f µs" % added(section, "p99_us"), ""))
     return [
@@ -96,4 +97,5 @@ def report(section):
         + "; ".join(rst.cpu_note(section["cpu_percent"], ("pingpong-direct", "pingpong-relay"))) + ".",
         rst.rss_note(section),
         "",
+        *rst.failure_notes(section),
     ]

@@ -83,7 +83,8 @@ def hold(url, token, count, inflight, holder, legs_per_connection, relay=None):
             if not line or line.strip() == "HELD":
                 break
             lines.append(line)
-        result = nodejs.parse_result("rendezvous.js", "".join(lines), "" if client.poll() is None else client.stderr.read())
+        stderr = "" if client.poll() is None else client.stderr.read()
+        result = nodejs.parse_result("rendezvous.js", "".join(lines), stderr)
         if relay:
             result["relay_cpu_s"] = relay.cpu() - cpu0
         want = base_fds + legs_per_connection * count
@@ -147,9 +148,11 @@ def run(harness, args):
             text += ", %.1f KB RSS per held connection" % (s["rss_per_connection"] / 1000)
         return text
 
-    samples = harness.alternate(cases, "rendezvous.js", show)
+    failures = []
+    samples = harness.alternate(cases, "rendezvous.js", show, failures=failures)
     return {"settings": {"rounds": args.rounds, "count": count, "inflight": inflight},
-            "samples": samples, "cpu_percent": harness.cpu_percent(), "versions": nodejs.versions()}
+            "samples": samples, "failures": failures, "cpu_percent": harness.cpu_percent(),
+            "versions": nodejs.versions()}
 
 
 def figures(section):
@@ -177,7 +180,8 @@ def report(section):
     direct, rate, rss, cpu_ms = figures(section)
     relayed = samples["rendezvous-relay"]
     rows = [
-        ("direct WebSocket, Node to Node (baseline)", "%.0f" % direct, rst.rng(samples["rendezvous-direct"], "per_s", 1, "%.0f"),
+        ("direct WebSocket, Node to Node (baseline)", "%.0f" % direct,
+         rst.rng(samples["rendezvous-direct"], "per_s", 1, "%.0f"),
          "%.1f ms" % rst.med(samples["rendezvous-direct"], "p50_ms"),
          "%.1f ms" % rst.med(samples["rendezvous-direct"], "p99_ms"), "", ""),
         ("through relayd (sender, accept message, listener's leg)", "%.0f" % rate, rst.rng(relayed, "per_s", 1, "%.0f"),
@@ -204,4 +208,5 @@ def report(section):
         "CPU (median share of one core during a round, opening, holding and closing): "
         + "; ".join(rst.cpu_note(section["cpu_percent"], ("rendezvous-direct", "rendezvous-relay"))) + ".",
         "",
+        *rst.failure_notes(section),
     ]

@@ -56,10 +56,11 @@ def run(harness, args):
         "stream-direct": Case([peer], lambda: stream(direct_url)),
         "stream-relay": Case([relay, peer], lambda: stream(entity.connect_url, entity.token)),
     }
-    samples = harness.alternate(cases, "stream.js", lambda s: "%.0f MB/s" % s["mb_per_s"])
+    failures = []
+    samples = harness.alternate(cases, "stream.js", lambda s: "%.0f MB/s" % s["mb_per_s"], failures=failures)
     result = {"settings": {"rounds": args.rounds, "mib": args.stream_mib, "message_kib": args.stream_message_kib},
-              "samples": samples, "cpu_percent": harness.cpu_percent(), "relay_peak_rss": relay.rss_peak(),
-              "versions": nodejs.versions()}
+              "samples": samples, "failures": failures, "cpu_percent": harness.cpu_percent(),
+              "relay_peak_rss": relay.rss_peak(), "versions": nodejs.versions()}
     if args.profile:
         rate = rst.med(samples["stream-relay"], "mb_per_s") * 1e6
         nbytes = int(rate * (PROFILE_SECONDS + PROFILE_MARGIN)) // message * message
@@ -113,6 +114,7 @@ def report(section):
         + "; ".join(rst.cpu_note(section["cpu_percent"], ("stream-direct", "stream-relay"))) + ".",
         rst.rss_note(section),
         "",
+        *rst.failure_notes(section),
         *rst.profile_section(section.get("profile"), "relayd during one more relayed stream",
                              lambda r: "%.0f MB/s" % r["mb_per_s"]),
     ]

@@ -220,9 +220,7 @@ def report(t):
     text += ["", rst.rss_note(t), ""]
     for note in t.get("notes", []):
         text += [note + ".", ""]
-    for f in t.get("failures", []):
-        text += ["One test failed and was run again (round %d, %s): ``%s``."
-                 % (f["round"], f["scenario"], f["error"].splitlines()[0]), ""]
+    text += rst.failure_notes(t)
     text += rst.profile_section(t.get("profile"), "relayd during one more bridge -L test",
                                 lambda r: "%.2f Gbit/s" % (r["bits_per_second"] / 1e9))
     return text

@@ -15,7 +15,8 @@ from bench.scenarios import pingpong, rendezvous, stream, tcp
 RAW_PROFILE = """\
 <module> (twistd:1);run (app.py:10);doPoll (epollreactor.py:227);doRead (tcp.py:278) 60
 <module> (twistd:1);run (app.py:10);doPoll (epollreactor.py:227);doRead (tcp.py:280) 10
-<module> (twistd:1);run (app.py:10);doPoll (epollreactor.py:227);processData (protocol.py:1785);process (_xormasker.py:134) 20
+<module> (twistd:1);run (app.py:10);doPoll (epollreactor.py:227);processData (protocol.py:1785);\
+process (_xormasker.py:134) 20
 <module> (twistd:1);run (app.py:10);doPoll (epollreactor.py:244) 10
 not a sample line
 """
@@ -115,7 +116,8 @@ def tcp_section(with_ssh=True):
 def test_tcp_bridge_against_ssh_and_cpu_per_gb():
     [t] = tcp.targets(tcp_section())
     assert t["measured"] == "%.2fx" % (2.5 / 4.2) and t["met"] is False
-    assert tcp.cpu_per_gb(tcp_section()["samples"]["tcp-bridge"], tcp.BRIDGE_PROCS) == pytest.approx(2.0 / (2.5 * 5 / 8))
+    bridge = tcp_section()["samples"]["tcp-bridge"]
+    assert tcp.cpu_per_gb(bridge, tcp.BRIDGE_PROCS) == pytest.approx(2.0 / (2.5 * 5 / 8))  # 2 s for 1.5625 GB
     text = "\n".join(tcp.report(tcp_section()))
     assert "vs ssh -R" in text
 
@@ -191,3 +193,12 @@ def test_cpu_seconds_counts_a_live_child_and_reaped_ones():
         proc.kill()
         proc.wait()
     assert harness.cpu_seconds(proc.pid) is None
+
+
+def test_a_failed_section_is_shown_as_failed_and_has_no_targets():
+    data = page({"stream": {"failed": "RuntimeError: stream.js: closed early: 1006\nmore", "date": "D", "git": "abc"},
+                 "pingpong": pingpong_section((40,) * 3, (60,) * 3, (100,) * 3, (200,) * 3)})
+    text = report.render(data, scenarios.load())
+    assert "Failed (D at commit abc): ``RuntimeError: stream.js: closed early: 1006``" in text
+    targets = text[text.index("Targets\n-------"):text.index("One WebSocket stream\n")]
+    assert " stream\n" not in targets and " pingpong\n" in targets
