@@ -38,55 +38,32 @@ from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg
 from relayd.transports.listener.offers import AcceptOffer
 from relayd.transports.listener.roles import Denied, Role, authorize, param
 from relayd.wire import sas
+from relayd.wire.hc import connect_headers, raw_headers
 
 HC_PREFIX = "/$hc/"
 ACTIONS = ("listen", "connect", "accept", "request")
 # Bytes a sender may send before its handshake has completed (it waits for a listener);
 # beyond this the relay stops reading it until the handshake ends.
 PREOPEN_BUFFER_MAX = 64 * 1024
+# What Autobahn keeps of the opening handshake (raw request, parsed request line, headers and
+# query, the 101 response): a server protocol no longer reads them once open, so relayd drops
+# them then instead of carrying them for the connection's life (~5 KB per relayed connection).
+# The request part is not read after onConnect either (completing the handshake needs only the
+# key, the offered subprotocols and extensions): a sender waiting for a listener drops it then.
+HANDSHAKE_REQUEST = (
+    "http_request_data", "http_status_line", "http_headers", "http_request_uri", "http_request_path",
+    "http_request_params", "http_request_host", "websocket_origin",
+)
+HANDSHAKE_LEFTOVERS = HANDSHAKE_REQUEST + (
+    "http_response_data", "websocket_protocols", "websocket_extensions", "_wskey",
+)
 
 
-def raw_headers(request_head):
-    """Header (name, value) pairs from a raw HTTP request head, with the sender's own casing."""
-    lines = request_head.decode("iso-8859-1").split("\r\n")[1:]
-    headers = []
-    for line in lines:
-        if not line:
-            continue
-        if line[0] in " \t" and headers:
-            name, value = headers[-1]
-            headers[-1] = (name, value + " " + line.strip())
-            continue
-        name, sep, value = line.partition(":")
-        if sep:
-            headers.append((name.strip(), value.strip()))
-    return headers
-
-
-_CANONICAL = {
-    "sec-websocket-key": "Sec-WebSocket-Key",
-    "sec-websocket-version": "Sec-WebSocket-Version",
-    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
-    "host": "Host",
-    "origin": "Origin",
-    "user-agent": "User-Agent",
-    "upgrade": "Upgrade",
-    "connection": "Connection",
-}
-
-_NOT_FORWARDED = {"sec-websocket-extensions", "servicebusauthorization"}
-
-
-def connect_headers(pairs, drop_authorization):
-    """The ``connectHeaders`` object: every header the sender sent, except extensions and tokens."""
-    out = {}
-    for name, value in pairs:
-        low = name.lower()
-        if low in _NOT_FORWARDED or (drop_authorization and low == "authorization"):
-            continue
-        name = _CANONICAL.get(low, name)
-        out[name] = out[name] + ", " + value if name in out else value
-    return out
+def release(protocol, names):
+    """Drop the attributes ``names`` from ``protocol``'s instance (those it has)."""
+    attributes = protocol.__dict__
+    for name in names:
+        attributes.pop(name, None)
 
 
 class Sender(Role):
@@ -109,19 +86,18 @@ class Sender(Role):
         f = protocol.factory
         dropped_authorization = False
         if entity.requires_client_authorization:
-            authorize(f, request, entity, token, sas.SEND)
+            authorize(f, request.headers.get("host"), entity, token, sas.SEND)
             dropped_authorization = not (
                 param(request, "sb-hc-token") or "servicebusauthorization" in request.headers
             )
-        protocol.entity_path = entity.path
-        protocol.maxMessagePayloadSize = 0
-        protocol.maxFramePayloadSize = 0
+        protocol.entity_path = entity.path  # no payload limits: the factory's 0 (no limit) applies
         transport = protocol.transport
         offer = AcceptOffer(
             request.headers.get("host"), ISSLTransport.providedBy(transport),
             connect_headers(raw_headers(protocol.http_request_data), dropped_authorization),
             suffix, urlsplit(protocol.http_request_uri).query, transport.getPeer(),
         )
+        release(protocol, HANDSHAKE_REQUEST)  # it may wait long for a listener: keep only the offer
         # The accept deadline (switchboard) bounds this handshake from here on.
         if protocol.openHandshakeTimeoutCall is not None:
             protocol.openHandshakeTimeoutCall.cancel()
@@ -181,6 +157,32 @@ class Sender(Role):
             rv.cancel()
 
 
+class FactorySetting:
+    """One of Autobahn's protocol settings, read from the protocol's factory.
+
+    Autobahn copies its ~29 settings (``CONFIG_ATTRS``) from the factory onto every protocol
+    instance when it connects, and pretty-prints them for a debug line that is then dropped (a
+    third of the relay's CPU when connections arrive quickly).  :class:`HybridProtocol` has no
+    ``CONFIG_ATTRS`` (nothing is copied or formatted) and one of these per setting instead:
+    an instance carries only its own state, each factory's settings are its own.  A role that
+    needs a setting of its own (a control channel's payload limit, its pings) sets it on its
+    instance, which takes precedence (this is a non-data descriptor)."""
+
+    __slots__ = ("name",)
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, protocol, cls=None):
+        if protocol is None:
+            return self
+        try:
+            factory = protocol.factory
+        except AttributeError:
+            raise AttributeError(self.name) from None
+        return getattr(factory, self.name)
+
+
 @implementer(IClosable, IRendezvousLeg)
 class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
     """One WebSocket on the HC door.  Autobahn builds one class for every socket; onConnect
@@ -191,6 +193,8 @@ class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
     _log = Logger()
 
     role = None
+
+    CONFIG_ATTRS = ()  # read from the factory instead: see FactorySetting (set below the class)
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -264,7 +268,7 @@ class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
     def _create_on_listen(self, rel, token, request):
         path = rel.strip("/")
         candidate = Entity(path)
-        verified = authorize(self.factory, request, candidate, token, sas.MANAGE)
+        verified = authorize(self.factory, request.headers.get("host"), candidate, token, sas.MANAGE)
         self._log.info("creating hybrid connection {path} on first listen (rule {rule})",
                        path=path, rule=verified.rule.name)
         try:
@@ -280,6 +284,9 @@ class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
         super().dataReceived(data)
 
     def onOpen(self):
+        # Autobahn reads none of the handshake once open (it has sent the 101 and only frames
+        # follow); the role took what it needs in onConnect.
+        release(self, HANDSHAKE_LEFTOVERS)
         self.role.opened()
 
     def onMessage(self, payload, isBinary):
@@ -315,13 +322,35 @@ class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
                 setattr(self, name, None)
 
 
+for _name in WebSocketServerProtocol.CONFIG_ATTRS:
+    setattr(HybridProtocol, _name, FactorySetting(_name))
+del _name
+
+
+class ClockTimer:
+    """Autobahn's timers (opening and closing handshake timeouts, auto-ping and its timeout) on
+    the relay's injected clock: Autobahn schedules them with ``factory._batched_timer.call_later``,
+    whose default (txaio's) runs on the global reactor whatever the factory was given."""
+
+    __slots__ = ("clock",)
+
+    def __init__(self, clock):
+        self.clock = clock
+
+    def call_later(self, delay, func, *args, **kwargs):
+        return self.clock.callLater(delay, func, *args, **kwargs)
+
+
 class HybridFactory(WebSocketServerFactory):
-    """Shared state of the HC door: namespace, switchboard, settings."""
+    """Shared state of the HC door: namespace, switchboard, settings.
+
+    Its protocol reads Autobahn's settings from it (see :class:`FactorySetting`)."""
 
     protocol = HybridProtocol
 
     def __init__(self, namespace, switchboard, settings, clock):
         super().__init__(url=None, server="relayd", reactor=clock)
+        self._batched_timer = ClockTimer(clock)
         self.namespace = namespace
         self.switchboard = switchboard
         self.settings = settings
@@ -339,6 +368,9 @@ class HybridFactory(WebSocketServerFactory):
             utf8validateIncoming=True,
             failByDrop=False,
             autoFragmentSize=0,
+            # data legs relay messages of any size; a control channel sets its own limits
+            maxMessagePayloadSize=0,
+            maxFramePayloadSize=0,
         )
 
     def stopFactory(self):

@@ -24,12 +24,16 @@ A ``request`` with only ``address`` and ``id`` asks the listener to open a rende
 there (the request itself follows on it); a ``response`` may travel on the control channel or
 on such a rendezvous.
 
+:func:`raw_headers` and :func:`connect_headers` take what an ``accept`` carries of the sender's
+handshake from its raw request head.
+
 Pure: no Twisted, no Autobahn.  Both decoders raise :class:`MessageError` with a message that
 says what is wrong with the peer's message.
 """
 
 import json
 from dataclasses import dataclass, field
+from json.encoder import encode_basestring as _string  # json.dumps' own escaper (ensure_ascii=False)
 from urllib.parse import quote, unquote_plus, urlencode, urlsplit
 
 # The protocol's 64 KiB: the largest control message (JSON) relayd takes, and the largest HTTP
@@ -46,25 +50,63 @@ def _compact(obj):
     return json.dumps(obj, separators=(",", ":"), ensure_ascii=False)
 
 
+# The relay encodes an accept (or request) per rendezvous: a fixed template with each variable part
+# escaped by the JSON module's string escaper costs a third of building the dict and serialising
+# it, with the same bytes (tests/unit/test_rendezvous_cost_hc.py compares them with json.dumps).
+# Anything that is not a plain str (or an int port) goes through the generic encoder.
+
+def _value(value):
+    if type(value) is str:
+        return _string(value)
+    if type(value) is int:
+        return str(value)
+    return _compact(value)
+
+
+def _members(mapping):
+    """``{"name":"value",...}`` for a mapping of str to str, in order; None otherwise."""
+    parts = []
+    for name, value in mapping.items():
+        if type(name) is not str or type(value) is not str:
+            return None
+        parts.append(_string(name) + ":" + _string(value))
+    return "{" + ",".join(parts) + "}"
+
+
+def _endpoint(remote_address, remote_port):
+    return ',"remoteEndpoint":{"address":' + _value(remote_address) + ',"port":' + _value(remote_port) + "}"
+
+
 def encode_accept(address, rendezvous_id, connect_headers, remote_address=None, remote_port=None):
-    body = {"address": address, "id": rendezvous_id, "connectHeaders": dict(connect_headers)}
+    headers = dict(connect_headers)
+    members = _members(headers)
+    if members is None:
+        body = {"address": address, "id": rendezvous_id, "connectHeaders": headers}
+        if remote_address is not None:
+            body["remoteEndpoint"] = {"address": remote_address, "port": remote_port}
+        return _compact({"accept": body})
+    out = '{"accept":{"address":' + _value(address) + ',"id":' + _value(rendezvous_id) + \
+        ',"connectHeaders":' + members
     if remote_address is not None:
-        body["remoteEndpoint"] = {"address": remote_address, "port": remote_port}
-    return _compact({"accept": body})
+        out += _endpoint(remote_address, remote_port)
+    return out + "}}"
 
 
 def encode_request(address, request_id, request_target=None, method=None, headers=None,
                    body=False, remote_address=None, remote_port=None):
     """A ``request`` message.  With only ``address`` set it asks the listener to rendezvous."""
-    msg = {"address": address, "id": request_id}
-    if method is not None:
-        msg.update(
-            {"requestTarget": request_target, "method": method,
-             "requestHeaders": dict(headers or {}), "body": bool(body)}
-        )
-        if remote_address is not None:
-            msg["remoteEndpoint"] = {"address": remote_address, "port": remote_port}
-    return _compact({"request": msg})
+    out = '{"request":{"address":' + _value(address) + ',"id":' + _value(request_id)
+    if method is None:
+        return out + "}}"
+    headers = dict(headers or {})
+    members = _members(headers)
+    if members is None:
+        members = _compact(headers)
+    out += ',"requestTarget":' + _value(request_target) + ',"method":' + _value(method) + \
+        ',"requestHeaders":' + members + ',"body":' + ("true" if body else "false")
+    if remote_address is not None:
+        out += _endpoint(remote_address, remote_port)
+    return out + "}}"
 
 
 def encode_renew_token(token):
@@ -260,3 +302,48 @@ def rendezvous_address(base_url, entity_path, suffix, query, action, key):
     extra = urlencode([("sb-hc-action", action), ("sb-hc-id", key)])
     q = kept + "&" + extra if kept else extra
     return "%s://%s%s?%s" % (scheme, parts.netloc, path, q)
+
+
+# -- what an accept message carries of the sender's handshake ---------------------------------------
+
+def raw_headers(request_head):
+    """Header (name, value) pairs from a raw HTTP request head, with the sender's own casing."""
+    lines = request_head.decode("iso-8859-1").split("\r\n")[1:]
+    headers = []
+    for line in lines:
+        if not line:
+            continue
+        if line[0] in " \t" and headers:
+            name, value = headers[-1]
+            headers[-1] = (name, value + " " + line.strip())
+            continue
+        name, sep, value = line.partition(":")
+        if sep:
+            headers.append((name.strip(), value.strip()))
+    return headers
+
+
+_CANONICAL = {
+    "sec-websocket-key": "Sec-WebSocket-Key",
+    "sec-websocket-version": "Sec-WebSocket-Version",
+    "sec-websocket-protocol": "Sec-WebSocket-Protocol",
+    "host": "Host",
+    "origin": "Origin",
+    "user-agent": "User-Agent",
+    "upgrade": "Upgrade",
+    "connection": "Connection",
+}
+
+_NOT_FORWARDED = {"sec-websocket-extensions", "servicebusauthorization"}
+
+
+def connect_headers(pairs, drop_authorization):
+    """The ``connectHeaders`` object: every header the sender sent, except extensions and tokens."""
+    out = {}
+    for name, value in pairs:
+        low = name.lower()
+        if low in _NOT_FORWARDED or (drop_authorization and low == "authorization"):
+            continue
+        name = _CANONICAL.get(low, name)
+        out[name] = out[name] + ", " + value if name in out else value
+    return out

@@ -36,9 +36,9 @@ class ControlChannel(Role):
     _token_timer = None
     _pressure = None
 
-    def __init__(self, protocol, request, entity, listener_id):
+    def __init__(self, protocol, host, entity, listener_id):
         super().__init__(protocol)
-        self.request = request  # renewToken is checked against the same hosts
+        self.host = host  # the handshake's Host: renewToken is checked against the same hosts
         self.entity = entity
         self.entity_path = entity.path
         self.listener_id = listener_id
@@ -47,8 +47,9 @@ class ControlChannel(Role):
     def listen(cls, protocol, request, entity, token):
         """Check the handshake, register the channel with the switchboard, arm the token timer."""
         f = protocol.factory
-        verified = authorize(f, request, entity, token, sas.LISTEN)
-        channel = cls(protocol, request, entity, param(request, "sb-hc-id") or access.tracking_id())
+        host = request.headers.get("host")
+        verified = authorize(f, host, entity, token, sas.LISTEN)
+        channel = cls(protocol, host, entity, param(request, "sb-hc-id") or access.tracking_id())
         protocol.entity_path = entity.path
         protocol.maxMessagePayloadSize = f.limits.control_message_max
         protocol.maxFramePayloadSize = f.limits.control_message_max
@@ -131,7 +132,7 @@ class ControlChannel(Role):
             return
         if isinstance(message, hc.RenewToken):
             try:
-                verified = authorize(self.factory, self.request, self.entity, message.token, sas.LISTEN)
+                verified = authorize(self.factory, self.host, self.entity, message.token, sas.LISTEN)
             except Denied as e:
                 self.close(1008, "renewToken rejected: %s" % e.message)
                 return

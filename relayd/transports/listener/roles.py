@@ -59,11 +59,11 @@ def param(request, name):
     return values[0] if values else None
 
 
-def authorize(factory, request, entity, token, right):
+def authorize(factory, host, entity, token, right):
     """Check ``token`` for ``right`` on ``entity`` (the hosts the sender may have addressed come
-    from the handshake's Host and the relay's public URL).  Raises :class:`Denied`."""
+    from ``host``, the handshake's Host header, and the relay's public URL).  Raises :class:`Denied`."""
     public = factory.public_url
-    hosts = access.candidate_hosts(request.headers.get("host"), urlsplit(public).hostname if public else None)
+    hosts = access.candidate_hosts(host, urlsplit(public).hostname if public else None)
     try:
         return access.authorize(factory.namespace, entity, token, right, hosts, factory.clock.seconds())
     except sas.AuthError as e:
