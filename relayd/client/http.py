@@ -78,30 +78,25 @@ class RequestLeg(RelayedConnection):
         self.maxMessagePayloadSize = 0
         self.maxFramePayloadSize = 0
 
-    def onMessageBegin(self, isBinary):
-        if isBinary:
+    # the frame reader's sink (see RelayedConnection): requests are text, bodies binary
+    def message_begin(self, is_binary):
+        if is_binary:
             self._body = self._current_body
         else:
             self._text = []
             self._size = 0
 
-    def onMessageFrameBegin(self, length):
-        pass
-
-    def onMessageFrameData(self, payload):
+    def message_data(self, view):
         if self._text is not None:
-            self._size += len(payload)
+            self._size += len(view)
             if self._size > hc.MAX_CONTROL_JSON:
                 self.sendClose(1000)
                 return
-            self._text.append(payload)
+            self._text.append(bytes(view))
         elif self._body is not None:
-            self._body.data(payload)
+            self._body.data(bytes(view))
 
-    def onMessageFrameEnd(self):
-        pass
-
-    def onMessageEnd(self):
+    def message_end(self):
         if self._text is not None:
             text, self._text = b"".join(self._text), None
             try:
@@ -236,7 +231,7 @@ class HttpHandler:
         if leg is not None:
             if leg.state != leg.STATE_OPEN:
                 return  # the leg closed (the request was cut short): nobody to answer
-            leg.sendMessage(message.encode("utf-8"), isBinary=False)
+            leg.send(message)
         elif channel is not None:
             channel.send(message)
 
@@ -270,7 +265,7 @@ class HttpHandler:
         return self._stream(response, request.id, head, leg)
 
     def _stream(self, response, request_id, head, leg, close_after=False):
-        leg.sendMessage(hc.encode_response(request_id, *head, body=True).encode("utf-8"), isBinary=False)
+        leg.send(hc.encode_response(request_id, *head, body=True))
         done = defer.Deferred()
         response.deliverBody(BodyToLeg(leg, done))
         if close_after:

@@ -90,17 +90,17 @@ class BodyToLeg(Protocol):
     def __init__(self, leg, done):
         self.leg = leg
         self.done = done
+        self.first = True  # the next frame starts the message
 
     def connectionMade(self):
         self.leg.response_body = self
-        self.leg.beginMessage(isBinary=True)
         self.leg.transport.registerProducer(_Pausing(self.transport), True)
 
     def dataReceived(self, data):
         if self.leg.state != self.leg.STATE_OPEN:
             return
-        self.leg.beginMessageFrame(len(data))
-        self.leg.sendMessageFrameData(data)
+        self.leg.send_fragment(data, self.first, False)  # one masked frame per read
+        self.first = False
 
     def leg_lost(self):
         """The leg closed mid-response: stop reading the local response (its connection closes)."""
@@ -114,7 +114,7 @@ class BodyToLeg(Protocol):
         if getattr(self.leg.transport, "producer", None) is not None:
             self.leg.transport.unregisterProducer()
         if self.leg.state == self.leg.STATE_OPEN:
-            self.leg.endMessage()
+            self.leg.send_fragment(b"", self.first, True)
         self.done.callback(None)
 
 

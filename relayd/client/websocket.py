@@ -7,11 +7,15 @@ default a :class:`RelayedConnection`; the protocol tells its factory
 
 A :class:`RelayedConnection` is one end of a relayed WebSocket, on either side:
 
-* messages: ``send(str)`` sends a text message, ``send(bytes)`` a binary one; incoming
+* messages: ``send(str)`` sends a text message, ``send(bytes)`` a binary one, each as one
+  frame (``send_in_place(buffer)`` masks a buffer the caller gives up where it is,
+  ``send_fragment`` sends a message in pieces); incoming
   messages go to ``on_message(data)`` (``str`` for text, ``bytes`` for binary) or, when
   no callback is set, queue up for ``receive()`` (a Deferred per message);
 * streaming: with ``on_data`` set, payload is handed over in chunks as it arrives (text
-  as UTF-8 bytes), without assembling whole messages, for byte pipes; ``attach(protocol)``
+  as UTF-8 bytes), without assembling whole messages, for byte pipes; ``on_view`` is the
+  same with a memoryview valid only during the call (for a sink that writes it out at once);
+  ``on_message_end(is_binary, size)`` marks the end of each message; ``attach(protocol)``
   runs an ordinary Twisted :class:`~twisted.internet.interfaces.IProtocol` over it
   (``transport.write`` sends binary messages, ``dataReceived`` gets the payload);
 * flow control: ``pauseProducing()`` / ``resumeProducing()`` stop and restart reading
@@ -22,7 +26,10 @@ A :class:`RelayedConnection` is one end of a relayed WebSocket, on either side:
   (a new Deferred on each access, firing with ``(code, reason)`` of the peer's close frame,
   1005 when it had no code, 1006 when the TCP connection dropped) tell when it ended.
 
-Everything runs on the reactor passed in; nothing blocks and no thread is used.
+After the opening handshake frames are read and written by
+:class:`relayd.client.connection.DataPath` (streaming, masked in place, zero-copy I/O on
+plain TCP), not by Autobahn's message machinery.  Everything runs on the reactor passed in;
+nothing blocks and no thread is used.
 """
 
 
@@ -34,6 +41,9 @@ from twisted.internet.interfaces import IPushProducer, ITransport, IConsumer
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 from zope.interface import implementer
+
+from relayd.client.connection import DataPath
+from relayd.wire import wsframe
 
 class ConnectionClosed(Exception):
     """``receive()`` on a connection that has closed."""
@@ -48,8 +58,23 @@ def _normal_code(code):
     return 1005 if code is None else code
 
 
+class _Callback:
+    """A callback attribute of :class:`RelayedConnection`: setting it delivers the messages
+    that queued up while no callback was set."""
+
+    def __init__(self, name):
+        self.name = name
+
+    def __get__(self, conn, owner=None):
+        return self if conn is None else getattr(conn, self.name)
+
+    def __set__(self, conn, callback):
+        setattr(conn, self.name, callback)
+        conn._drain_queue()
+
+
 @implementer(IPushProducer)
-class RelayedConnection(WebSocketClientProtocol):
+class RelayedConnection(DataPath, WebSocketClientProtocol):
     """One relayed WebSocket (see the module docstring)."""
 
     _log = Logger()
@@ -59,6 +84,7 @@ class RelayedConnection(WebSocketClientProtocol):
         super().__init__()
         self._on_message = None
         self._on_data = None
+        self._on_view = None
         self.on_close = None
         self.subprotocol = None
         self.response_headers = {}
@@ -75,98 +101,80 @@ class RelayedConnection(WebSocketClientProtocol):
 
     # -- callbacks as properties: setting one delivers what queued up meanwhile -----------
 
-    @property
-    def on_message(self):
-        return self._on_message
-
-    @on_message.setter
-    def on_message(self, callback):
-        self._on_message = callback
-        self._drain_queue()
-
-    @property
-    def on_data(self):
-        return self._on_data
-
-    @on_data.setter
-    def on_data(self, callback):
-        self._on_data = callback
-        self._drain_queue()
+    on_message = _Callback("_on_message")
+    on_view = _Callback("_on_view")
+    on_data = _Callback("_on_data")
 
     def _drain_queue(self):
-        while self._queue and (self._on_message is not None or self._on_data is not None):
+        while self._queue and (self._on_message is not None or self._on_data is not None
+                               or self._on_view is not None):
             self._deliver(self._queue.popleft())
         self._update_queue_pause()
 
     def _deliver(self, data):
-        if self._on_data is not None:
-            self._on_data(data.encode("utf-8") if isinstance(data, str) else data)
-        else:
+        if self._on_view is None and self._on_data is None:
             self._on_message(data)
+            return
+        is_binary = not isinstance(data, str)
+        data = data if is_binary else data.encode("utf-8")
+        if data:
+            if self._on_view is not None:
+                self._on_view(memoryview(data))
+            else:
+                self._on_data(data)
+        if self.on_message_end is not None:
+            self.on_message_end(is_binary, len(data))
 
     # -- Autobahn hooks ------------------------------------------------------------------
 
     on_traffic = None  # called with no arguments whenever bytes arrive (keepalive tracking)
-
-    def dataReceived(self, data):
-        if self.on_traffic is not None:
-            self.on_traffic()
-        super().dataReceived(data)
 
     def onConnect(self, response):
         self.subprotocol = response.protocol
         self.response_headers = dict(response.headers)
 
     def onOpen(self):
+        leftover = self.start_data_path()  # frames are read and written by relayd from now on
         self.opened = True
         self.factory.opened(self)
+        if leftover:
+            self.data_arrived(leftover)
 
-    def onMessageBegin(self, isBinary):
-        if self._on_data is not None:
-            self._streaming = True
-            self.message_is_binary = isBinary
-            self._streamed = 0
-            return
-        self._streaming = False
-        super().onMessageBegin(isBinary)
+    # -- the frame reader's sink (relayd.client.connection.FrameReader) ---------------------
 
-    def onMessageFrameBegin(self, length):
-        if self._streaming:
-            return
-        super().onMessageFrameBegin(length)
-
-    def onMessageFrameData(self, payload):
-        if self._streaming:
-            self._streamed += len(payload)
-            if payload and self._on_data is not None:
-                self._on_data(payload)
-            return
-        super().onMessageFrameData(payload)
-
-    def onMessageFrameEnd(self):
-        if self._streaming:
-            return
-        super().onMessageFrameEnd()
-
-    def onMessageEnd(self):
-        if self._streaming:
-            self._streaming = False
-            if self.on_message_end is not None:
-                self.on_message_end(self.message_is_binary, self._streamed)
-            return
-        super().onMessageEnd()
-
-    _streaming = False
-    _streamed = 0
-    # streaming (``on_data``) mode: called with (is_binary, size in bytes) as each message ends,
-    # e.g. to see an empty binary message (the half-close marker of relayd's byte pipes)
+    # streaming mode: called with (is_binary, size in bytes) as each message ends, e.g. to see
+    # an empty binary message (the half-close marker of relayd's byte pipes)
     on_message_end = None
+    message_is_binary = True
+    _streamed = 0
+    _parts = None  # the pieces of a message assembled for on_message / receive()
+
+    def message_begin(self, is_binary):
+        self.message_is_binary = is_binary
+        self._streamed = 0
+        self._parts = None if (self._on_view is not None or self._on_data is not None) else []
+
+    def message_data(self, view):
+        self._streamed += len(view)
+        if self._parts is not None:
+            self._parts.append(bytes(view))
+        elif self._on_view is not None:
+            self._on_view(view)
+        elif self._on_data is not None:
+            self._on_data(bytes(view))
+
+    def message_end(self):
+        parts, self._parts = self._parts, None
+        if parts is not None:
+            self.onMessage(b"".join(parts), self.message_is_binary)
+        elif self.on_message_end is not None:
+            self.on_message_end(self.message_is_binary, self._streamed)
 
     def onMessage(self, payload, isBinary):
         data = payload if isBinary else payload.decode("utf-8")
         if self._waiters:
             self._waiters.popleft().callback(data)
-        elif self._on_message is not None or self._on_data is not None:
+        elif self._on_message is not None or self._on_data is not None or self._on_view is not None:
             self._deliver(data)
         else:
             self._queue.append(data)
@@ -201,9 +209,23 @@ class RelayedConnection(WebSocketClientProtocol):
         if self.state != self.STATE_OPEN:
             raise ConnectionClosed(self.close_code, self.close_reason or "the connection is not open")
         if isinstance(data, str):
-            self.sendMessage(data.encode("utf-8"), isBinary=False)
+            self.write_frame(wsframe.TEXT, data.encode("utf-8"))
         else:
-            self.sendMessage(bytes(data), isBinary=True)
+            self.write_frame(wsframe.BINARY, data)
+
+    def send_in_place(self, buffer):
+        """Send the writable ``buffer`` (e.g. a read buffer about to be reused) as one binary
+        message, masking it where it is: its contents are garbage afterwards."""
+        if self.state != self.STATE_OPEN:
+            raise ConnectionClosed(self.close_code, self.close_reason or "the connection is not open")
+        self.write_frame(wsframe.BINARY, buffer, in_place=True)
+
+    def send_fragment(self, data, first, last):
+        """One frame of a binary message sent in pieces (``first``: it starts the message,
+        ``last``: it ends it), e.g. a body of unknown length."""
+        if self.state != self.STATE_OPEN:
+            raise ConnectionClosed(self.close_code, self.close_reason or "the connection is not open")
+        self.write_frame(wsframe.BINARY if first else wsframe.CONTINUATION, data, fin=last)
 
     def receive(self):
         """A Deferred firing with the next message (``str`` or ``bytes``), or failing with
@@ -331,7 +353,7 @@ class MessageTransport:
 
     def write(self, data):
         if data and self.connection.is_connected:
-            self.connection.send(bytes(data))
+            self.connection.send(data)
 
     def writeSequence(self, seq):
         self.write(b"".join(seq))

@@ -5,6 +5,14 @@ A :class:`Tunnel` joins a :class:`~relayd.client.websocket.RelayedConnection` (a
 (:class:`LocalSide`).  Bytes travel as binary WebSocket messages; each side is the other's
 producer, so a slow reader stalls the writer.
 
+The data path (issue 10 item 3): a plain TCP or Unix local socket is read through
+:func:`relayd.fastio.attach` (``recv_into`` 256 KiB reads into a reusable buffer), and each
+read goes out as one binary frame masked in that buffer
+(:meth:`~relayd.client.websocket.RelayedConnection.send_in_place`); relayed payload is written
+to the local socket piece by piece as it arrives (``on_view``), straight to the socket while
+nothing is queued there, never assembled into messages.  What a socket refuses is queued by
+Twisted, whose buffer limit pauses the other side's reading: memory stays bounded.
+
 Half-close: an empty binary message is the end-of-stream marker (as at the relay's TCP doors,
 see ``relayd.transports.tcp``).  The local side's EOF sends it; receiving it shuts down
 writing to the local side; when both directions have ended the local connection is closed.
@@ -24,7 +32,8 @@ from twisted.internet import error, protocol
 from twisted.internet.interfaces import IHalfCloseableProtocol
 from zope.interface import implementer
 
-from relayd import states
+from relayd import fastio, states
+from relayd.client.connection import READ_SIZE
 from relayd.client.bridge.forwarder import log
 from relayd.pipe import HalfClose, PauseReading, no_delay
 from relayd.wire import nmf, nmf_preamble
@@ -99,7 +108,9 @@ class Tunnel:
         if via is not None:
             # the relay already enforced its own Via limit
             self.parser = nmf_preamble.PreambleParser(max_via=MAX_VIA, max_preamble=MAX_VIA + PREAMBLE_SLACK)
-        conn.on_message = self.from_relay
+        self.local_io = None  # the fastio.DirectIO of the local socket, when it has one
+        conn.on_view = self.from_relay
+        conn.on_message_end = self.message_end
         conn.on_close = self.relay_closed
         conn.pauseProducing()  # until the local side is connected
 
@@ -107,39 +118,61 @@ class Tunnel:
         self.state = states.step(TRANSITIONS, "bridge tunnel", self.state, state)
 
     # relay -> local
-    def from_relay(self, data):
-        if isinstance(data, str):
-            data = data.encode("utf-8")
+    def from_relay(self, view):
+        """A piece of relayed payload (valid only during the call)."""
         if self.state == CONNECTING:
-            self.held.append(data)
+            self.held.append(bytes(view))
             return
         if self.state == CLOSED:
             return
-        if not data:
-            self._to(HALF_CLOSED)
-            self.half_close.marker_received()
-            return
         if self.parser is not None:
-            try:
-                preamble = self.parser.feed(data)
-            except nmf.NmfFault as e:
-                log.info("bridge {label} [{id}]: bad net.tcp preamble: {err}", label=self.label, id=self.id,
-                         err=e.detail)
+            self._preamble(bytes(view))
+            return
+        self.bytes_in += len(view)
+        if self.local_io is not None:
+            self.local_io.write(view)
+        else:
+            self.local.transport.write(bytes(view))
+
+    def message_end(self, is_binary, size):
+        if size or not is_binary:
+            return
+        # an empty binary message: the far end's end-of-stream marker
+        if self.state == CONNECTING:
+            self.held.append(None)
+            return
+        if self.state == CLOSED:
+            return
+        self._to(HALF_CLOSED)
+        self.half_close.marker_received()
+
+    def _preamble(self, data):
+        """-R with a net.tcp:// target: rewrite the preamble's Via, pass the rest."""
+        try:
+            preamble = self.parser.feed(data)
+        except nmf.NmfFault as e:  # the leg closes; what still comes is fed here and dropped
+            log.info("bridge {label} [{id}]: bad net.tcp preamble: {err}", label=self.label, id=self.id,
+                     err=e.detail)
+            if self.conn.is_connected:
                 self.conn.send(nmf.fault(e.name))
-                self.conn.close(1000)
-                return
-            if preamble is None:
-                return
-            self.parser = None
-            data = nmf.rewrite_via(preamble.raw, self.via) + preamble.rest
+            self.conn.close(1000)
+            return
+        if preamble is None:
+            return
+        self.parser = None
+        data = nmf.rewrite_via(preamble.raw, self.via) + preamble.rest
         self.bytes_in += len(data)
         self.local.transport.write(data)
 
     # local -> relay
     def to_relay(self, data):
+        """A local read: ``bytes`` from Twisted, or fastio's read buffer, masked where it is."""
         self.bytes_out += len(data)
         if self.conn.is_connected:
-            self.conn.sendMessage(data, isBinary=True)
+            if isinstance(data, bytes):
+                self.conn.send(data)
+            else:
+                self.conn.send_in_place(data)
 
     def local_made(self, local):
         if self.state == CLOSED:  # the relayed connection ended meanwhile
@@ -149,11 +182,15 @@ class Tunnel:
         self.local = local
         self.half_close = HalfClose(local.transport)
         no_delay(local.transport)
+        self.local_io = fastio.attach(local.transport, self.to_relay, READ_SIZE)
         local.transport.registerProducer(PauseReading(self.conn.transport), True)
         self.conn.transport.registerProducer(PauseReading(local.transport), True)
         held, self.held = self.held, []
         for data in held:
-            self.from_relay(data)
+            if data is None:
+                self.message_end(True, 0)
+            else:
+                self.from_relay(memoryview(data))
         self.conn.resumeProducing()
         log.info("bridge {label} [{id}]: open", label=self.label, id=self.id)
 
@@ -162,7 +199,7 @@ class Tunnel:
             return
         self._to(HALF_CLOSED)
         if self.conn.is_connected:
-            self.conn.sendMessage(b"", isBinary=True)
+            self.conn.send(b"")  # the end-of-stream marker
         self.half_close.read_ended()
 
     def local_failed(self, failure):
