@@ -24,6 +24,7 @@ CLEAN_CLOSE_CODES = (1000, 1005, None)
 HELD_BY_OWN_OUTPUT = "own-output"  # its own write buffer is over its limit (pongs, queued messages)
 HELD_BY_PEER_OUTPUT = "peer-output"  # the peer it feeds cannot take more
 HELD_BY_HANDSHAKE = "handshake"  # data before the opening handshake has completed
+HELD_UNTIL_SPLICED = "unspliced"  # a data leg past its handshake, waiting for its partner
 
 
 def hold_reading(transport, reason):
