@@ -35,8 +35,8 @@ def run_splice(target_port, mode, port_file, malloc_tune):
         io = None
 
         def connectionMade(self):
-            if mode == "fastio":
-                self.io = fastio.attach(self.transport, self.on_read)
+            if mode != "plain":
+                self.io = fastio.attach(self.transport, self.on_read, shared=mode == "fastio")
                 assert self.io is not None, "fastio refused a plain TCP transport"
 
         def on_read(self, view):
@@ -78,6 +78,8 @@ class Splice:
         port_file = str(tmp_path / ("splice-%s.port" % mode))
         cmd = [sys.executable, "-m", "tests.integration.test_fastio_splice", "--target", str(target_port),
                "--mode", mode, "--port-file", port_file] + (["--malloc"] if malloc_tune else [])
+        if os.path.exists(port_file):
+            os.remove(port_file)  # a stale one from an earlier run
         root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
         self.proc = subprocess.Popen(cmd, cwd=root)
         deadline = time.monotonic() + 20
@@ -161,7 +163,8 @@ def test_256_mib_byte_exact_with_bounded_rss_through_a_slow_reader(tmp_path):
 def main():
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--target", type=int, required=True)
-    parser.add_argument("--mode", choices=("fastio", "plain"), default="fastio")
+    # fastio-own: a private read buffer per connection instead of the shared one
+    parser.add_argument("--mode", choices=("fastio", "fastio-own", "plain"), default="fastio")
     parser.add_argument("--port-file", required=True)
     parser.add_argument("--malloc", action="store_true", help="apply relayd.malloc.tune() first")
     args = parser.parse_args()
