@@ -12,12 +12,36 @@
 * :mod:`relayd.client.bridge` -- ``relayd bridge``: one forwarder per module over one pump.
 """
 
-from relayd.client.accept import AcceptRequest
-from relayd.client.connection_string import ConnectionInfo
-from relayd.client.handshake import RelayConnectError
-from relayd.client.listener import Backoff, ChannelClosed, HybridListener
-from relayd.client.sender import connect
-from relayd.client.websocket import ConnectionClosed, RelayedConnection
+# The names below load their module on first use (PEP 562), so that importing a light module of
+# the package (relayd.client.connection_string, for ``relayd token`` and ``relayd entity``) does
+# not import Twisted's reactor and Autobahn with it.
+_EXPORTS = {
+    "AcceptRequest": "relayd.client.accept",
+    "ConnectionInfo": "relayd.client.connection_string",
+    "RelayConnectError": "relayd.client.handshake",
+    "Backoff": "relayd.client.listener",
+    "ChannelClosed": "relayd.client.listener",
+    "HybridListener": "relayd.client.listener",
+    "connect": "relayd.client.sender",
+    "ConnectionClosed": "relayd.client.websocket",
+    "RelayedConnection": "relayd.client.websocket",
+}
+
+
+def __getattr__(name):
+    module = _EXPORTS.get(name)
+    if module is None:
+        raise AttributeError("module 'relayd.client' has no attribute %r" % name)
+    import importlib
+
+    value = getattr(importlib.import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__():
+    return sorted(set(globals()) | set(_EXPORTS))
+
 
 __all__ = [
     "AcceptRequest", "Backoff", "ChannelClosed", "ConnectionClosed", "ConnectionInfo",
