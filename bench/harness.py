@@ -2,7 +2,8 @@
 not its own load.
 
 * :class:`Proc`: a child process whose output goes to a log file we wait on (``READY PORT``
-  or any pattern), its CPU time and peak RSS read from ``/proc/PID``, stopped by its pid;
+  or any pattern), its CPU time (with psutil, its children's included: :func:`cpu_seconds`),
+  RSS and peak RSS, stopped by its pid;
 * :class:`Harness`: one section's run: a temporary working directory, the processes started
   in it (stopped in reverse order, whatever happens), relayd and ``relayd bridge`` started on
   free loopback ports (by tests/support's RelayProcess and Bridge, the ones the tests use),
@@ -57,7 +58,6 @@ rights = ["Manage", "Listen", "Send"]
 """ % (RULE, KEY)
 PEER_READY = r"READY ?(\d*)"  # what bench/peers.py and bench/wsbench.py print when ready
 
-CLK_TCK = os.sysconf("SC_CLK_TCK")
 PORT_RANGE = (20000, 32000)  # below the kernel's ephemeral range (see free_port)
 PROFILE_RATE_HZ = 250
 
