@@ -4,6 +4,7 @@ way at once, with a half-close in the middle, byte for byte; a local reader that
 on either end stalls its writer without the bridge agents' memory growing (RSS of the bridge
 processes, psutil), and the stream resumes intact."""
 
+import contextlib
 import hashlib
 import os
 import socket
@@ -32,24 +33,33 @@ PUSH_LIMIT = 768 * MiB  # a sender that got this far past a stalled reader: noth
 PATTERN = bytes(i % 251 for i in range(251 * 1024))  # a block whose bytes say their offset mod 251
 
 
-@pytest.fixture
-def bridged(tmp_path):
-    """(relay, -R agent, -L agent, -L port, the service's queue of accepted sockets)."""
-    relay = RelayProcess(tmp_path, write_config(tmp_path, extra=ENTITY_CONFIG))
+@contextlib.contextmanager
+def bridges(tmp_path, relay, entity):
+    """(-R agent, -L agent, -L port, the listening socket of the service behind -R)."""
     service = socket.socket()
     service.bind(("127.0.0.1", 0))
     service.listen(8)
-    remote = Bridge(tmp_path, relay, "-R", "datapath:127.0.0.1:%d" % service.getsockname()[1])
+    remote = Bridge(tmp_path, relay, "-R", "%s:127.0.0.1:%d" % (entity, service.getsockname()[1]))
     local_port = free_port()
-    local = Bridge(tmp_path, relay, "-L", "127.0.0.1:%d:datapath" % local_port)
+    local = Bridge(tmp_path, relay, "-L", "127.0.0.1:%d:%s" % (local_port, entity))
     try:
         remote.wait(r"online")
         local.wait(r"listening on")
-        yield relay, remote, local, local_port, service
+        yield remote, local, local_port, service
     finally:
         local.stop()
         remote.stop()
         service.close()
+
+
+@pytest.fixture
+def bridged(tmp_path):
+    """(relay, -R agent, -L agent, -L port, the service's listening socket)."""
+    relay = RelayProcess(tmp_path, write_config(tmp_path, extra=ENTITY_CONFIG))
+    try:
+        with bridges(tmp_path, relay, "datapath") as agents:
+            yield (relay,) + agents
+    finally:
         relay.stop()
 
 
@@ -80,18 +90,25 @@ def _read_all_hashed(sock):
 
 def test_64_mib_both_ways_at_once_with_a_half_close_byte_for_byte(bridged):
     _relay, remote, local, port, service = bridged
-    up = os.urandom(BIG)  # client -> service
-    down = os.urandom(BIG + 999)  # service -> client: half before the client's EOF, half after
+    both_ways(remote, local, port, service, BIG)
+
+
+def both_ways(remote, local, port, service, size):
+    """``size`` bytes client -> service and a little more service -> client at once, the latter
+    half before the client's EOF and half after (on the half-closed connection)."""
+    up = os.urandom(size)  # client -> service
+    down = os.urandom(size + 999)
+    half = size // 2
     got_up, errors = {}, []
 
     def serve():
         conn = _accept(service)
         try:
-            sender = threading.Thread(target=conn.sendall, args=(memoryview(down)[:BIG // 2],))
+            sender = threading.Thread(target=conn.sendall, args=(memoryview(down)[:half],))
             sender.start()
             got_up["value"] = _read_all_hashed(conn)  # until the client's EOF (its half-close)
             sender.join(60)
-            conn.sendall(memoryview(down)[BIG // 2:])  # the half-closed connection still carries this
+            conn.sendall(memoryview(down)[half:])  # the half-closed connection still carries this
             conn.shutdown(socket.SHUT_WR)
             conn.recv(1)
         except OSError as e:
