@@ -30,11 +30,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd import access, pipe
-from relayd.interfaces import IClosable
+from relayd.interfaces import IClosable, IRendezvousLeg
 from relayd.namespace import Entity
 from relayd.switchboard import SwitchboardError
+from relayd.transports.autobahn_server import (
+    HANDSHAKE_LEFTOVERS, HANDSHAKE_REQUEST, ClockTimer, LeanServerProtocol, release,
+)
 from relayd.transports.listener.control import ControlChannel
-from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg, splice_sender
+from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg
 from relayd.transports.listener.offers import AcceptOffer
 from relayd.transports.listener.roles import Denied, Role, authorize, param
 from relayd.wire import sas
@@ -45,25 +48,6 @@ ACTIONS = ("listen", "connect", "accept", "request")
 # Bytes a sender may send before its handshake has completed (it waits for a listener);
 # beyond this the relay stops reading it until the handshake ends.
 PREOPEN_BUFFER_MAX = 64 * 1024
-# What Autobahn keeps of the opening handshake (raw request, parsed request line, headers and
-# query, the 101 response): a server protocol no longer reads them once open, so relayd drops
-# them then instead of carrying them for the connection's life (~5 KB per relayed connection).
-# The request part is not read after onConnect either (completing the handshake needs only the
-# key, the offered subprotocols and extensions): a sender waiting for a listener drops it then.
-HANDSHAKE_REQUEST = (
-    "http_request_data", "http_status_line", "http_headers", "http_request_uri", "http_request_path",
-    "http_request_params", "http_request_host", "websocket_origin",
-)
-HANDSHAKE_LEFTOVERS = HANDSHAKE_REQUEST + (
-    "http_response_data", "websocket_protocols", "websocket_extensions", "_wskey",
-)
-
-
-def release(protocol, names):
-    """Drop the attributes ``names`` from ``protocol``'s instance (those it has)."""
-    attributes = protocol.__dict__
-    for name in names:
-        attributes.pop(name, None)
 
 
 class Sender(Role):
@@ -143,7 +127,12 @@ class Sender(Role):
             self._preopen_held = False
             pipe.release_reading(protocol.transport, pipe.HELD_BY_HANDSHAKE)
         leg, self.accept_leg = self.accept_leg, None
-        splice_sender(protocol, leg)  # both become relayd.splice data legs
+        if leg is None or leg.state != leg.STATE_OPEN:
+            protocol.close(1011, "internal error: the accept leg is gone")
+            return
+        protocol.start_data_leg()
+        leg.start_data_leg()
+        pipe.splice(protocol, leg)
 
     def lost(self):
         self.accept_leg = None
@@ -152,34 +141,8 @@ class Sender(Role):
             rv.cancel()
 
 
-class FactorySetting:
-    """One of Autobahn's protocol settings, read from the protocol's factory.
-
-    Autobahn copies its ~29 settings (``CONFIG_ATTRS``) from the factory onto every protocol
-    instance when it connects, and pretty-prints them for a debug line that is then dropped (a
-    third of the relay's CPU when connections arrive quickly).  :class:`HybridProtocol` has no
-    ``CONFIG_ATTRS`` (nothing is copied or formatted) and one of these per setting instead:
-    an instance carries only its own state, each factory's settings are its own.  A role that
-    needs a setting of its own (a control channel's payload limit, its pings) sets it on its
-    instance, which takes precedence (this is a non-data descriptor)."""
-
-    __slots__ = ("name",)
-
-    def __init__(self, name):
-        self.name = name
-
-    def __get__(self, protocol, cls=None):
-        if protocol is None:
-            return self
-        try:
-            factory = protocol.factory
-        except AttributeError:
-            raise AttributeError(self.name) from None
-        return getattr(factory, self.name)
-
-
-@implementer(IClosable)
-class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
+@implementer(IClosable, IRendezvousLeg)
+class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
     """One WebSocket on the HC door.  Autobahn builds one class for every socket; onConnect
     routes the handshake to the socket's :class:`~relayd.transports.listener.roles.Role`
     (ControlChannel, Sender or RendezvousLeg), which gets the connection's events from then
@@ -188,8 +151,6 @@ class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
     _log = Logger()
 
     role = None
-
-    CONFIG_ATTRS = ()  # read from the factory instead: see FactorySetting (set below the class)
 
     # -- handshake ----------------------------------------------------------------------
 
@@ -317,29 +278,11 @@ class HybridProtocol(RelayingLeg, WebSocketServerProtocol):
                 setattr(self, name, None)
 
 
-for _name in WebSocketServerProtocol.CONFIG_ATTRS:
-    setattr(HybridProtocol, _name, FactorySetting(_name))
-del _name
-
-
-class ClockTimer:
-    """Autobahn's timers (opening and closing handshake timeouts, auto-ping and its timeout) on
-    the relay's injected clock: Autobahn schedules them with ``factory._batched_timer.call_later``,
-    whose default (txaio's) runs on the global reactor whatever the factory was given."""
-
-    __slots__ = ("clock",)
-
-    def __init__(self, clock):
-        self.clock = clock
-
-    def call_later(self, delay, func, *args, **kwargs):
-        return self.clock.callLater(delay, func, *args, **kwargs)
-
-
 class HybridFactory(WebSocketServerFactory):
     """Shared state of the HC door: namespace, switchboard, settings.
 
-    Its protocol reads Autobahn's settings from it (see :class:`FactorySetting`)."""
+    Its protocol reads Autobahn's settings from it, and Autobahn's timers run on its clock
+    (see :mod:`relayd.transports.autobahn_server`)."""
 
     protocol = HybridProtocol
 

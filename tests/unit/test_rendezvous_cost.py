@@ -26,7 +26,8 @@ from twisted.internet.protocol import Factory
 from twisted.internet.testing import MemoryReactorClock
 
 from relayd.switchboard import Switchboard
-from relayd.transports.websocket import HANDSHAKE_LEFTOVERS, HANDSHAKE_REQUEST, HybridProtocol
+from relayd.transports.autobahn_server import HANDSHAKE_LEFTOVERS, HANDSHAKE_REQUEST
+from relayd.transports.websocket import HybridProtocol
 from tests.contract import harness
 from tests.contract.doors import RawClient
 from tests.support.memory import Network
@@ -59,11 +60,11 @@ def listen_url(relay):
         harness.HOST, harness.ENTITY, quote(relay.token(), safe=""), MARKER)
 
 
-def server_protocols():
+def server_protocols(relay):
     """The relay's live HC protocols by role (data legs that were spliced are no longer
     Autobahn protocols and are not listed)."""
     return {type(p.role).__name__: p for p in gc.get_objects()
-            if isinstance(p, HybridProtocol) and p.role is not None}
+            if isinstance(p, HybridProtocol) and p.role is not None and p.factory is relay.service.hybrid}
 
 
 def connect_sender(relay):
@@ -83,7 +84,7 @@ def rendezvous(relay):
     assert control.opened
     sender = connect_sender(relay)
     assert control.offers and not sender.opened
-    protocols = server_protocols()
+    protocols = server_protocols(relay)
     assert set(protocols) == {"ControlChannel", "Sender"}, protocols
     return control, sender, protocols
 
@@ -255,3 +256,21 @@ def test_close_handshake_timeout_fires_on_the_relay_clock(relay):
     relay.pump()
     assert control.closed and control.close_code != 1001, \
         "the relay waited for the close handshake beyond its timeout (code %r)" % control.close_code
+
+
+# -- no per-connection send queue -----------------------------------------------------------------
+
+def test_no_send_queue_until_a_sync_write(relay):
+    """Autobahn's queue for "sync"/chopped writes exists only once such a write is made; plain
+    writes (the 101, control messages, frames) go straight to the transport as before."""
+    control, sender, protocols = rendezvous(relay)
+    for role, protocol in protocols.items():
+        assert "send_queue" not in vars(protocol), role
+    channel = protocols["ControlChannel"]
+    channel.sendMessage(b'{"x":1}', isBinary=False)
+    relay.pump()
+    assert control.offers[-1] == {"x": 1}
+    channel.sendData(b"\x82\x02hi", sync=True)  # a sync write: queued, sent, queue now its own
+    relay.pump()
+    assert "send_queue" in vars(channel) and not channel.send_queue
+    assert control.messages[-1] == (b"hi", True)
