@@ -30,14 +30,14 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd import access, pipe
-from relayd.interfaces import IClosable, IRendezvousLeg
+from relayd.interfaces import IClosable
 from relayd.namespace import Entity
 from relayd.switchboard import SwitchboardError
 from relayd.transports.autobahn_server import (
     HANDSHAKE_LEFTOVERS, HANDSHAKE_REQUEST, ClockTimer, LeanServerProtocol, release,
 )
 from relayd.transports.listener.control import ControlChannel
-from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg
+from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg, splice_sender
 from relayd.transports.listener.offers import AcceptOffer
 from relayd.transports.listener.roles import Denied, Role, authorize, param
 from relayd.wire import sas
@@ -127,12 +127,7 @@ class Sender(Role):
             self._preopen_held = False
             pipe.release_reading(protocol.transport, pipe.HELD_BY_HANDSHAKE)
         leg, self.accept_leg = self.accept_leg, None
-        if leg is None or leg.state != leg.STATE_OPEN:
-            protocol.close(1011, "internal error: the accept leg is gone")
-            return
-        protocol.start_data_leg()
-        leg.start_data_leg()
-        pipe.splice(protocol, leg)
+        splice_sender(protocol, leg)  # both become relayd.splice data legs
 
     def lost(self):
         self.accept_leg = None
@@ -141,7 +136,7 @@ class Sender(Role):
             rv.cancel()
 
 
-@implementer(IClosable, IRendezvousLeg)
+@implementer(IClosable)
 class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
     """One WebSocket on the HC door.  Autobahn builds one class for every socket; onConnect
     routes the handshake to the socket's :class:`~relayd.transports.listener.roles.Role`
