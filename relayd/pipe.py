@@ -60,6 +60,8 @@ class PauseReading:
     proper close code), not an abrupt drop.
     """
 
+    __slots__ = ("peer", "own", "paused", "__weakref__")  # two per relayed connection
+
     def __init__(self, peer, own=None):
         self.peer = peer
         self.own = own

@@ -17,6 +17,10 @@ from relayd.wire.wsframe import BINARY, CLOSE, CONTINUATION, PONG, TEXT, encode_
 # before the splice was the same.)
 CLOSE_HANDSHAKE_TIMEOUT = 5.0
 
+# Bytes a leg keeps before it is spliced (its partner's handshake is completing); beyond this it
+# stops reading until then.
+PENDING_MAX = 64 * 1024
+
 _NO_CODE = (None, 1005)  # a close without a status code (an empty close payload)
 
 
@@ -86,9 +90,8 @@ class WebSocketLeg(FrameReader):
 
     def hold_input(self, leftover):
         """Keep ``leftover`` (what came after the handshake) and what arrives until
-        :meth:`start_data_leg`; stop reading meanwhile."""
+        :meth:`start_data_leg` (reading stops past :data:`PENDING_MAX` bytes)."""
         self._pending = bytearray(leftover)
-        pipe.hold_reading(self.transport, pipe.HELD_UNTIL_SPLICED)
 
     def start_data_leg(self):
         """IRendezvousLeg: a data leg from now on (write buffer ``limits.leg_buffer``, closed when
@@ -106,13 +109,13 @@ class WebSocketLeg(FrameReader):
 
     def _start(self):
         pending = self._pending
-        if pending is None:
-            return
         if not pending:
             self._pending = None
             pipe.release_reading(self.transport, pipe.HELD_UNTIL_SPLICED)
         else:
-            # after the door has spliced both legs (it calls this first): the next turn
+            # relayed once the door has spliced both legs (it starts them first): the next
+            # turn; nothing is read meanwhile (the zero-copy reader would pass it)
+            pipe.hold_reading(self.transport, pipe.HELD_UNTIL_SPLICED)
             self.factory.clock.callLater(0, self._feed_pending)
 
     def _feed_pending(self):
@@ -132,8 +135,11 @@ class WebSocketLeg(FrameReader):
     # -- reading (Twisted's path; the zero-copy path calls feed directly) ------------------------
 
     def dataReceived(self, data):
-        if self._pending is not None:
-            self._pending += data
+        pending = self._pending
+        if pending is not None:
+            pending += data
+            if len(pending) > PENDING_MAX:
+                pipe.hold_reading(self.transport, pipe.HELD_UNTIL_SPLICED)
             return
         self.feed(memoryview(bytearray(data)))
 

@@ -13,6 +13,7 @@ and a ``twistd -n relayd`` process: a sender and the listener's accept leg, raw.
 """
 
 import os
+import threading
 import time
 
 import pytest
@@ -108,12 +109,11 @@ def test_pings_from_both_sides_during_a_16_mib_message(legs, direction):
     key = os.urandom(4)
     # one 16 MiB frame; the receiver pings while it is in flight
     masked = mask(key, body)
-    half = 8 * MiB
-    thread = src.send_in_thread(header(2, len(body), key=key) + masked[:half])
+    pinged = threading.Event()
+    thread = src.send_in_thread(header(2, len(body), key=key) + masked[:8 * MiB], pinged, masked[8 * MiB:])
     got = dst.read_exactly(10 + 1000)  # the relay is forwarding the frame
     dst.send_frame(9, b"receiver ping")
-    thread.join(30)
-    thread = src.send_in_thread(masked[half:])
+    pinged.set()
     rest = dst.read_exactly(10 + len(body) - len(got))
     thread.join(30)
     assert got + rest == server_frame(2, body), "the 16 MiB frame must arrive whole, nothing inside it"

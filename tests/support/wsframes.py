@@ -55,11 +55,15 @@ class FrameSocket(RawWS):
         self.sock.sendall(client_frame(opcode, payload, fin, **kw))
 
     def send_in_thread(self, *chunks):
-        """Send ``chunks`` from a thread (a large frame the relay only takes as the other side
-        reads); returns the thread (join it)."""
+        """Send ``chunks`` in order from a thread (a large frame the relay only takes as the other
+        side reads); a ``threading.Event`` among them is waited for (up to 20 s) before going on.
+        Returns the thread (join it)."""
         def run():
             for chunk in chunks:
-                self.sock.sendall(chunk)
+                if isinstance(chunk, threading.Event):
+                    chunk.wait(20)
+                else:
+                    self.sock.sendall(chunk)
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
         return thread

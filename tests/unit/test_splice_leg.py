@@ -13,6 +13,7 @@ from twisted.internet.testing import StringTransport
 
 from relayd import pipe
 from relayd.splice import CLOSE_HANDSHAKE_TIMEOUT, WebSocketLeg
+from relayd.splice.leg import PENDING_MAX
 from tests.contract import harness
 from tests.support.wsframes import client_frame, server_frame
 
@@ -229,15 +230,25 @@ def test_what_came_before_the_splice_is_relayed_after_it():
     a, b = WebSocketLeg(f, Transport(), "e"), WebSocketLeg(f, Transport(), "e")
     wire = client_frame(2, b"early") + client_frame(1, b"bird")
     a.hold_input(wire[:9])
-    assert a.transport.producerState == "paused"
-    feed(a, wire[9:])  # still arriving (e.g. TLS had it decrypted): kept too
+    feed(a, wire[9:])  # still arriving: kept too
     a.start_data_leg()
     b.start_data_leg()
     pipe.splice(a, b)
     assert b.transport.value() == b""
+    assert a.transport.producerState == "paused"  # until what was kept is relayed
     f.clock.advance(0)
     assert b.transport.value() == server_frame(2, b"early") + server_frame(1, b"bird")
     assert a.transport.producerState == "producing"
+
+
+def test_what_is_kept_before_the_splice_is_bounded():
+    f = factory()
+    a = WebSocketLeg(f, Transport(), "e")
+    a.hold_input(b"")
+    feed(a, b"\x82" * PENDING_MAX)
+    assert a.transport.producerState == "producing"
+    feed(a, b"\x82")
+    assert a.transport.producerState == "paused"
 
 
 def test_entity_delete_and_loss_release_the_leg():
