@@ -4,17 +4,22 @@ payloads, with pings in the middle of a message; what it sends checked frame by 
 masked frame per send, a fresh mask per frame); protocol violations from the server closed with
 their codes; the bridge tunnel writing payload to the local side as it arrives."""
 
+import base64
+import hashlib
 import random
 import struct
 
 import pytest
 from twisted.internet import error
+from twisted.internet.testing import MemoryReactorClock
 from twisted.python.failure import Failure
 
 from relayd.client.bridge.tunnel import LocalSide, Tunnel
+from relayd.client.handshake import open_websocket
 from relayd.wire import wsframe
 from tests.support.rawws import frame
 from tests.unit.test_bridge_tunnel import connect_local, relayed_connection
+from tests.unit.test_client_units import GUID, Wire
 
 CONT, TEXT, BINARY, CLOSE, PING, PONG = 0x0, 0x1, 0x2, 0x8, 0x9, 0xA
 
@@ -232,3 +237,20 @@ def test_the_tunnel_sends_each_local_read_as_one_masked_frame():
     assert [(fin, op, p) for fin, op, _m, p in sent] == [(True, BINARY, chunk), (True, BINARY, chunk[:1000]),
                                                           (True, BINARY, b"")]
     assert len({m for _f, _o, m, _p in sent}) == 3
+
+
+def test_frames_in_the_same_read_as_the_handshake_answer_are_not_lost():
+    # the bytes Autobahn read past the 101 (its ``data``) are taken over when the connection opens
+    reactor = MemoryReactorClock()
+    opened = []
+    open_websocket(reactor, "ws://127.0.0.1:9090/$hc/echo").addCallback(opened.append)
+    wire = Wire(reactor, 0)
+    accept = base64.b64encode(hashlib.sha1((wire.headers["Sec-WebSocket-Key"] + GUID).encode()).digest())
+    wire.proto.dataReceived(b"HTTP/1.1 101 Switching Protocols\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"
+                            b"Sec-WebSocket-Accept: " + accept + b"\r\n\r\n"
+                            + server(BINARY, b"early") + server(PING, b"p") + server(TEXT, b"too"))
+    got = []
+    opened[0].receive().addCallback(got.append)
+    opened[0].receive().addCallback(got.append)
+    assert got == [b"early", "too"]
+    assert [(op, p) for _f, op, _m, p in parse_client_frames(wire.transport.value())] == [(PONG, b"p")]
