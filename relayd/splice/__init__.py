@@ -20,9 +20,9 @@ See ``docs/protocol.rst``, "Data path".
 """
 
 from relayd import pipe
-from relayd.splice.leg import CLOSE_HANDSHAKE_TIMEOUT, WebSocketLeg, sendable_close_code
+from relayd.splice.leg import CLOSE_HANDSHAKE_TIMEOUT, WebSocketLeg, sendable_close_code, socket_transport
 
-__all__ = ("CLOSE_HANDSHAKE_TIMEOUT", "WebSocketLeg", "sendable_close_code", "take_over")
+__all__ = ("CLOSE_HANDSHAKE_TIMEOUT", "WebSocketLeg", "sendable_close_code", "socket_transport", "take_over")
 
 
 def _replace_protocol(transport, old, new):

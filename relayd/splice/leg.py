@@ -32,8 +32,9 @@ def sendable_close_code(code):
     return code if wsframe.is_valid_close_code(code) else wsframe.CLOSE_GOING_AWAY
 
 
-def _socket_transport(transport):
-    """The socket transport under the relay's counting wrapper, or None on TLS."""
+def socket_transport(transport):
+    """The socket transport under the relay's counting wrappers (for :func:`relayd.fastio.attach`),
+    or None on TLS."""
     while isinstance(transport, ProtocolWrapper):
         if isinstance(transport, TLSMemoryBIOProtocol):
             return None
@@ -102,7 +103,7 @@ class WebSocketLeg(FrameReader):
         if self._untrack is None:
             self._untrack = self.factory.switchboard.track(self.entity_path, self)
         if self._io is None and self._state == OPEN:
-            raw = _socket_transport(transport)
+            raw = socket_transport(transport)
             if raw is not None:
                 self._io = fastio.attach(raw, self.feed)
         self._start()

@@ -16,7 +16,9 @@ Forwarding, frame by frame (no message assembly):
 * to a WebSocket partner (another :class:`FrameReader` leg) the same frame goes out, header
   re-encoded unmasked, payload as it arrives (``_out_start`` / ``_out_more``);
 * to any other partner (:class:`relayd.interfaces.ILeg`: the TCP doors, the HTTP door) as
-  ``begin_message`` / ``frame_begin`` / ``frame_data`` / ``end_message``.
+  ``begin_message`` / ``frame_begin`` / ``frame_data`` / ``end_message``; ``frame_data`` gets
+  ``bytes``, or the view itself when the partner says it writes or copies it at once
+  (``takes_views = True``: the TCP door).
 
 Text frames are held until validated to their end, up to ``limits.leg_buffer`` bytes; a longer
 text frame goes out re-fragmented into validated pieces (RFC 6455 5.4 allows an intermediary
@@ -50,6 +52,7 @@ class FrameReader:
         "_fin", "_mask", "_left", "_done",  # that frame's FIN, mask, payload bytes left / done
         "_message",   # TEXT or BINARY while a message is being read (until its FIN frame)
         "_sink",      # where this frame goes: a WebSocket leg, an ILeg, or None (dropped)
+        "_views",     # that ILeg's frame_data takes a view of the read buffer (takes_views)
         "_control",   # bytearray: the payload of the control frame being read
         "_utf8",      # the text messages' Utf8Validator (made on the first one)
         "_utf8_whole",  # the text so far ends on a code point
@@ -66,6 +69,7 @@ class FrameReader:
         self._left = self._done = 0
         self._message = None
         self._sink = None
+        self._views = False
         self._control = None
         self._utf8 = None
         self._utf8_whole = True
@@ -139,6 +143,7 @@ class FrameReader:
                     self._utf8.reset()
                 self._utf8_whole = True
         sink = self._sink = self._sink_for_frame()
+        self._views = getattr(sink, "takes_views", False)
         if sink is None or self._message == TEXT:
             self._held = bytearray() if sink is not None else None
             self._piece = opcode
@@ -155,7 +160,7 @@ class FrameReader:
                 sink.begin_message(True)
             sink.frame_begin(header.length)
             if n:
-                sink.frame_data(bytes(chunk))
+                sink.frame_data(chunk if self._views else bytes(chunk))
         self._left -= n
         self._done = n
         if not self._left:
@@ -175,7 +180,7 @@ class FrameReader:
                 elif isinstance(sink, FrameReader):
                     sink._out_more(chunk)
                 else:
-                    sink.frame_data(bytes(chunk))
+                    sink.frame_data(chunk if self._views else bytes(chunk))
             self._left -= n
             self._done += n
         if not self._left:

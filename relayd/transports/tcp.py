@@ -37,7 +37,7 @@ from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd import access, pipe, states
+from relayd import access, fastio, pipe, splice, states
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.offers import AcceptOffer
@@ -83,6 +83,7 @@ class TcpDoorProtocol(Protocol):
         self._msg_len = 0
         self._timer = None
         self.half_close = None
+        self._io = None  # fastio.DirectIO once paired, on a plain TCP socket
 
     def _to(self, state):
         self.state = states.step(TRANSITIONS, "TCP door", self.state, state)
@@ -192,6 +193,11 @@ class TcpDoorProtocol(Protocol):
         self._to(PAIRED)
         leg.start_data_leg()
         pipe.splice(self, leg)
+        # from here reads go to the leg as views of fastio's reusable buffer (which the leg
+        # writes or copies at once), and what the leg forwards is written straight to the socket
+        raw = splice.socket_transport(self.transport)
+        if raw is not None:
+            self._io = fastio.attach(raw, self.dataReceived)
         if self.first_bytes:
             leg.send_message(self.first_bytes)
         for data in self.pending:
@@ -220,6 +226,7 @@ class TcpDoorProtocol(Protocol):
 
     def connectionLost(self, reason):
         self._to(CLOSED)
+        self._io = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         rv, self.rv = self.rv, None
@@ -232,6 +239,14 @@ class TcpDoorProtocol(Protocol):
 
     # -- ILeg: what the listener's WebSocket leg sends us -------------------------------------
 
+    takes_views = True  # frame_data may get a view of a read buffer: written or copied at once
+
+    def _write(self, data):
+        if self._io is not None:
+            self._io.write(data)
+        else:
+            self.transport.write(bytes(data) if type(data) is memoryview else data)
+
     def begin_message(self, is_binary):
         self._msg_len = 0
 
@@ -240,7 +255,7 @@ class TcpDoorProtocol(Protocol):
 
     def frame_data(self, data):
         self._msg_len += len(data)
-        self.transport.write(data)
+        self._write(data)
 
     def end_message(self):
         if self._msg_len == 0 and self.state in (PAIRED, HALF_CLOSED):
@@ -248,7 +263,7 @@ class TcpDoorProtocol(Protocol):
             self.half_close.marker_received()
 
     def send_message(self, data):
-        self.transport.write(data)
+        self._write(data)
 
     def close(self, code, reason):
         """The listener's leg ended.  After its half-close marker, or with a normal close
