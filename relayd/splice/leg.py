@@ -266,14 +266,12 @@ class WebSocketLeg(FrameReader):
 
     def close(self, code, reason):
         """IClosable / ILeg: start the close handshake with ``code`` (None: no code) and
-        ``reason``.  A leg in the middle of a frame forwarded to it closes after that frame;
-        when nothing can finish the frame (its source is gone) it is dropped (TCP reset)."""
+        ``reason``.  A leg in the middle of a frame forwarded to it closes after that frame
+        (its partner goes on forwarding it); if the partner's connection ends first, nothing
+        can finish the frame and this leg is dropped (TCP reset, see connectionLost)."""
         if self._state != OPEN:
             return
         self._closing(drop=False)
-        if self._out_left and self.partner is None:
-            pipe.reset(self.transport)
-            return
         code = sendable_close_code(code)
         payload = b"" if code is None else wsframe.encode_close(code, reason or "")
         self._send_control(CLOSE, payload)
@@ -293,7 +291,10 @@ class WebSocketLeg(FrameReader):
         partner = self.partner
         if partner is not None:
             pipe.unsplice(self)
-            partner.close(wsframe.CLOSE_GOING_AWAY, "the other side of the relayed connection went away")
+            if isinstance(partner, WebSocketLeg) and partner._out_left:
+                pipe.reset(partner.transport)  # inside a frame from here that cannot be finished
+            else:
+                partner.close(wsframe.CLOSE_GOING_AWAY, "the other side of the relayed connection went away")
         closer, self._on_lost = self._on_lost, None
         if closer is not None:
             closer()

@@ -129,6 +129,15 @@ def test_partner_gone_inside_a_frame_drops_the_leg():
     assert b"\x88" not in b.transport.value()[4:][2996:]  # nothing after the partial frame
 
 
+def test_partner_gone_inside_a_frame_drops_a_closing_leg_too():
+    _, a, b = spliced()
+    feed(a, client_frame(2, os.urandom(5000))[:3000])
+    b.close(1001, "the entity was deleted")  # waits for the frame's end...
+    assert not b.transport.aborted
+    a.connectionLost(None)  # ...which can no longer come
+    assert b.transport.aborted
+
+
 def test_close_handshake_deadline():
     f, a, b = spliced()
     a.close(1001, "the entity was deleted")
