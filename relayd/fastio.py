@@ -14,35 +14,44 @@ What it changes, and only on a transport it is attached to (:func:`attach`):
      buffer is shared (see below).  Anything that must outlive the call (a partial frame
      header, bytes for a later write) has to be copied (``bytes(view[a:b])``) or written
      with :meth:`DirectIO.write`, which copies what the socket does not take at once.
+     The same holds for views passed *to* :meth:`DirectIO.write`: it never keeps them.
 
 - **Writes** through :meth:`DirectIO.write` go straight to the socket (``send`` /
-  ``sendmsg``) while nothing is queued in the transport, in the caller's turn of the reactor
-  (Twisted's own ``write`` only queues and sends on the next poll).  What the socket refuses
-  is copied into ``bytes`` and handed to the transport's ordinary ``writeSequence``: it
-  queues it, registers for writability and pauses a registered streaming producer above its
-  ``bufferSize`` exactly as before, so TCP-like backpressure and the per-connection memory
-  bound are Twisted's.  While anything is queued every write takes the ordinary path, so the
-  bytes stay in order.  A write the kernel rejects with an error is handed to the ordinary
-  path too: Twisted meets the same error on its next ``doWrite`` and ends the connection its
-  usual way.
+  ``sendmsg``) while nothing is queued, in the caller's turn of the reactor (Twisted's own
+  ``write`` only queues and sends on the next poll).  What the socket refuses is copied, in
+  order, into fastio's queue: 64 KiB ``bytearray`` chunks taken from a pool per reactor
+  thread and given back when sent.  No fresh buffer per write: Twisted's queue makes a new
+  ``bytes`` per write and joins them into another one per ``doWrite``; with large reads
+  glibc returned those to the kernel and faulted them in again, read after read (issue 10
+  item 5: tens of thousands of page faults per GiB relayed; with the pool, a few hundred,
+  whatever malloc's thresholds).  The queue keeps Twisted's backpressure: above the
+  transport's ``bufferSize`` a registered streaming producer is paused (as
+  ``FileDescriptor._maybePauseProducer`` does) and resumed by Twisted once all is sent.
 
-How it hooks in: the reactor calls ``selectable.doRead()`` when the socket is readable, so
-``attach`` sets ``doRead`` on the transport *instance* (and ``connectionLost``, to detach
-when the connection ends, which breaks the reference cycle).  Everything else is Twisted's:
-``pauseProducing`` / ``resumeProducing`` (``stopReading`` / ``startReading``) work because
-the reactor simply does not call ``doRead``; EOF and read errors return
+How it hooks in: the reactor calls ``selectable.doRead()`` / ``doWrite()``, so ``attach``
+sets ``doRead``, ``doWrite`` and ``connectionLost`` on the transport *instance*.  The
+``doWrite`` sends fastio's queue first and then calls Twisted's own ``doWrite``, which sends
+whatever was written through ``transport.write`` (an ordinary write stays behind fastio's
+queue; a :meth:`DirectIO.write` made while the transport's queue holds data goes behind
+it, so bytes stay in order whichever way they were written) and, once everything is out,
+does what it always does: stop writing, resume a paused producer, complete
+``loseConnection`` / ``loseWriteConnection``.  A send error ends the connection with
+``ConnectionLost`` as Twisted's ``writeSomeData`` does; ``abortConnection`` drops the
+queue.  ``connectionLost`` gives the chunks back and detaches (no reference cycle is left).
+Reads: ``pauseProducing`` / ``resumeProducing`` (``stopReading`` / ``startReading``) work
+because the reactor simply does not call ``doRead``; EOF and read errors return
 ``main.CONNECTION_DONE`` / ``main.CONNECTION_LOST`` like Twisted's ``tcp.Connection.doRead``,
 so ``connectionLost`` (``ConnectionDone`` / ``ConnectionLost``) and half-close
 (``IHalfCloseableProtocol.readConnectionLost``) are unchanged; an exception from ``on_read``
 ends the connection as one from ``dataReceived`` does.
 
-Knowing whether something is queued needs three of Twisted's internals in
-``twisted/internet/abstract.py`` ``FileDescriptor``: ``dataBuffer`` (bytes being sent),
-``offset`` (how much of it is sent) and ``_tempDataLen`` (bytes in ``_tempDataBuffer`` not
-yet joined into ``dataBuffer``); queued = ``len(dataBuffer) - offset + _tempDataLen``.
-``tests/unit/test_fastio.py::test_pinned_twisted_write_internals`` pins their names and
-meaning (checked on Twisted 24.3 and 26.10), and :func:`attach` returns None (the caller
-keeps the ordinary path) on a transport without them, on a TLS transport
+Knowing whether the transport's own queue holds something needs three of Twisted's
+internals in ``twisted/internet/abstract.py`` ``FileDescriptor``: ``dataBuffer`` (bytes
+being sent), ``offset`` (how much of it is sent) and ``_tempDataLen`` (bytes in
+``_tempDataBuffer`` not yet joined into ``dataBuffer``); queued = ``len(dataBuffer) -
+offset + _tempDataLen``.  ``tests/unit/test_fastio.py::test_pinned_twisted_write_internals``
+pins their names and meaning (run on Twisted 24.3 and 26.10), and :func:`attach` returns
+None (the caller keeps the ordinary path) on a transport without them, on a TLS transport
 (``ISSLTransport``, ``startTLS`` done, or a TLS wrapper, which has no ``socket``) and on
 anything but a connected socket transport.  Call :meth:`DirectIO.detach` before
 ``startTLS``.
@@ -58,7 +67,7 @@ Measured figures (CPU per GB, RSS per connection) are in docs/protocol.rst, "Zer
 
 import socket
 import threading
-from errno import EAGAIN, EWOULDBLOCK
+from errno import EAGAIN, ENOBUFS, EWOULDBLOCK
 
 from twisted.internet import main
 from twisted.internet.interfaces import ISSLTransport
@@ -66,11 +75,15 @@ from twisted.internet.interfaces import ISSLTransport
 DEFAULT_BUFFER_SIZE = 256 * 1024  # bytes per recv_into: 4x Twisted's 64 KiB reads
 MAX_IOVECS = 1024  # IOV_MAX on Linux: the most buffers one sendmsg takes
 _WOULD_BLOCK = (EAGAIN, EWOULDBLOCK)  # nothing to read now (Twisted: return None)
+_FULL = (EAGAIN, EWOULDBLOCK, ENOBUFS)  # nothing more can be sent now (Twisted: 0 bytes sent)
+CHUNK_SIZE = 64 * 1024  # bytes per chunk of the write queue (below glibc's mmap threshold)
+POOL_CHUNKS = 64  # chunks kept for reuse per reactor thread (4 MiB); more are freed
 
 # FileDescriptor's write-queue internals this module reads (pinned by the unit tests).
 _QUEUE_INTERNALS = (("dataBuffer", bytes), ("offset", int), ("_tempDataLen", int),
                     ("_tempDataBuffer", list), ("_writeDisconnected", bool),
-                    ("_writeDisconnecting", bool))
+                    ("_writeDisconnecting", bool), ("streamingProducer", bool),
+                    ("producerPaused", bool), ("bufferSize", int))
 
 _local = threading.local()
 
@@ -116,7 +129,8 @@ def attach(transport, on_read, buffer_size=DEFAULT_BUFFER_SIZE, shared=True):
     if (not isinstance(sock, socket.socket) or sock.type != socket.SOCK_STREAM
             or ISSLTransport.providedBy(transport) or getattr(transport, "TLS", False)
             or not getattr(transport, "connected", False)
-            or "doRead" in vars(transport) or not _has_queue_internals(transport)):
+            or "doRead" in vars(transport) or "doWrite" in vars(transport)
+            or not _has_queue_internals(transport)):
         return None
     return DirectIO(transport, sock, on_read, buffer_size, shared)
 
@@ -124,7 +138,7 @@ def attach(transport, on_read, buffer_size=DEFAULT_BUFFER_SIZE, shared=True):
 class DirectIO:
     """Direct reads and writes on one attached transport (made by :func:`attach`)."""
 
-    __slots__ = ("transport", "_sock", "_on_read", "_size", "_shared", "_own")
+    __slots__ = ("transport", "_sock", "_on_read", "_size", "_shared", "_own", "_out", "_writer")
 
     def __init__(self, transport, sock, on_read, buffer_size, shared):
         self.transport = transport
@@ -133,7 +147,10 @@ class DirectIO:
         self._size = buffer_size
         self._shared = _shared_buffer(buffer_size) if shared else None
         self._own = None if shared else memoryview(bytearray(buffer_size))
+        self._out = None  # an _OutQueue while the socket has refused something
+        self._writer = self._do_write
         transport.doRead = self._do_read
+        transport.doWrite = self._writer
         transport.connectionLost = self._connection_lost
 
     # -- reads ------------------------------------------------------------------------------
@@ -172,60 +189,166 @@ class DirectIO:
     # -- writes -----------------------------------------------------------------------------
 
     def queued(self):
-        """Bytes accepted by the transport and not yet handed to the kernel."""
+        """Bytes written and not yet handed to the kernel (fastio's queue + Twisted's)."""
         t = self.transport
-        return len(t.dataBuffer) - t.offset + t._tempDataLen
+        mine = self._out.size if self._out is not None else 0
+        return mine + len(t.dataBuffer) - t.offset + t._tempDataLen
 
     def write(self, *buffers):
-        """Send ``buffers`` (bytes-like, e.g. the read view) in order.  Straight to the
-        socket when nothing is queued; the rest is copied and queued in the transport (which
-        applies its producer backpressure).  Dropped, as Twisted drops them, once the
-        transport is disconnected or its write half is shut."""
+        """Send ``buffers`` (bytes-like, e.g. the read view) in order: straight to the socket
+        when nothing is queued, the rest copied into the pooled queue (see the module doc).
+        Dropped, as Twisted drops them, once the transport is disconnected, aborted or its
+        write half is shut."""
         t = self.transport
-        if not t.connected or t._writeDisconnected:
+        if not t.connected or t._writeDisconnected or not buffers:
             return
-        if t.disconnecting or t._writeDisconnecting or self.queued():
-            _queue(t, buffers, 0)
+        writer = vars(t).get("doWrite")
+        if writer is not self._writer:
+            if writer is None:  # detached: the ordinary path
+                _to_transport(t, buffers)
+            return  # else aborted: Twisted replaced doWrite to drop everything
+        if t._tempDataLen or len(t.dataBuffer) - t.offset:
+            _to_transport(t, buffers)  # someone wrote through the transport: stay behind it
             return
-        buffers = [b for b in buffers if len(b)]
-        if not buffers:
+        out = self._out
+        sent = 0
+        if out is None:
+            try:
+                sent = self._sock.sendmsg(buffers[:MAX_IOVECS]) if len(buffers) > 1 else self._sock.send(buffers[0])
+            except OSError:
+                pass  # full: queue it all; an error: doWrite meets it again and ends the connection
+            out = self._out = _OutQueue()
+        out.append(buffers, sent)
+        if not out.size:
+            self._out = None
             return
-        try:
-            if len(buffers) == 1:
-                sent = self._sock.send(buffers[0])
-            else:
-                sent = self._sock.sendmsg(buffers[:MAX_IOVECS])
-        except OSError:
-            # Full (EAGAIN/ENOBUFS): queue all of it.  Any other error: queue it anyway;
-            # Twisted's doWrite meets the same error and ends the connection with
-            # ConnectionLost, its ordinary way.
-            sent = 0
-        _queue(t, buffers, sent)
+        t.startWriting()
+        if out.size > t.bufferSize and t.producer is not None and t.streamingProducer:
+            t.producerPaused = True  # as FileDescriptor._maybePauseProducer; resumed by its doWrite
+            t.producer.pauseProducing()
+
+    def _do_write(self):
+        t = self.transport
+        out = self._out
+        if out is not None:
+            try:
+                out.send(self._sock)
+            except OSError as e:
+                if e.errno not in _FULL:
+                    return main.CONNECTION_LOST
+            if out.size:
+                return None
+            self._out = None
+            out.release()
+            if self._on_read is None:  # detached meanwhile: Twisted's doWrite from now on
+                vars(t).pop("doWrite", None)
+        # Twisted's own: sends what was written through the transport, and once all is sent
+        # stops writing, resumes a paused producer, or completes loseConnection /
+        # loseWriteConnection.
+        return type(t).doWrite(t)
 
     # -- lifetime ---------------------------------------------------------------------------
 
     def detach(self):
-        """Give the transport back to Twisted's own ``doRead`` (idempotent)."""
-        vars(self.transport).pop("doRead", None)
-        vars(self.transport).pop("connectionLost", None)
+        """Give the transport back to Twisted's own ``doRead`` (idempotent); what fastio
+        still has queued is sent first (its ``doWrite`` stays until then)."""
+        t = self.transport
+        self._on_read = None
+        d = vars(t)
+        if d.get("doRead") == self._do_read:
+            del d["doRead"]
+        if d.get("connectionLost") == self._connection_lost:
+            del d["connectionLost"]
+        if self._out is None and d.get("doWrite") is self._writer:
+            del d["doWrite"]
 
     def _connection_lost(self, reason):
-        self.detach()
+        out, self._out = self._out, None
+        if out is not None:
+            out.release()
+        self.detach()  # nothing queued any more: Twisted's doWrite too
         self.transport.connectionLost(reason)
 
 
-def _queue(transport, buffers, skip):
-    """Hand ``buffers`` after their first ``skip`` bytes to the transport's ordinary write
-    path, copied into ``bytes`` (the caller's buffers may be a transient read view)."""
-    rest = []
-    for b in buffers:
-        n = len(b)
-        if skip >= n:
-            skip -= n
-            continue
-        rest.append(bytes(b[skip:]) if skip else bytes(b))
-        skip = 0
-    if len(rest) == 1:
-        transport.write(rest[0])
-    elif rest:
-        transport.writeSequence(rest)
+class _OutQueue:
+    """What the socket refused, copied in order into pooled :data:`CHUNK_SIZE` bytearrays:
+    ``chunks[0][head:]`` ... ``chunks[-1][:tail]``, ``size`` bytes in all."""
+
+    __slots__ = ("chunks", "head", "tail", "size")
+
+    def __init__(self):
+        self.chunks = []
+        self.head = self.tail = self.size = 0
+
+    def append(self, buffers, skip):
+        chunks = self.chunks
+        for b in buffers:
+            n = len(b)
+            if skip >= n:
+                skip -= n
+                continue
+            view = memoryview(b)[skip:] if skip else memoryview(b)
+            skip = 0
+            at = 0
+            while at < len(view):
+                if not chunks or self.tail == CHUNK_SIZE:
+                    chunks.append(_take_chunk())
+                    self.tail = 0
+                k = min(CHUNK_SIZE - self.tail, len(view) - at)
+                chunks[-1][self.tail:self.tail + k] = view[at:at + k]
+                self.tail += k
+                self.size += k
+                at += k
+            view.release()
+
+    def send(self, sock):
+        chunks = self.chunks
+        last = len(chunks) - 1
+        views = [memoryview(c)[self.head if i == 0 else 0:self.tail if i == last else CHUNK_SIZE]
+                 for i, c in enumerate(chunks[:MAX_IOVECS])]
+        try:
+            sent = sock.sendmsg(views)
+        finally:
+            for v in views:
+                v.release()
+        self.size -= sent
+        while sent:
+            avail = (self.tail if len(chunks) == 1 else CHUNK_SIZE) - self.head
+            if sent < avail:
+                self.head += sent
+                break
+            sent -= avail
+            _give_chunk(chunks.pop(0))
+            self.head = 0
+        if not chunks:
+            self.tail = 0
+
+    def release(self):
+        for c in self.chunks:
+            _give_chunk(c)
+        self.chunks = []
+        self.head = self.tail = self.size = 0
+
+
+def _take_chunk():
+    pool = _chunk_pool()
+    return pool.pop() if pool else bytearray(CHUNK_SIZE)
+
+
+def _give_chunk(chunk):
+    pool = _chunk_pool()
+    if len(pool) < POOL_CHUNKS:
+        pool.append(chunk)
+
+
+def _chunk_pool():
+    pool = getattr(_local, "chunks", None)
+    if pool is None:
+        pool = _local.chunks = []
+    return pool
+
+
+def _to_transport(transport, buffers):
+    """Queue ``buffers`` behind what was written through the transport itself, copied into
+    ``bytes`` (Twisted keeps a reference; the caller's buffers may be a transient read view)."""
+    transport.writeSequence([bytes(b) for b in buffers if len(b)])

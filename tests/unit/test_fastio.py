@@ -16,6 +16,7 @@ from twisted.internet.interfaces import IHalfCloseableProtocol, IPushProducer
 from zope.interface import implementer
 
 from relayd import fastio
+from tests.support.net import read_until_closed
 from tests.support.waits import wait_for
 
 pytestmark = pytest.mark.timeout(60)
@@ -346,3 +347,73 @@ async def test_pinned_twisted_write_internals(connect):
     got = await threads.deferToThread(recv_exactly, pair.peer, len(data) - sent)
     assert got == data[sent:]
     await wait_for(lambda: t.dataBuffer == b"" and t.offset == 0 and t._tempDataLen == 0)
+
+
+def fill(pair, chunk_size=32 * 1024, limit=1000):
+    """Write numbered chunks through fastio until the socket refuses some (the peer does not
+    read, both socket buffers are small); all that was written, as bytes."""
+    t, io = pair.leg.transport, pair.leg.io
+    t.socket.setsockopt(socket.SOL_SOCKET, socket.SO_SNDBUF, 4096)
+    written = []
+    n = 0
+    while not io.queued():
+        assert n < limit, "the socket never refused anything"
+        chunk = struct.pack(">I", n) + bytes([n % 251]) * (chunk_size - 4)
+        io.write(chunk)
+        written.append(chunk)
+        n += 1
+    return b"".join(written)
+
+
+@pytest_twisted.ensureDeferred
+async def test_lose_connection_sends_what_fastio_queued_first(connect):
+    pair = await connect(peer_rcvbuf=4096)
+    data = fill(pair)
+    pair.leg.transport.loseConnection()
+    got = await threads.deferToThread(recv_exactly, pair.peer, len(data) + 1)  # + 1: up to EOF
+    assert got == data
+    await wait_for(lambda: pair.leg.lost is not None)
+    assert pair.leg.lost.check(ConnectionDone)
+
+
+@pytest_twisted.ensureDeferred
+async def test_half_close_after_what_fastio_queued(connect):
+    pair = await connect(leg=HalfClosingLeg, peer_rcvbuf=4096)
+    data = fill(pair)
+    pair.leg.transport.loseWriteConnection()
+    got = await threads.deferToThread(recv_exactly, pair.peer, len(data) + 1)
+    assert got == data  # then EOF: the write half is shut
+    pair.peer.sendall(b"the read half still works")
+    await wait_for(lambda: pair.leg.received)
+    assert pair.leg.data() == b"the read half still works" and pair.leg.lost is None
+
+
+@pytest_twisted.ensureDeferred
+async def test_order_kept_with_writes_through_the_transport_and_after_detach(connect):
+    pair = await connect(peer_rcvbuf=4096)
+    t, io = pair.leg.transport, pair.leg.io
+    data = fill(pair)
+    t.write(b"<through the transport>")  # behind fastio's queue
+    io.write(b"<fastio again>")  # behind the transport's queue
+    io.detach()  # fastio's queue still goes first
+    t.write(b"<after detach>")
+    io.write(b"<detached io>")
+    expected = data + b"<through the transport><fastio again><after detach><detached io>"
+    got = await threads.deferToThread(recv_exactly, pair.peer, len(expected))
+    assert got == expected
+    await wait_for(lambda: io.queued() == 0)
+    assert "doWrite" not in vars(t) and "doRead" not in vars(t)
+
+
+@pytest_twisted.ensureDeferred
+async def test_abort_drops_what_fastio_queued(connect):
+    from twisted.internet.error import ConnectionAborted
+
+    pair = await connect(peer_rcvbuf=4096)
+    data = fill(pair)
+    pair.leg.transport.abortConnection()
+    pair.leg.io.write(b"dropped after the abort")
+    await wait_for(lambda: pair.leg.lost is not None)
+    assert pair.leg.lost.check(ConnectionAborted)
+    got = await threads.deferToThread(read_until_closed, pair.peer)  # ends with a reset
+    assert len(got) < len(data) and data.startswith(got)
