@@ -214,12 +214,19 @@ class DirectIO:
         sent = 0
         if out is None:
             try:
-                sent = self._sock.sendmsg(buffers[:MAX_IOVECS]) if len(buffers) > 1 else self._sock.send(buffers[0])
+                if len(buffers) == 1:
+                    sent = self._sock.send(buffers[0])
+                    if sent == len(buffers[0]):
+                        return
+                else:
+                    sent = self._sock.sendmsg(buffers[:MAX_IOVECS])
+                    if sent == sum(map(len, buffers)):
+                        return
             except OSError:
                 pass  # full: queue it all; an error: doWrite meets it again and ends the connection
             out = self._out = _OutQueue()
         out.append(buffers, sent)
-        if not out.size:
+        if not out.size:  # only empty buffers were left
             self._out = None
             return
         t.startWriting()
@@ -267,6 +274,7 @@ class DirectIO:
         if out is not None:
             out.release()
         self.detach()  # nothing queued any more: Twisted's doWrite too
+        self._writer = None  # it is our own bound method: a cycle that only a full GC would free
         self.transport.connectionLost(reason)
 
 

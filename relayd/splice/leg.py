@@ -23,6 +23,8 @@ PENDING_MAX = 64 * 1024
 
 _NO_CODE = (None, 1005)  # a close without a status code (an empty close payload)
 
+_log = Logger()  # module-level: an event logged through an instance's Logger would hold the leg
+
 
 def sendable_close_code(code):
     """``code`` as a close frame may carry it: None (no code) stays None; a code that may not be
@@ -60,8 +62,6 @@ class WebSocketLeg(FrameReader):
         "_drop_after_close",  # close the TCP connection once the close frame is written
         "_msg_opcode", "_msg_started",  # the message an ILeg caller is sending (begin/end_message)
     )
-
-    _log = Logger()
 
     def __init__(self, factory, transport, entity_path=None, selected_protocol=None):
         self._reader_init()
@@ -243,8 +243,8 @@ class WebSocketLeg(FrameReader):
             if self._queued is None or self._queued[1] is None:
                 pipe.close_after_flush(self.transport)
             return
-        self._log.info("relayed connection on {path}: closing with {code}: {reason}",
-                       path=self.entity_path, code=code, reason=reason)
+        _log.info("relayed connection on {path}: closing with {code}: {reason}",
+                  path=self.entity_path, code=code, reason=reason)
         self._closing(drop=True)
         self._send_control(CLOSE, wsframe.encode_close(code, reason))
         partner = self.partner
