@@ -153,7 +153,7 @@ def split_serve_args(rest):
 def _serve(rest):
     from twisted.scripts.twistd import run
 
-    from relayd.tap import StartupError
+    from relayd.relay_service import StartupError
 
     twistd, relayd = split_serve_args(rest)
     sys.argv = ["twistd", "-n", *twistd, "relayd", *relayd]

@@ -5,23 +5,26 @@ import pytest
 import pytest_twisted
 
 from tests.support.relay import (  # noqa: F401  (tests/unit still import the keys from here)
-    LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config,
+    LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, SharedRelay, write_config,
 )
 
 
-@pytest.fixture
-def tls_relay(tmp_path):
-    """A relay subprocess listening with TLS (``ssl:``) on a throwaway CA's certificate;
-    ``certs`` has the paths of ca.pem, server-key.pem and server-cert.pem."""
+@pytest.fixture(scope="session")
+def _shared_tls_relay_process(tmp_path_factory):
     from tests.support.tls import make_ca_and_server
 
-    certs = make_ca_and_server(tmp_path)
-    listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
-        certs["server-key.pem"], certs["server-cert.pem"])
-    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen))
-    relay.certs = certs
+    workdir = tmp_path_factory.mktemp("shared-tls-relay")
+    relay = SharedRelay(workdir, certs=make_ca_and_server(workdir))
     yield relay
     relay.stop()
+
+
+@pytest.fixture
+def tls_relay(_shared_tls_relay_process):
+    """The worker's relay subprocess listening with TLS (``ssl:``) on a throwaway CA's
+    certificate; ``certs`` has the paths of ca.pem, server-key.pem and server-cert.pem.  Shared
+    like :func:`shared_relay`: a test leaves it as it found it."""
+    yield from _borrowed(_shared_tls_relay_process)
 
 
 @pytest.fixture
@@ -30,6 +33,28 @@ def relay_proc(tmp_path):
     proc = RelayProcess(tmp_path, write_config(tmp_path))
     yield proc
     proc.stop()
+
+
+@pytest.fixture(scope="session")
+def _shared_relay_process(tmp_path_factory):
+    relay = SharedRelay(tmp_path_factory.mktemp("shared-relay"))
+    yield relay
+    relay.stop()
+
+
+@pytest.fixture
+def shared_relay(_shared_relay_process):
+    """The worker's relay subprocess with the test config (entities echo, open, few, scoped),
+    shared by the tests that leave it as they found it: no entity added or removed, every
+    listener and connection gone by the end of the test (checked after each test, see
+    :class:`tests.support.relay.SharedRelay`)."""
+    yield from _borrowed(_shared_relay_process)
+
+
+def _borrowed(relay):
+    relay.check_borrowed()
+    yield relay
+    relay.check_returned()
 
 
 class InProcessRelay:
@@ -47,7 +72,7 @@ async def relay(tmp_path):
     from twisted.internet import reactor
 
     from relayd import config
-    from relayd.tap import RelayService
+    from relayd.relay_service import RelayService
 
     settings = config.load(write_config(tmp_path))
     service = RelayService(settings, reactor)

@@ -45,7 +45,7 @@ class MemoryRelay:
     the service listens with (80: the HTTP/WebSocket port, 81: TCP port door, 82: net.tcp)."""
 
     def __init__(self, data_dir, limits=None):
-        from relayd.tap import RelayService
+        from relayd.relay_service import RelayService
 
         self.clock = MemoryReactorClock()
         self.clock.advance(EPOCH)

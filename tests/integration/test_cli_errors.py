@@ -171,15 +171,15 @@ def test_key_show_for_a_tls_relay_says_use_tls(tmp_path):
 
 # -- -v / -q ------------------------------------------------------------------------------------
 
-def test_quiet_and_verbose(relay_proc):
-    cs = "Endpoint=%s/;SharedAccessKeyName=root;SharedAccessKey=%s" % (relay_proc.url, ROOT_KEY)
+def test_quiet_and_verbose(shared_relay):
+    cs = "Endpoint=%s/;SharedAccessKeyName=root;SharedAccessKey=%s" % (shared_relay.url, ROOT_KEY)
     for args in (["-q", "listen", "echo", "-x", cs], ["listen", "echo", "-q", "-x", cs]):
-        online_before = relay_proc.log_text().count("online on echo")
+        online_before = shared_relay.log_text().count("online on echo")
         proc = subprocess.Popen(CLI + args, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, env=clean_env())
         try:
             deadline = time.time() + 30
-            while relay_proc.log_text().count("online on echo") == online_before:  # the relay's log
+            while shared_relay.log_text().count("online on echo") == online_before:  # the relay's log
                 if proc.poll() is not None:
                     pytest.fail("relayd %s exited with %s: %s" % (" ".join(args[:3]), proc.returncode,
                                                                   proc.communicate()[1]))
@@ -195,7 +195,7 @@ def test_quiet_and_verbose(relay_proc):
                 proc.kill()
     out = relayd("-v", "connect", "echo", "-x", cs, timeout=60)  # nobody listens: 404
     assert out.returncode == 1
-    assert "connecting to ws://127.0.0.1:%d/$hc/echo" % relay_proc.port in out.stderr, out.stderr
+    assert "connecting to ws://127.0.0.1:%d/$hc/echo" % shared_relay.port in out.stderr, out.stderr
     assert "404" in out.stderr
     out = relayd("-q", "-v", "connect", "echo", "-x", cs)
     assert_message(out, 2, "-q", "-v")
@@ -239,7 +239,7 @@ def round_trip(family, address, data):
     return got
 
 
-def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
+def test_bridge_with_unix_sockets_and_bracketed_ipv6(shared_relay, tmp_path):
     require(ipv6_loopback(), "no IPv6 loopback (::1) on this machine")
     service_path = str(tmp_path / "service.sock")
     server = socketserver.ThreadingUnixStreamServer(service_path, _Echo)
@@ -251,7 +251,7 @@ def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
     local_path = str(tmp_path / "local.sock")
     log = tmp_path / "bridge.log"
     with open(log, "wb") as f:
-        bridge = subprocess.Popen(CLI + ["bridge", "--url", relay_proc.url, "--rule", "root", "--key", ROOT_KEY,
+        bridge = subprocess.Popen(CLI + ["bridge", "--url", shared_relay.url, "--rule", "root", "--key", ROOT_KEY,
                                          "-R", "echo:%s" % service_path, "-L", "[::1]:%d:echo" % port6,
                                          "-L", "%s:echo" % local_path],
                                   stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env())
@@ -269,18 +269,19 @@ def test_bridge_with_unix_sockets_and_bracketed_ipv6(relay_proc, tmp_path):
         server.server_close()
 
 
-def test_bridge_quiet_logs_only_problems(relay_proc, tmp_path):
+def test_bridge_quiet_logs_only_problems(shared_relay, tmp_path):
     number = free_port()
     logs = {}
+    since = shared_relay.log_end()
     for flag in ("-v", "-q"):
         log = tmp_path / ("bridge%s.log" % flag)
         with open(log, "wb") as f:
-            bridge = subprocess.Popen(CLI + [flag, "bridge", "--url", relay_proc.url, "--rule", "root", "--key",
+            bridge = subprocess.Popen(CLI + [flag, "bridge", "--url", shared_relay.url, "--rule", "root", "--key",
                                              ROOT_KEY, "-R", "echo:127.0.0.1:9", "-L", "127.0.0.1:%d:echo" % number],
                                       stdout=f, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL, env=clean_env())
         try:
             online = 1 if flag == "-v" else 2  # the relay's log counts both runs
-            relay_proc.wait_log(r"(?s)(online on echo.*){%d}" % online)
+            shared_relay.wait_log(r"(?s)(online on echo.*){%d}" % online, since=since)
             if flag == "-v":
                 wait_for_text(file_reader(log), r"online", bridge)
         finally:
@@ -289,7 +290,7 @@ def test_bridge_quiet_logs_only_problems(relay_proc, tmp_path):
         logs[flag] = log.read_text()
     assert "listening on 127.0.0.1:%d" % number in logs["-v"] and "online" in logs["-v"], logs["-v"]
     assert "listening on" not in logs["-q"] and "online" not in logs["-q"], logs["-q"]
-    out = relayd("bridge", "-q", "-v", "--url", relay_proc.url, "-L", "1:echo")
+    out = relayd("bridge", "-q", "-v", "--url", shared_relay.url, "-L", "1:echo")
     assert_message(out, 2, "-q and -v")
 
 
@@ -312,7 +313,7 @@ def test_recorded_endpoint_means_what_the_relay_speaks(public_url, host, port, t
     from types import SimpleNamespace
 
     from relayd.client.connection_string import ConnectionInfo
-    from relayd.tap import connection_endpoint
+    from relayd.relay_service import connection_endpoint
 
     endpoint = connection_endpoint(public_url, SimpleNamespace(host=host, port=port), tls)
     assert endpoint == expected

@@ -60,3 +60,36 @@ def test_key_show_reads_the_store_without_twisted(tmp_path):
     report = run_command("key", "show", "--data-dir", str(tmp_path))
     assert report["status"] == 0
     assert not [m for m in report["modules"] if m.split(".")[0] in HEAVY or m in HEAVY]
+
+
+# ``twistd relayd`` reads its options and the config file before it builds the relay: a mistake
+# there is reported before any door, Autobahn or lxml is imported.
+TWISTD_PROBE = """
+import json, sys
+from twisted.application.service import IServiceMaker
+from twisted.plugin import getPlugins
+maker = next(p for p in getPlugins(IServiceMaker) if p.tapname == "relayd")
+options = maker.options()
+try:
+    options.parseOptions(sys.argv[1:])
+    status = 0
+except SystemExit as e:
+    status = e.code
+print(json.dumps({"status": status, "modules": sorted(sys.modules)}))
+"""
+
+
+@pytest.mark.parametrize("argv, status", [
+    (["--listen", "udp:53"], 1),
+    (["--config", "missing.toml"], 1),
+    (["--listen", "tcp:0:interface=127.0.0.1"], 0),
+], ids=["bad-listen", "missing-config", "good"])
+def test_twistd_relayd_options_import_no_door(tmp_path, argv, status):
+    out = subprocess.run([sys.executable, "-c", TWISTD_PROBE, *argv], capture_output=True, text=True,
+                         timeout=60, stdin=subprocess.DEVNULL, cwd=str(tmp_path))
+    assert out.returncode == 0, out.stderr
+    report = json.loads(out.stdout.splitlines()[-1])
+    assert report["status"] == status, out.stderr
+    heavy = [m for m in report["modules"]
+             if m.split(".")[0] in ("autobahn", "lxml") or m.startswith(("relayd.transports", "relayd.web"))]
+    assert heavy == [], heavy[:10]

@@ -1,13 +1,14 @@
 """relayd's own client (listener, sender, netcat CLI) against a real relay on loopback.
 
-The in-process ``relay`` fixture runs the relay in the test's reactor; the ``relay_proc``
-fixture runs ``twistd -n relayd`` as a subprocess for the CLI tests.
+The in-process ``relay`` fixture runs the relay in the test's reactor; the CLI tests use the
+worker's shared ``twistd -n relayd`` subprocesses (``shared_relay``, ``tls_relay``).
 """
 
 import os
 import random
 import subprocess
 import time
+from types import SimpleNamespace
 
 import pytest
 import pytest_twisted
@@ -18,7 +19,7 @@ from relayd.client import (
 )
 from tests.support.net import free_port
 from tests.support.cli import REPO, cli, cli_env, connection_string, start_listen
-from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config
+from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, write_config
 from tests.support.tls import make_ca_and_server
 from tests.support.waits import sleep, wait_for
 
@@ -253,7 +254,7 @@ async def test_listener_and_sender_over_wss_verify_the_relay_certificate(tmp_pat
     from twisted.internet import ssl
 
     from relayd import config
-    from relayd.tap import RelayService
+    from relayd.relay_service import RelayService
 
     certs = make_ca_and_server(tmp_path)
     listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
@@ -417,17 +418,17 @@ async def test_stop_closes_accepted_connections_and_goes_offline(relay):
 # -- the CLI: relayd listen / relayd connect --------------------------------------------------
 
 
-def _start_listen(relay_proc, tmp_path, stdin, path="echo", env=None):
+def _start_listen(relay, tmp_path, stdin, path="echo", env=None):
     err_path = tmp_path / "listen.err"
-    return start_listen(relay_proc, err_path, stdin, path=path, env=env), err_path
+    return start_listen(relay, err_path, stdin, path=path, env=env), err_path
 
 
-def test_cli_connect_pipes_stdin_to_listen_stdout(relay_proc, tmp_path):
+def test_cli_connect_pipes_stdin_to_listen_stdout(shared_relay, tmp_path):
     data = os.urandom(200_000)
     # the listener's stdin is at EOF: it half-closes and still receives everything (issue 8 item 20)
-    listen, err_path = _start_listen(relay_proc, tmp_path, subprocess.DEVNULL)
+    listen, err_path = _start_listen(shared_relay, tmp_path, subprocess.DEVNULL)
     try:
-        sender = subprocess.run(cli("connect", "echo", "--url", relay_proc.url, "--rule", "sender",
+        sender = subprocess.run(cli("connect", "echo", "--url", shared_relay.url, "--rule", "sender",
                                      "--key", SEND_KEY),
                                 input=data, capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
         assert sender.returncode == 0, sender.stderr
@@ -439,14 +440,14 @@ def test_cli_connect_pipes_stdin_to_listen_stdout(relay_proc, tmp_path):
             listen.kill()
 
 
-def test_cli_listen_stdin_reaches_connect_stdout(relay_proc, tmp_path):
+def test_cli_listen_stdin_reaches_connect_stdout(shared_relay, tmp_path):
     data = os.urandom(150_000)
     source = tmp_path / "source.bin"
     source.write_bytes(data)
     with open(source, "rb") as stdin:
-        listen, err_path = _start_listen(relay_proc, tmp_path, stdin)
+        listen, err_path = _start_listen(shared_relay, tmp_path, stdin)
     try:
-        sender = subprocess.Popen(cli("connect", "echo", "-x", connection_string(relay_proc, "sender", SEND_KEY)),
+        sender = subprocess.Popen(cli("connect", "echo", "-x", connection_string(shared_relay, "sender", SEND_KEY)),
                                   stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                   env=cli_env(), cwd=REPO)
         # the listener's end of file half-closes: the sender's stdout ends, and the sender's
@@ -465,40 +466,34 @@ def test_cli_listen_stdin_reaches_connect_stdout(relay_proc, tmp_path):
                 p.kill()
 
 
-def test_cli_reports_errors_with_exit_status(relay_proc, tmp_path):
-    r = subprocess.run(cli("connect", "echo", "-x", connection_string(relay_proc)), input=b"",
+def test_cli_reports_errors_with_exit_status(shared_relay, tmp_path):
+    r = subprocess.run(cli("connect", "echo", "-x", connection_string(shared_relay)), input=b"",
                        capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
     assert r.returncode == 1 and b"404" in r.stderr, r.stderr
-    r = subprocess.run(cli("listen", "echo", "-x", connection_string(relay_proc, "root", "d3Jvbmcta2V5LWZvci10ZXN0cw==")),
+    r = subprocess.run(cli("listen", "echo", "-x", connection_string(shared_relay, "root", "d3Jvbmcta2V5LWZvci10ZXN0cw==")),
                        input=b"", capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
     assert r.returncode == 1 and b"401" in r.stderr, r.stderr
-    r = subprocess.run(cli("listen", "echo", "--url", relay_proc.url), input=b"",
+    r = subprocess.run(cli("listen", "echo", "--url", shared_relay.url), input=b"",
                        capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
     assert r.returncode == 2 and b"--rule" in r.stderr, r.stderr
 
 
-def test_cli_over_wss_with_ssl_cert_file(tmp_path):
-    certs = make_ca_and_server(tmp_path)
-    listen_ep = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
-        certs["server-key.pem"], certs["server-cert.pem"])
-    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen_ep))
+def test_cli_over_wss_with_ssl_cert_file(tls_relay, tmp_path):
+    certs = tls_relay.certs
+    relay = SimpleNamespace(url="wss://127.0.0.1:%d" % tls_relay.port)
+    env = dict(cli_env(), SSL_CERT_FILE=certs["ca.pem"])
+    data = os.urandom(50_000)
+    listen, err_path = _start_listen(relay, tmp_path, subprocess.DEVNULL, env=env)
     try:
-        relay.url = "wss://127.0.0.1:%d" % relay.port
-        env = dict(cli_env(), SSL_CERT_FILE=certs["ca.pem"])
-        data = os.urandom(50_000)
-        listen, err_path = _start_listen(relay, tmp_path, subprocess.DEVNULL, env=env)
-        try:
-            sender = subprocess.run(cli("connect", "echo", "-x", connection_string(relay, "sender", SEND_KEY)),
-                                    input=data, capture_output=True, env=env, cwd=REPO, timeout=60)
-            assert sender.returncode == 0, sender.stderr
-            out, _ = listen.communicate(timeout=30)
-            assert listen.returncode == 0 and out == data, err_path.read_bytes()
-        finally:
-            if listen.poll() is None:
-                listen.kill()
-        # without the CA: refused
-        r = subprocess.run(cli("connect", "echo", "-x", connection_string(relay, "sender", SEND_KEY)), input=b"",
-                           capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
-        assert r.returncode == 1 and b"cannot connect" in r.stderr, r.stderr
+        sender = subprocess.run(cli("connect", "echo", "-x", connection_string(relay, "sender", SEND_KEY)),
+                                input=data, capture_output=True, env=env, cwd=REPO, timeout=60)
+        assert sender.returncode == 0, sender.stderr
+        out, _ = listen.communicate(timeout=30)
+        assert listen.returncode == 0 and out == data, err_path.read_bytes()
     finally:
-        relay.stop()
+        if listen.poll() is None:
+            listen.kill()
+    # without the CA: refused
+    r = subprocess.run(cli("connect", "echo", "-x", connection_string(relay, "sender", SEND_KEY)), input=b"",
+                       capture_output=True, env=cli_env(), cwd=REPO, timeout=60)
+    assert r.returncode == 1 and b"cannot connect" in r.stderr, r.stderr

@@ -8,16 +8,13 @@ import socket
 import pytest
 
 from relayd.transports.http.request import HttpError, normalise_path
-from tests.support.relay import RelayProcess, write_config
 from tests.support.net import read_response
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("door-input")
-    proc = RelayProcess(tmp, write_config(tmp))
-    yield proc
-    proc.stop()
+@pytest.fixture
+def relay(shared_relay):
+    """The worker's shared relay: these tests leave it as they found it."""
+    return shared_relay
 
 
 def ask(relay, raw, keepalive_first=False):

@@ -19,16 +19,13 @@ import time
 
 import pytest
 
-from tests.support.relay import RelayProcess, write_config
 from tests.support.rawws import Closed, ProtocolBroken, frame, mask_bytes, pair
 
 
-@pytest.fixture(scope="module")
-def relay(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("ws-integrity")
-    proc = RelayProcess(tmp, write_config(tmp))
-    yield proc
-    proc.stop()
+@pytest.fixture
+def relay(shared_relay):
+    """The worker's shared relay: these tests leave it as they found it."""
+    return shared_relay
 
 
 def collect_until_close(leg, timeout):
@@ -164,27 +161,19 @@ def test_relayed_messages_keep_their_types_and_bytes(relay):
             s.close()
 
 
-HTTP_CONFIG = """
-[[hybrid_connections]]
-path = "site"
-requires_client_authorization = false
-"""
-
-
-def test_empty_chunked_body_reaches_the_service(tmp_path):
+def test_empty_chunked_body_reaches_the_service(relay, tmp_path):
     from tests.support.relay import ROOT_KEY
     from tests.support.relay import Bridge
 
-    relay = RelayProcess(tmp_path, write_config(tmp_path, extra=HTTP_CONFIG))
     backend = subprocess.Popen([sys.executable, "-m", "tests.support.backend"], stdout=subprocess.PIPE, text=True)
     bridge = None
     try:
         port = int(backend.stdout.readline().split()[1])
         cs = "Endpoint=sb://127.0.0.1:%d/;SharedAccessKeyName=root;SharedAccessKey=%s" % (relay.port, ROOT_KEY)
-        bridge = Bridge(tmp_path, relay, "-H", "site:http://127.0.0.1:%d" % port, connection_string=cs)
-        bridge.wait("-H site.*online")
+        bridge = Bridge(tmp_path, relay, "-H", "open:http://127.0.0.1:%d" % port, connection_string=cs)
+        bridge.wait("-H open.*online")
         with socket.create_connection(("127.0.0.1", relay.port), timeout=15) as s:
-            s.sendall(b"POST /site/sha HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nTransfer-Encoding: chunked\r\n"
+            s.sendall(b"POST /open/sha HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nTransfer-Encoding: chunked\r\n"
                       b"Connection: close\r\n\r\n0\r\n\r\n" % relay.port)
             answer = b""
             while True:
@@ -203,4 +192,3 @@ def test_empty_chunked_body_reaches_the_service(tmp_path):
             bridge.stop()
         backend.terminate()
         backend.wait()
-        relay.stop()

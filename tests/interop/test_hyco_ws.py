@@ -8,8 +8,7 @@ import time
 
 import pytest
 
-from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
-from tests.support.tls import make_ca_and_server
+from tests.support.relay import ROOT_KEY, require_tool
 
 NODE_DIR = os.path.join(os.path.dirname(__file__), "node")
 pytestmark = pytest.mark.interop
@@ -69,23 +68,16 @@ def _echo_round(base, env, relay):
         listener.stop()
 
 
-def test_hyco_ws_listener_and_senders_over_ws(relay_proc, node_env):
-    _echo_round(relay_proc.url, node_env, relay_proc)
+def test_hyco_ws_listener_and_senders_over_ws(shared_relay, node_env):
+    _echo_round(shared_relay.url, node_env, shared_relay)
 
 
-def test_hyco_ws_listener_and_senders_over_wss(tmp_path, node_env):
-    certs = make_ca_and_server(tmp_path)
-    listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
-        certs["server-key.pem"], certs["server-cert.pem"])
-    relay = RelayProcess(tmp_path, write_config(tmp_path, listen=listen))
-    try:
-        env = dict(node_env, NODE_EXTRA_CA_CERTS=certs["ca.pem"])
-        _echo_round("wss://127.0.0.1:%d" % relay.port, env, relay)
-        # without the CA the SDK refuses the relay's certificate: TLS is really verified
-        out = run_node("sender.js", "wss://127.0.0.1:%d" % relay.port, "echo", node_env, "--timeout=5")
-        assert out.returncode == 1
-    finally:
-        relay.stop()
+def test_hyco_ws_listener_and_senders_over_wss(tls_relay, node_env):
+    env = dict(node_env, NODE_EXTRA_CA_CERTS=tls_relay.certs["ca.pem"])
+    _echo_round("wss://127.0.0.1:%d" % tls_relay.port, env, tls_relay)
+    # without the CA the SDK refuses the relay's certificate: TLS is really verified
+    out = run_node("sender.js", "wss://127.0.0.1:%d" % tls_relay.port, "echo", node_env, "--timeout=5")
+    assert out.returncode == 1
 
 
 def test_relay_survives_hyco_ws_reconnect_storm(relay_proc, node_env):

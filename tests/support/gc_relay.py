@@ -17,7 +17,7 @@ def main():
     from twisted.protocols.policies import ProtocolWrapper
 
     from relayd import config, pipe
-    from relayd.tap import RelayService
+    from relayd.relay_service import RelayService
     from relayd.transports.websocket import HybridProtocol
 
     log_file = open(log_path, "a")

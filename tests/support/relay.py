@@ -125,10 +125,16 @@ class RelayProcess:
         with open(self.log_path, "rb") as f:
             return f.read().decode("utf-8", "replace")
 
-    def wait_log(self, pattern, timeout=30):
-        """The first match of ``pattern`` in the relay's log, waiting up to ``timeout`` seconds
-        (fails at once when the relay has exited)."""
-        return wait_for_text(self.log_text, pattern, self.proc, timeout)
+    def wait_log(self, pattern, timeout=30, since=0):
+        """The first match of ``pattern`` in the relay's log (from character ``since`` on: see
+        :meth:`log_end`), waiting up to ``timeout`` seconds (fails at once when the relay has
+        exited)."""
+        return wait_for_text(lambda: self.log_text()[since:], pattern, self.proc, timeout)
+
+    def log_end(self):
+        """Where the log ends now: ``wait_log(..., since=relay.log_end())`` waits for what
+        comes after (a shared relay's log has other tests' lines before)."""
+        return len(self.log_text())
 
     def door_port(self, door, timeout=20):
         """The port of the TCP door the relay logs as ``DOOR listening on``, e.g.
@@ -148,6 +154,66 @@ class RelayProcess:
     def stop(self):
         stop_process(self.proc)
         self._log.close()
+
+
+def relay_status(relay, timeout=10):
+    """The relay's ``GET /$relayd/status`` (entities, listeners, pending_rendezvous), signed
+    with the root key."""
+    import json
+    import urllib.request
+
+    from relayd.wire import sas
+
+    base = "http://127.0.0.1:%d" % relay.port  # over TLS too: the token is for the http:// form
+    token = sas.make_token(base + "/", "root", ROOT_KEY, int(time.time()) + 300)
+    context = getattr(relay, "ssl_context", None)
+    url = "%s://127.0.0.1:%d/$relayd/status" % ("https" if context else "http", relay.port)
+    request = urllib.request.Request(url, headers={"Authorization": token})
+    with urllib.request.urlopen(request, timeout=timeout, context=context) as response:
+        return json.loads(response.read())
+
+
+class SharedRelay(RelayProcess):
+    """One ``twistd -n relayd`` with the test config for many tests in a row (one per test
+    worker): starting a relay costs more CPU than most tests that use it.  A test borrows it
+    through the ``shared_relay`` fixture and must leave it as it found it -- the same entities,
+    no listener, no pending rendezvous, still running -- which :meth:`check_returned` waits
+    for (deadline ``RETURN_DEADLINE``) after every test, so that the next test starts clean.
+    A test that changes the relay (entities, limits) or reads its log from the start uses a
+    relay of its own (``relay_proc``)."""
+
+    RETURN_DEADLINE = 15  # seconds for a test's listeners and legs to be gone from the relay
+
+    def __init__(self, workdir, certs=None):
+        """``certs`` (from :func:`tests.support.tls.make_ca_and_server`): listen with TLS."""
+        self.certs = certs
+        self.ssl_context = None
+        listen = '["tcp:0:interface=127.0.0.1"]'
+        if certs is not None:
+            import ssl
+
+            listen = '["ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
+                certs["server-key.pem"], certs["server-cert.pem"])
+            self.ssl_context = ssl.create_default_context(cafile=certs["ca.pem"])
+            self.ssl_context.check_hostname = False  # the certificate names localhost
+        super().__init__(workdir, write_config(workdir, listen=listen))
+        self.clean = relay_status(self)
+
+    def check_borrowed(self):
+        assert self.proc.poll() is None, "the shared relay exited (%s):\n%s" % (
+            self.proc.returncode, self.log_text()[-3000:])
+
+    def check_returned(self):
+        """Wait until the relay is as the test found it; fail naming what is left."""
+        self.check_borrowed()
+        deadline = time.monotonic() + self.RETURN_DEADLINE
+        while True:
+            status = relay_status(self)
+            if status == self.clean:
+                return
+            if time.monotonic() > deadline:
+                raise AssertionError("the test left the shared relay changed: %s, not %s" % (status, self.clean))
+            time.sleep(0.05)
 
 
 class Bridge:

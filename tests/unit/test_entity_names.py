@@ -1,21 +1,12 @@
 """Entity names are restricted to a documented safe set (issue 8, item 19): ASCII letters,
 digits, ``-``, ``.``, ``_``, ``~`` and ``/`` between segments; no empty, ``.`` or ``..``
 segment; at most MAX_ENTITY_PATH characters.  Errors are clear in the config file, the
-namespace (management API, create-on-listen) and through the management API and the CLI
-of a real relay."""
-
-import json
-import subprocess
-import sys
-import time
-import urllib.error
-import urllib.request
+namespace (management API, create-on-listen); through the management API and the CLI of a
+real relay in tests/integration/test_entity_names_api.py."""
 
 import pytest
 
 from relayd import config
-
-from relayd.wire import sas
 from relayd.config import ConfigError
 from relayd.wire.names import MAX_ENTITY_PATH, validate_entity_path
 from relayd.namespace import Entity, Namespace, NamespaceError, SqliteStore
@@ -105,41 +96,3 @@ def test_stored_entities_with_unsafe_names_are_not_loaded(tmp_path):
         assert ns.resolve("../x") == (None, None)
     finally:
         store.close()
-
-
-# -- a real relay: the management API and the CLI ------------------------------------------------
-
-BAD_OVER_HTTP = [".", "..", "x/../echo", "%2e%2e", "x/%2E%2E/echo", "%E2%84%AAelvin", "stra%C3%9Fe"]
-
-
-@pytest.mark.parametrize("quoted", BAD_OVER_HTTP)
-def test_management_api_refuses_unsafe_names(relay_proc, quoted):
-    from tests.conftest import ROOT_KEY
-
-    token = sas.make_token(relay_proc.http_url + "/", "root", ROOT_KEY, int(time.time()) + 60)
-    import http.client
-
-    conn = http.client.HTTPConnection("127.0.0.1", relay_proc.port, timeout=10)
-    conn.request("PUT", "/$relayd/entities/" + quoted, body=b"{}", headers={"Authorization": token})
-    resp = conn.getresponse()
-    body = json.loads(resp.read())
-    conn.close()
-    assert resp.status == 400, body
-    message = body["error"]["message"]
-    assert "entity path" in message and ("segment" in message or "ASCII letters" in message), message
-    req = urllib.request.Request(relay_proc.http_url + "/$relayd/entities", headers={"Authorization": token})
-    with urllib.request.urlopen(req, timeout=10) as r:
-        paths = [e["path"] for e in json.loads(r.read())]
-    assert paths == ["echo", "few", "open", "scoped"]
-
-
-@pytest.mark.parametrize("path", ["..", "x/../echo", "\u212aelvin"])
-def test_cli_entity_add_refuses_unsafe_names(relay_proc, path):
-    from tests.conftest import ROOT_KEY
-
-    out = subprocess.run([sys.executable, "-m", "relayd.cli", "entity", "add", path, "--url", relay_proc.url,
-                          "--rule", "root", "--key", ROOT_KEY], capture_output=True, text=True, timeout=60,
-                         stdin=subprocess.DEVNULL)
-    assert out.returncode != 0
-    assert "Traceback" not in out.stderr
-    assert ("'.' or '..' segment" in out.stderr or "ASCII letters" in out.stderr), out.stderr

@@ -1,7 +1,7 @@
-"""The relay's service tree (relayd.tap): ``makeService`` gives a MultiService with one
-DoorService per listening socket, binding in ``startService`` (after twistd --uid has dropped
-root), telling when it listens, and failing loudly and cleanly when a socket cannot be bound.
-On MemoryReactorClock: no real sockets."""
+"""The relay's service tree (relayd.relay_service; relayd.tap's ``makeService`` returns it): a
+MultiService with one DoorService per listening socket, binding in ``startService`` (after
+twistd --uid has dropped root), telling when it listens, and failing loudly and cleanly when a
+socket cannot be bound.  On MemoryReactorClock: no real sockets."""
 
 import pytest
 from twisted.application.internet import StreamServerEndpointService
@@ -11,7 +11,7 @@ from twisted.internet.error import CannotListenError
 from twisted.internet.testing import MemoryReactorClock
 
 from relayd import config
-from relayd.tap import DoorService, RelayService, StartupError
+from relayd.relay_service import DoorService, RelayService, StartupError
 from relayd.transports.front import CountingFactory, FrontDoorFactory
 
 HTTP_PORTS = [9001, 9002]
