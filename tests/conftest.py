@@ -24,7 +24,7 @@ def tls_relay(_shared_tls_relay_process):
     """The worker's relay subprocess listening with TLS (``ssl:``) on a throwaway CA's
     certificate; ``certs`` has the paths of ca.pem, server-key.pem and server-cert.pem.  Shared
     like :func:`shared_relay`: a test leaves it as it found it."""
-    yield from _borrowed(_shared_tls_relay_process)
+    yield from _shared_tls_relay_process.borrowed()
 
 
 @pytest.fixture
@@ -48,13 +48,7 @@ def shared_relay(_shared_relay_process):
     shared by the tests that leave it as they found it: no entity added or removed, every
     listener and connection gone by the end of the test (checked after each test, see
     :class:`tests.support.relay.SharedRelay`)."""
-    yield from _borrowed(_shared_relay_process)
-
-
-def _borrowed(relay):
-    relay.check_borrowed()
-    yield relay
-    relay.check_returned()
+    yield from _shared_relay_process.borrowed()
 
 
 class InProcessRelay:

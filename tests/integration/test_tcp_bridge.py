@@ -11,7 +11,7 @@ import time
 import pytest
 
 from tests.support.net import free_port, recv_all, serve_tcp, wait_sent
-from tests.support.relay import ROOT_KEY, Bridge, RelayProcess, require_tool, stop_process, write_config
+from tests.support.relay import ROOT_KEY, Bridge, SharedRelay, require_tool, stop_process
 from tests.support.waits import wait_listening
 
 TCP_CONFIG = """
@@ -33,13 +33,20 @@ mode = "nettcp"
 """
 
 
-@pytest.fixture
-def tcp_relay(tmp_path):
-    relay = RelayProcess(tmp_path, write_config(tmp_path, extra=TCP_CONFIG))
+@pytest.fixture(scope="module")
+def _tcp_relay_process(tmp_path_factory):
+    relay = SharedRelay(tmp_path_factory.mktemp("tcp-relay"), extra=TCP_CONFIG)
     relay.redis_port = relay.door_port("port door (redis)")
     relay.nettcp_port = relay.door_port("nettcp door (routed by Via)")
     yield relay
     relay.stop()
+
+
+@pytest.fixture
+def tcp_relay(_tcp_relay_process):
+    """The module's relay with the TCP doors, lent to one test at a time: each test leaves it
+    with no listener and no pending rendezvous (see tests.support.relay.SharedRelay)."""
+    yield from _tcp_relay_process.borrowed()
 
 
 @pytest.fixture

@@ -184,8 +184,9 @@ class SharedRelay(RelayProcess):
 
     RETURN_DEADLINE = 15  # seconds for a test's listeners and legs to be gone from the relay
 
-    def __init__(self, workdir, certs=None):
-        """``certs`` (from :func:`tests.support.tls.make_ca_and_server`): listen with TLS."""
+    def __init__(self, workdir, certs=None, extra=""):
+        """``certs`` (from :func:`tests.support.tls.make_ca_and_server`): listen with TLS;
+        ``extra``: more config (entities, TCP doors), as for :func:`write_config`."""
         self.certs = certs
         self.ssl_context = None
         listen = '["tcp:0:interface=127.0.0.1"]'
@@ -196,8 +197,15 @@ class SharedRelay(RelayProcess):
                 certs["server-key.pem"], certs["server-cert.pem"])
             self.ssl_context = ssl.create_default_context(cafile=certs["ca.pem"])
             self.ssl_context.check_hostname = False  # the certificate names localhost
-        super().__init__(workdir, write_config(workdir, listen=listen))
+        super().__init__(workdir, write_config(workdir, listen=listen, extra=extra))
         self.clean = relay_status(self)
+
+    def borrowed(self):
+        """For a function-scoped fixture: ``yield from relay.borrowed()`` lends the relay to one
+        test and checks that it came back as it was lent."""
+        self.check_borrowed()
+        yield self
+        self.check_returned()
 
     def check_borrowed(self):
         assert self.proc.poll() is None, "the shared relay exited (%s):\n%s" % (
