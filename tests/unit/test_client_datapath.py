@@ -188,7 +188,8 @@ def test_a_close_frame_after_data_in_the_same_read():
     (server(PING, b"p" * 126), 1002),  # control payloads are at most 125 bytes
     (server(0x3, b"reserved opcode"), 1002),
     (server(TEXT, b"\xff\xfe not utf-8"), 1007),
-])
+], ids=["masked", "rsv", "orphan-continuation", "interleaved", "fragmented-ping", "long-ping",
+        "reserved-opcode", "bad-utf8"])  # fixed ids: a random mask must not differ between xdist workers
 def test_a_server_that_breaks_the_protocol_gets_its_close_code(bad, code):
     conn, wire, rec = open_streaming()
     conn.dataReceived(server(BINARY, b"fine") + bad + server(BINARY, b"never delivered"))
