@@ -417,3 +417,26 @@ async def test_abort_drops_what_fastio_queued(connect):
     assert pair.leg.lost.check(ConnectionAborted)
     got = await threads.deferToThread(read_until_closed, pair.peer)  # ends with a reset
     assert len(got) < len(data) and data.startswith(got)
+
+
+@pytest_twisted.ensureDeferred
+async def test_a_read_inside_on_read_never_reuses_the_lent_buffer(connect):
+    """Nothing in relayd reads from inside on_read, but should it happen (here: A's on_read
+    makes B read), B's read gets its own buffer and A's view is left intact."""
+    a = await connect()
+    b = await connect()
+    seen = []
+
+    def on_read_a(view):
+        before = bytes(view)
+        b.leg.transport.doRead()  # a read re-entered while A's view is lent out
+        seen.append((before, bytes(view)))
+
+    a.leg.io.detach()
+    a.leg.io = fastio.attach(a.leg.transport, on_read_a)
+    b.leg.transport.stopReading()  # B is read only from inside A's on_read
+    b.peer.sendall(b"B" * 1000)
+    a.peer.sendall(b"A" * 1000)
+    await wait_for(lambda: seen)
+    assert seen[0] == (b"A" * 1000, b"A" * 1000)
+    assert b.leg.data() == b"B" * 1000
