@@ -153,13 +153,17 @@ def split_serve_args(rest):
 def _serve(rest):
     from twisted.scripts.twistd import run
 
-    from relayd.relay_service import StartupError
-
     twistd, relayd = split_serve_args(rest)
     sys.argv = ["twistd", "-n", *twistd, "relayd", *relayd]
     try:
         run()
-    except StartupError as e:
+    except Exception as e:
+        # imported here, not before run(): a mistake in the options or the config file is
+        # reported before the relay's parts are imported (the relay raised it if it is one)
+        from relayd.relay_service import StartupError
+
+        if not isinstance(e, StartupError):
+            raise
         print("relayd: %s" % e, file=sys.stderr, flush=True)
         return 1
     return 0

@@ -93,3 +93,11 @@ def test_twistd_relayd_options_import_no_door(tmp_path, argv, status):
     heavy = [m for m in report["modules"]
              if m.split(".")[0] in ("autobahn", "lxml") or m.startswith(("relayd.transports", "relayd.web"))]
     assert heavy == [], heavy[:10]
+
+
+def test_relayd_serve_with_a_config_mistake_imports_no_door(tmp_path):
+    report = run_command("serve", "--listen", "udp:53", cwd=str(tmp_path))
+    assert report["status"] == 1
+    heavy = [m for m in report["modules"]
+             if m.split(".")[0] in ("autobahn", "lxml") or m.startswith(("relayd.transports", "relayd.web"))]
+    assert heavy == [], heavy[:10]
