@@ -138,7 +138,7 @@ def attach(transport, on_read, buffer_size=DEFAULT_BUFFER_SIZE, shared=True):
 class DirectIO:
     """Direct reads and writes on one attached transport (made by :func:`attach`)."""
 
-    __slots__ = ("transport", "_sock", "_on_read", "_size", "_shared", "_own", "_out", "_writer")
+    __slots__ = ("transport", "_sock", "_on_read", "_size", "_shared", "_own", "_out", "__weakref__")
 
     def __init__(self, transport, sock, on_read, buffer_size, shared):
         self.transport = transport
@@ -148,9 +148,8 @@ class DirectIO:
         self._shared = _shared_buffer(buffer_size) if shared else None
         self._own = None if shared else memoryview(bytearray(buffer_size))
         self._out = None  # an _OutQueue while the socket has refused something
-        self._writer = self._do_write
         transport.doRead = self._do_read
-        transport.doWrite = self._writer
+        transport.doWrite = self._do_write
         transport.connectionLost = self._connection_lost
 
     # -- reads ------------------------------------------------------------------------------
@@ -203,7 +202,7 @@ class DirectIO:
         if not t.connected or t._writeDisconnected or not buffers:
             return
         writer = vars(t).get("doWrite")
-        if writer is not self._writer:
+        if not self._is_mine(writer):
             if writer is None:  # detached: the ordinary path
                 _to_transport(t, buffers)
             return  # else aborted: Twisted replaced doWrite to drop everything
@@ -259,22 +258,24 @@ class DirectIO:
     def detach(self):
         """Give the transport back to Twisted's own ``doRead`` (idempotent); what fastio
         still has queued is sent first (its ``doWrite`` stays until then)."""
-        t = self.transport
         self._on_read = None
-        d = vars(t)
-        if d.get("doRead") == self._do_read:
-            del d["doRead"]
-        if d.get("connectionLost") == self._connection_lost:
-            del d["connectionLost"]
-        if self._out is None and d.get("doWrite") is self._writer:
-            del d["doWrite"]
+        d = vars(self.transport)
+        for name in ("doRead", "connectionLost") if self._out is not None else (
+                "doRead", "connectionLost", "doWrite"):
+            if self._is_mine(d.get(name)):
+                del d[name]
+
+    def _is_mine(self, method):
+        """Whether ``method`` is one of this DirectIO's bound methods.  Compared by
+        ``__self__``: keeping the bound method on ``self`` would be a reference cycle that
+        only a full GC frees, with the transport behind it."""
+        return getattr(method, "__self__", None) is self
 
     def _connection_lost(self, reason):
         out, self._out = self._out, None
         if out is not None:
             out.release()
         self.detach()  # nothing queued any more: Twisted's doWrite too
-        self._writer = None  # it is our own bound method: a cycle that only a full GC would free
         self.transport.connectionLost(reason)
 
 

@@ -440,3 +440,29 @@ async def test_a_read_inside_on_read_never_reuses_the_lent_buffer(connect):
     await wait_for(lambda: seen)
     assert seen[0] == (b"A" * 1000, b"A" * 1000)
     assert b.leg.data() == b"B" * 1000
+
+
+@pytest.mark.parametrize("queued", [False, True])
+@pytest_twisted.ensureDeferred
+async def test_nothing_keeps_a_directio_alive_after_the_connection_ends(connect, queued):
+    """No reference cycle (the transport's instance methods point at the DirectIO, which
+    points at the transport): freed by reference counting alone, without a full GC."""
+    import gc
+    import weakref
+
+    pair = await connect(peer_rcvbuf=4096)
+    if queued:
+        fill(pair)
+    io = weakref.ref(pair.leg.io)
+    pair.leg.transport.abortConnection() if queued else pair.peer.close()
+    await wait_for(lambda: pair.leg.lost is not None)
+    pair.leg.io.detach()  # idempotent, also after the end
+    left = vars(pair.leg.transport)  # (abortConnection sets doRead/doWrite lambdas of its own)
+    assert not [n for n in ("doRead", "doWrite", "connectionLost")
+                if getattr(left.get(n), "__self__", None) is pair.leg.io]
+    gc.disable()
+    try:
+        pair.leg.io = None
+        assert io() is None, "a reference cycle keeps the DirectIO (and its transport) alive"
+    finally:
+        gc.enable()
