@@ -1,8 +1,25 @@
 """Shared fixtures: a relay in this process (real loopback sockets) and a relay as a
 ``twistd -n relayd`` subprocess.  The helpers themselves live in :mod:`tests.support`."""
 
+import os
+import sys
+import tempfile
+
 import pytest
 import pytest_twisted
+
+# The suite starts a few hundred Python processes (relays, CLI commands, bridges), and each xdist
+# worker rewrites the asserts of every test module: without cached bytecode each of them compiles
+# its modules from source again (~0.1 s CPU a process, ~2 s a worker).  Where the environment
+# turns the cache off (PYTHONDONTWRITEBYTECODE), the tests and the processes they start keep it
+# in a directory of their own under the system's temp dir (PYTHONPYCACHEPREFIX), so the checkout
+# stays as it was.  Set before the xdist workers start: they and their children inherit it.
+if os.environ.get("PYTHONDONTWRITEBYTECODE"):
+    PYCACHE = os.path.join(tempfile.gettempdir(), "relayd-tests-pycache-%d" % os.getuid())
+    del os.environ["PYTHONDONTWRITEBYTECODE"]
+    os.environ["PYTHONPYCACHEPREFIX"] = PYCACHE
+    sys.dont_write_bytecode = False
+    sys.pycache_prefix = PYCACHE
 
 from tests.support.relay import (  # noqa: F401  (tests/unit still import the keys from here)
     LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, SharedRelay, write_config,
