@@ -2,17 +2,21 @@
 door's ILeg and both on the zero-copy path), byte for byte, through a ``twistd -n relayd``
 process: TCP reads reach the listener's leg as binary messages; the leg's frames (fragmented,
 at length-encoding boundaries, split across reads) reach the TCP client as their payload bytes
-in order; the empty binary message half-closes."""
+in order; the empty binary message half-closes.  And a TLS leg (Twisted's ordinary path)
+spliced with a plain one (the zero-copy path), frames 1:1 both ways."""
 
 import os
+import re
 import socket
+import ssl
 import threading
+import time
 
 import pytest
 
-from tests.support.rawws import hc_url, listen, RawWS
+from tests.support.rawws import RawWS, hc_url, listen, token
 from tests.support.relay import RelayProcess, write_config
-from tests.support.wsframes import FrameSocket, client_frame
+from tests.support.wsframes import FrameSocket, client_frame, server_frame
 
 PORT_DOOR = """
 [[hybrid_connections]]
@@ -73,3 +77,61 @@ def test_port_door_and_websocket_leg_byte_for_byte(relay):
         for s in (ctl, leg):
             s.close()
         client.close()
+
+
+@pytest.fixture(scope="module")
+def mixed_relay(tmp_path_factory):
+    """A relay listening on plain TCP and on TLS."""
+    from tests.support.tls import make_ca_and_server
+
+    tmp = tmp_path_factory.mktemp("frame-relay-tls")
+    certs = make_ca_and_server(tmp)
+    listen = '["tcp:0:interface=127.0.0.1", "ssl:0:interface=127.0.0.1:privateKey=%s:certKey=%s"]' % (
+        certs["server-key.pem"], certs["server-cert.pem"])
+    proc = RelayProcess(tmp, write_config(tmp, listen=listen))
+    ports = [int(p) for p in re.findall(r"relayd listening on [0-9.]+:(\d+)", proc.log_text())]
+    deadline = time.monotonic() + 20
+    while len(set(ports)) < 2 and time.monotonic() < deadline:
+        time.sleep(0.05)
+        ports = [int(p) for p in re.findall(r"relayd listening on [0-9.]+:(\d+)", proc.log_text())]
+    proc.plain_port, proc.tls_port = sorted(set(ports), key=ports.index)[:2]
+    proc.ca = certs["ca.pem"]
+    yield proc
+    proc.stop()
+
+
+class TlsWS(RawWS):
+    """RawWS over TLS."""
+
+    def __init__(self, port, ca):
+        context = ssl.create_default_context(cafile=ca)
+        raw = socket.create_connection(("127.0.0.1", port), timeout=10)
+        self.sock = context.wrap_socket(raw, server_hostname="127.0.0.1")
+        self.buf = b""
+        self.status = None
+
+
+def test_a_tls_leg_and_a_plain_leg_byte_for_byte(mixed_relay):
+    """The sender on TLS (Twisted's ordinary path: copies of what it reads), the listener's leg
+    on plain TCP (fastio: views of the shared read buffer), frames both ways 1:1."""
+    relay = mixed_relay
+    relay.port = relay.plain_port
+    ctl = listen(relay, "echo")
+    raw_sender = TlsWS(relay.tls_port, relay.ca).start(
+        hc_url(relay, "echo", "connect"), {"ServiceBusAuthorization": token(relay, "echo")})
+    raw_leg = RawWS(relay.plain_port).start(ctl.recv_json()["accept"]["address"])
+    assert raw_leg.finish() == 101 and raw_sender.finish() == 101
+    sender, leg = FrameSocket(raw_sender), FrameSocket(raw_leg)
+    try:
+        for src, dst in ((sender, leg), (leg, sender)):
+            frames = [(op, os.urandom(n), fin) for op, n, fin in ((2, 0, False), (0, 126, False), (0, 65536, False),
+                                                                  (0, (1 << 20) + 1, True))]
+            frames.append((1, "ünï".encode(), True))
+            expected = b"".join(server_frame(op, p, fin) for op, p, fin in frames)
+            wire = b"".join(client_frame(op, p, fin) for op, p, fin in frames)
+            thread = src.send_in_thread(*[wire[i:i + 65_521] for i in range(0, len(wire), 65_521)])
+            assert dst.read_exactly(len(expected)) == expected
+            thread.join(20)
+    finally:
+        for s in (ctl, sender, leg):
+            s.close()
