@@ -331,8 +331,7 @@ class WebSocketLeg(FrameReader):
     def send_message(self, data):
         """One whole binary message (a TCP door's read; ``b""`` is the half-close marker)."""
         if self._state == OPEN:
-            self.write(encode_header(BINARY, True, len(data)), data) if data else self.write(
-                encode_header(BINARY, True, 0))
+            self.write(encode_header(BINARY, True, len(data)), data)
 
     def send_text(self, text):
         if self._state == OPEN:
