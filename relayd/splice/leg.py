@@ -21,6 +21,10 @@ CLOSE_HANDSHAKE_TIMEOUT = 5.0
 # stops reading until then.
 PENDING_MAX = 64 * 1024
 
+# A partner's read that forwards more pieces than this here is joined into one buffer for its
+# single write (small frames); fewer go as they are, one iovec each (large frames: no copy).
+BATCH_JOIN = 32
+
 _NO_CODE = (None, 1005)  # a close without a status code (an empty close payload)
 
 _log = Logger()  # module-level: an event logged through an instance's Logger would hold the leg
@@ -61,6 +65,7 @@ class WebSocketLeg(FrameReader):
         "_queued",     # control frames waiting for a frame boundary: [pong or None, close or None]
         "_drop_after_close",  # close the TCP connection once the close frame is written
         "_msg_opcode", "_msg_started",  # the message an ILeg caller is sending (begin/end_message)
+        "_batch",      # what the partner's current read forwards here, written at its end
     )
 
     def __init__(self, factory, transport, entity_path=None, selected_protocol=None):
@@ -82,6 +87,7 @@ class WebSocketLeg(FrameReader):
         self._drop_after_close = False
         self._msg_opcode = None
         self._msg_started = False
+        self._batch = None
 
     @property
     def _text_hold(self):
@@ -135,6 +141,19 @@ class WebSocketLeg(FrameReader):
 
     # -- reading (Twisted's path; the zero-copy path calls feed directly) ------------------------
 
+    def feed(self, view):
+        """FrameReader.feed, with what it forwards to a zero-copy partner written at the end in
+        one ``sendmsg`` (many small frames in one read: one system call, not one per frame)."""
+        partner = self.partner
+        if type(partner) is not WebSocketLeg or partner._io is None:
+            FrameReader.feed(self, view)
+            return
+        partner._batch = []
+        try:
+            FrameReader.feed(self, view)
+        finally:
+            partner._flush_batch()
+
     def dataReceived(self, data):
         pending = self._pending
         if pending is not None:
@@ -156,12 +175,31 @@ class WebSocketLeg(FrameReader):
 
     def write(self, *buffers):
         """Write ``buffers`` in order: straight to the socket on the zero-copy path, else through
-        the transport (which keeps a reference: views of a lent read buffer are copied)."""
+        the transport (which keeps a reference: views of a lent read buffer are copied).  While
+        the partner's read is being relayed (``feed``) they are collected and written at its end."""
+        batch = self._batch
+        if batch is not None:
+            batch.extend(buffers)
+            return
         io = self._io
         if io is not None:
             io.write(*buffers)
             return
         self.transport.writeSequence([bytes(b) if type(b) is memoryview else b for b in buffers])
+
+    def _flush_batch(self):
+        batch, self._batch = self._batch, None
+        if not batch or self._state == CLOSED:
+            return
+        if len(batch) > BATCH_JOIN:
+            self.write(b"".join(batch))  # many small frames: one copy beats as many iovecs
+        else:
+            self.write(*batch)
+
+    def _lose(self):
+        """Close the TCP connection once what is written (and batched) is sent."""
+        self._flush_batch()
+        pipe.close_after_flush(self.transport)
 
     def _out_start(self, header, length, chunk):
         """A frame of ``length`` payload bytes forwarded to this leg begins (with ``chunk``)."""
@@ -191,14 +229,14 @@ class WebSocketLeg(FrameReader):
                 if frame is not None:
                     self.write(frame)
             if queued[1] is not None and self._drop_after_close:
-                pipe.close_after_flush(self.transport)
+                self._lose()
 
     def _send_control(self, opcode, payload):
         frame = encode_header(opcode, True, len(payload)) + payload
         if not self._out_left:
             self.write(frame)
             if opcode == CLOSE and self._drop_after_close:
-                pipe.close_after_flush(self.transport)
+                self._lose()
             return
         queued = self._queued
         if queued is None:
@@ -232,7 +270,7 @@ class WebSocketLeg(FrameReader):
             # the answer to our close frame
             self._drop_after_close = True
             if self._queued is None or self._queued[1] is None:
-                pipe.close_after_flush(self.transport)
+                self._lose()
 
     def fail(self, code, reason):
         """Fail the connection (RFC 6455 7.1.7): a close frame with ``code``, then TCP close; the
@@ -241,7 +279,7 @@ class WebSocketLeg(FrameReader):
         if self._state != OPEN:
             self._drop_after_close = True
             if self._queued is None or self._queued[1] is None:
-                pipe.close_after_flush(self.transport)
+                self._lose()
             return
         _log.info("relayed connection on {path}: closing with {code}: {reason}",
                   path=self.entity_path, code=code, reason=reason)

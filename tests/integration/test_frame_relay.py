@@ -13,6 +13,7 @@ and a ``twistd -n relayd`` process: a sender and the listener's accept leg, raw.
 """
 
 import os
+import random
 import threading
 import time
 
@@ -85,6 +86,32 @@ def test_fragments_and_text_keep_their_frames(legs, direction):
     assert dst.read_exactly(len(expected)) == expected
     dst.send_frame(9, b"end")
     assert dst.read_exactly(5) == server_frame(10, b"end")
+
+
+@pytest.mark.parametrize("direction", DIRECTIONS)
+def test_many_small_frames_in_one_read_then_a_close(legs, direction):
+    """What one read forwards goes out in one write (relayd batches it): order, boundaries and
+    the close after the last frame must be exactly as sent."""
+    src, dst = ends(legs, direction)
+    rnd = random.Random(10)
+    wire, expected, pongs = b"", b"", b""
+    for i in range(2000):
+        payload = rnd.randbytes(rnd.choice((0, 1, 5, 125, 126, 300)))
+        if i % 97 == 0:
+            wire += client_frame(9, payload[:125])
+            pongs += server_frame(10, payload[:125])
+            continue
+        first, last = (2, b"") if i % 3 else (1, "é".encode())
+        if first == 1:
+            payload = payload.hex().encode()[:len(payload)]
+        wire += client_frame(first, payload, fin=False) + client_frame(0, last)
+        expected += server_frame(first, payload, False) + server_frame(0, last)
+    wire += client_frame(8, (4001).to_bytes(2, "big") + b"done")
+    src.send(wire)
+    assert dst.read_exactly(len(expected)) == expected
+    assert dst.recv_frame() == (True, 8, (4001).to_bytes(2, "big") + b"done")
+    assert src.read_exactly(len(pongs)) == pongs
+    assert src.recv_frame() == (True, 8, (4001).to_bytes(2, "big"))
 
 
 def test_long_text_frame_is_refragmented_into_validated_pieces(legs):

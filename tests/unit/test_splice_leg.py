@@ -291,3 +291,32 @@ def test_relayed_connections_give_back_autobahns_connection_count(tmp_path):
     assert sender.closed and leg.closed
     assert hc_factory.countConnections == 1
     relay.stop()
+
+
+class RecordingIO:
+    """Stands in for fastio.DirectIO on a leg's transport: records each write call."""
+
+    def __init__(self, transport):
+        self.transport = transport
+        self.calls = []
+
+    def write(self, *buffers):
+        data = b"".join(bytes(b) for b in buffers)
+        self.calls.append(data)
+        self.transport.write(data)
+
+
+def test_what_one_read_forwards_is_written_once_and_before_a_close():
+    _, a, b = spliced()
+    b._io = RecordingIO(b.transport)
+    frames = [(2, os.urandom(n), True) for n in (0, 3, 125, 126, 40)] * 10
+    wire = b"".join(client_frame(op, p, fin) for op, p, fin in frames)
+    feed(a, wire)
+    expected = b"".join(server_frame(op, p, fin) for op, p, fin in frames)
+    assert b._io.calls == [expected]  # one write for the whole read
+    # a close frame in the same read as data: the data, then b's close, then TCP close
+    b._io.calls.clear()
+    b.transport.clear()
+    feed(a, client_frame(2, b"last") + client_frame(8, (1000).to_bytes(2, "big")))
+    assert b.transport.value() == server_frame(2, b"last") + server_frame(8, (1000).to_bytes(2, "big"))
+    assert len(b._io.calls) == 1
