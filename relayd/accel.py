@@ -26,12 +26,12 @@ def _nvx_xor(view, mask, phase=0):
     if not n:
         return
     shift = phase & 3
-    key = bytes(mask[shift:]) + bytes(mask[:shift]) if shift else bytes(mask)
-    masker = _lib.nvx_xormask_new(key)
-    try:
-        _lib.nvx_xormask_process(masker, _ffi.from_buffer(view, require_writable=True), n)
-    finally:
-        _lib.nvx_xormask_free(masker)
+    if shift:
+        mask = bytes(mask[shift:]) + bytes(mask[:shift])
+    data = _ffi.from_buffer(view, require_writable=True)  # before the masker: it may raise
+    masker = _lib.nvx_xormask_new(bytes(mask))
+    _lib.nvx_xormask_process(masker, data, n)
+    _lib.nvx_xormask_free(masker)
 
 
 def xor_in_place(view, mask, phase=0):

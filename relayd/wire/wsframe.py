@@ -10,6 +10,7 @@ No extension is ever negotiated with relayd, so every RSV bit must be 0.  Maskin
 (client frames masked, server frames not) are the caller's check: it knows its role.
 """
 
+import struct
 from collections import namedtuple
 
 CONTINUATION = 0x0
@@ -41,6 +42,10 @@ CLOSE_INTERNAL_ERROR = 1011
 SENDABLE_CLOSE_CODES = frozenset((1000, 1001, 1002, 1003, 1007, 1008, 1009, 1010, 1011, 1012, 1013))
 APPLICATION_CLOSE_CODES = range(3000, 5000)
 
+_PACK_SHORT = struct.Struct("!BB").pack
+_PACK_16 = struct.Struct("!BBH").pack
+_PACK_64 = struct.Struct("!BBQ").pack
+
 Header = namedtuple("Header", "fin rsv opcode masked length mask")
 Header.__doc__ = """A parsed frame header: ``fin`` bool, ``rsv`` int (bits 4-6 as 0..7),
 ``opcode`` int, ``masked`` bool, ``length`` payload length, ``mask`` 4 bytes or None."""
@@ -71,11 +76,11 @@ def encode_header(opcode, fin, length, mask=None, rsv=0):
     first = (0x80 if fin else 0) | (rsv << 4) | opcode
     mask_bit = 0x80 if mask is not None else 0
     if length < 126:
-        head = bytes((first, mask_bit | length))
+        head = _PACK_SHORT(first, mask_bit | length)
     elif length < 0x10000:
-        head = bytes((first, mask_bit | 126)) + length.to_bytes(2, "big")
+        head = _PACK_16(first, mask_bit | 126, length)
     else:
-        head = bytes((first, mask_bit | 127)) + length.to_bytes(8, "big")
+        head = _PACK_64(first, mask_bit | 127, length)
     if mask is not None:
         if len(mask) != 4:
             raise ValueError("a frame mask is 4 bytes, got %d" % len(mask))
