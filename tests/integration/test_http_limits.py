@@ -12,7 +12,7 @@ import psutil
 import pytest
 
 from tests.support.net import read_response
-from tests.support.relay import RelayProcess, write_config
+from tests.support.relay import RelayProcess, SharedRelay, write_config
 
 LIMITS = """
 [[hybrid_connections]]
@@ -100,11 +100,19 @@ def fds(relay):
     return psutil.Process(relay.proc.pid).num_fds()
 
 
-@pytest.fixture
-def limited(tmp_path):
-    relay = RelayProcess(tmp_path, config(tmp_path))
+@pytest.fixture(scope="module")
+def _limited_process(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("http-limits")
+    relay = SharedRelay(tmp, extra=LIMITS.format(max_connections=100, keepalive=1.0))
     yield relay
     relay.stop()
+
+
+@pytest.fixture
+def limited(_limited_process):
+    """The module's relay with short HTTP deadlines, lent to one test at a time (each closes
+    its connections; see tests.support.relay.SharedRelay)."""
+    yield from _limited_process.borrowed()
 
 
 def test_idle_keepalive_connections_time_out(limited):
