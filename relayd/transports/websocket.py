@@ -40,7 +40,7 @@ from relayd.transports.listener.control import ControlChannel
 from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg, splice_sender
 from relayd.transports.listener.offers import AcceptOffer
 from relayd.transports.listener.roles import Denied, Role, authorize, param
-from relayd.wire import sas
+from relayd.wire import sas, wsframe
 from relayd.wire.hc import connect_headers, raw_headers
 
 HC_PREFIX = "/$hc/"
@@ -130,7 +130,12 @@ class Sender(Role):
         splice_sender(protocol, leg)  # both become relayd.splice data legs
 
     def lost(self):
-        self.accept_leg = None
+        leg, self.accept_leg = self.accept_leg, None
+        if leg is not None:
+            # paired, but this connection ended before its handshake completed (it failed
+            # after pairing, or the sender went away): the listener's leg would stay open
+            # unpaired for ever
+            leg.close(wsframe.CLOSE_GOING_AWAY, "the sender went away before its connection was opened")
         rv, self.rendezvous = self.rendezvous, None
         if rv is not None and not rv.done:
             rv.cancel()
