@@ -48,6 +48,14 @@ def traffic(base):
     s.close()
 
 
+def attributes(obj):
+    """An object's attributes for the failure message, whether it keeps them in a ``__dict__``
+    or in ``__slots__`` (the door's protocols do)."""
+    if hasattr(obj, "__dict__"):
+        return dict(vars(obj))
+    return {name: getattr(obj, name, None) for cls in type(obj).__mro__ for name in getattr(cls, "__slots__", ())}
+
+
 @pytest_twisted.ensureDeferred
 async def test_http_door_objects_are_freed_without_a_full_collection(relay):
     from twisted.internet import reactor, task, threads
@@ -84,7 +92,7 @@ async def test_http_door_objects_are_freed_without_a_full_collection(relay):
             while front_factory.connections > settled and time.monotonic() < deadline:
                 await task.deferLater(reactor, 0.05, lambda: None)
             open_ = [(type(o.wrappedProtocol).__name__, getattr(o.wrappedProtocol, "role", None),
-                      vars(getattr(o.wrappedProtocol, "exchange", None) or o.wrappedProtocol))
+                      attributes(getattr(o.wrappedProtocol, "exchange", None) or o.wrappedProtocol))
                      for o in gc.get_objects() if isinstance(o, front.CountedConnection) and o.wrappedProtocol]
             if front_factory.connections != settled:
                 for item in open_:
