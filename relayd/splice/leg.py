@@ -148,9 +148,15 @@ class WebSocketLeg(FrameReader):
         if type(partner) is not WebSocketLeg or partner._io is None:
             FrameReader.feed(self, view)
             return
-        partner._batch = []
+        batch = partner._batch = []
         try:
-            FrameReader.feed(self, view)
+            if (self._opcode is None and self._partial is None and self._reading and self._state == OPEN
+                    and partner._state == OPEN and not partner._out_left):
+                done = self._whole_binary_frames(view, batch)
+                if done:
+                    view = view[done:]
+            if view:
+                FrameReader.feed(self, view)
         finally:
             partner._flush_batch()
 
