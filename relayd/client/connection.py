@@ -270,6 +270,22 @@ class DataPath:
                 return
             self.onCloseFrame(code, payload[2:] or None)  # Autobahn's closing handshake
 
+    def write_frames(self, frames):
+        """Write whole small frames ``((opcode, data), ...)`` together, masked in one copy,
+        through the transport's own queue: everything written in one turn of the reactor goes
+        out in one system call at its end, e.g. the answers to many HTTP requests on a control
+        channel, each a response and its body (one wake-up of the relay, not two per answer)."""
+        out = bytearray()
+        for opcode, data in frames:
+            n = len(data)
+            mask = os.urandom(4)
+            out += wsframe.encode_header(opcode, True, n, mask)
+            at = len(out)
+            out += data
+            if n:
+                xor_in_place(memoryview(out)[at:], mask)
+        self.transport.write(bytes(out))
+
     def write_frame(self, opcode, data, fin=True, in_place=False):
         """Write one frame of ``data`` masked with a fresh mask (see :func:`masked_frame`)."""
         header, payload = masked_frame(opcode, data, fin, in_place)

@@ -39,6 +39,11 @@ class HandshakeFactory(WebSocketClientFactory):
 
     def buildProtocol(self, addr):
         proto = super().buildProtocol(addr)
+        # Autobahn's connectionMade applies the protocol's tcpNoDelay before it copies the
+        # factory's options onto the protocol, so a client socket kept Nagle's algorithm: a
+        # response head then its body (two small writes) waited for the relay's delayed ACK
+        # (40 ms per relayed HTTP request).  Give the protocol the option before it connects.
+        proto.tcpNoDelay = self.tcpNoDelay
         self.proto = proto
         return proto
 

@@ -213,6 +213,14 @@ class RelayedConnection(DataPath, WebSocketClientProtocol):
         else:
             self.write_frame(wsframe.BINARY, data)
 
+    def send_together(self, *messages):
+        """Send small whole messages (``str``: text, else binary) in one write: one system
+        call and one wake-up of the relay for, e.g., an HTTP response and its body."""
+        if self.state != self.STATE_OPEN:
+            raise ConnectionClosed(self.close_code, self.close_reason or "the connection is not open")
+        self.write_frames([(wsframe.TEXT, m.encode("utf-8")) if isinstance(m, str) else (wsframe.BINARY, m)
+                           for m in messages])
+
     def send_in_place(self, buffer):
         """Send the writable ``buffer`` (e.g. a read buffer about to be reused) as one binary
         message, masking it where it is: its contents are garbage afterwards."""

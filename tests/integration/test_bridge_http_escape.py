@@ -114,6 +114,10 @@ class ControlChannel:
         if isinstance(data, str) and not self.answered.called:
             self.answered.callback(json.loads(data)["response"])
 
+    def send_together(self, *messages):  # a response and its body, in one write
+        for m in messages:
+            self.send(m)
+
 
 @pytest_twisted.ensureDeferred
 @pytest.mark.parametrize("target", ESCAPES + ["/esc/%2e%2e%2fsecret.txt", "esc/secret.txt"])
