@@ -46,6 +46,9 @@ from relayd.wire import hc, nmf, nmf_preamble, sas
 # The smallest preamble limit of a nettcp door (bytes); a door allows max_via + PREAMBLE_SLACK.
 MIN_PREAMBLE = 8192
 PREAMBLE_SLACK = 1024
+# Bytes per read from the TCP client once paired; each read goes to the listener as one binary
+# message, so this is also the largest message a listener gets from a TCP door.
+READ_SIZE = 256 * 1024
 
 # connection states
 CONNECTING, PREAMBLE, ROUTING, PAIRED, HALF_CLOSED, CLOSED = (
@@ -197,7 +200,7 @@ class TcpDoorProtocol(Protocol):
         # writes or copies at once), and what the leg forwards is written straight to the socket
         raw = splice.socket_transport(self.transport)
         if raw is not None:
-            self._io = fastio.attach(raw, self.dataReceived)
+            self._io = fastio.attach(raw, self.dataReceived, READ_SIZE)
         if self.first_bytes:
             leg.send_message(self.first_bytes)
         for data in self.pending:
