@@ -126,6 +126,14 @@ class Rendezvous:
             )
         )
 
+    def withdraw(self):
+        """The sender needs the rendezvous no more and will not look at ``result`` (an HTTP
+        request answered on the control channel): end it without firing ``result`` (no failure
+        made and handled per request)."""
+        if not self.done:
+            self._finish()
+            self.result = None  # and its callbacks with it (they hold the sender)
+
     def cancel(self):
         """The sender went away before the listener accepted."""
         if self.done:

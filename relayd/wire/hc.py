@@ -34,7 +34,7 @@ says what is wrong with the peer's message.
 import json
 from dataclasses import dataclass, field
 from json.encoder import encode_basestring as _string  # json.dumps' own escaper (ensure_ascii=False)
-from urllib.parse import quote, unquote_plus, urlencode, urlsplit
+from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
 
 # The protocol's 64 KiB: the largest control message (JSON) relayd takes, and the largest HTTP
 # body that travels on the control channel (larger ones go over a rendezvous WebSocket).
@@ -299,7 +299,7 @@ def rendezvous_address(base_url, entity_path, suffix, query, action, key):
     scheme = {"http": "ws", "https": "wss"}.get(parts.scheme, parts.scheme)
     path = "/$hc/" + quote(entity_path, safe="/-._~") + quote(suffix or "", safe="/-._~%")
     kept = strip_sb_params(query)
-    extra = urlencode([("sb-hc-action", action), ("sb-hc-id", key)])
+    extra = "sb-hc-action=" + quote_plus(action) + "&sb-hc-id=" + quote_plus(key)  # as urlencode
     q = kept + "&" + extra if kept else extra
     return "%s://%s%s?%s" % (scheme, parts.netloc, path, q)
 

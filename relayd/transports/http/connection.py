@@ -31,7 +31,10 @@ class HttpRelayProtocol(Protocol):
         self.closed = False
         # Between requests: the keep-alive idle timer, then the head deadline from the first
         # byte of the next request (limits.http_keepalive_timeout, limits.open_handshake_timeout).
-        self.wait_timer = None
+        # ``waiting``: what to call when the wait is over (None while not waiting); the reactor
+        # call is kept across requests and moved (reset), not made and cancelled each time.
+        self.waiting = None
+        self._wait_call = None
 
     def connectionMade(self):
         self.secure = ISSLTransport.providedBy(self.transport)
@@ -40,22 +43,28 @@ class HttpRelayProtocol(Protocol):
     # -- waiting between requests ------------------------------------------------------------
 
     def _wait(self, seconds, expired):
-        self._stop_waiting()
-        self.wait_timer = self.door.clock.callLater(seconds, expired)
+        self.waiting = expired
+        call = self._wait_call
+        if call is not None and call.active():
+            call.reset(seconds)
+        else:
+            self._wait_call = self.door.clock.callLater(seconds, self._wait_over)
 
     def _stop_waiting(self):
-        timer, self.wait_timer = self.wait_timer, None
-        if timer is not None and timer.active():
-            timer.cancel()
+        self.waiting = None  # the call stays, idle, for the next wait (or fires and does nothing)
+
+    def _wait_over(self):
+        self._wait_call = None
+        expired, self.waiting = self.waiting, None
+        if expired is not None:
+            expired()
 
     def _idle_expired(self):
-        self.wait_timer = None
         if self.exchange is None and not self.buf and not self.closed:
             self.closed = True
             self.transport.loseConnection()
 
     def _head_expired(self):
-        self.wait_timer = None
         if self.exchange is None and not self.closed:
             self.buf = b""
             self.send_error(408, "the request head did not arrive within %s seconds"
@@ -79,7 +88,7 @@ class HttpRelayProtocol(Protocol):
 
     def _next_request(self):
         self._read_request()
-        if self.exchange is None and not self.closed and self.wait_timer is None:
+        if self.exchange is None and not self.closed and self.waiting is None:
             if self.buf:
                 self._wait(self.door.limits.open_handshake_timeout, self._head_expired)
             else:
@@ -93,7 +102,7 @@ class HttpRelayProtocol(Protocol):
             if len(self.buf) > self.door.limits.max_header_bytes:
                 self.send_error(431, "the request head is larger than %d bytes" % self.door.limits.max_header_bytes,
                                 close=True)
-            elif self.buf and (self.wait_timer is None or self.wait_timer.func != self._head_expired):
+            elif self.buf and self.waiting != self._head_expired:
                 self._wait(self.door.limits.open_handshake_timeout, self._head_expired)
             return
         self._stop_waiting()
@@ -181,7 +190,10 @@ class HttpRelayProtocol(Protocol):
 
     def connectionLost(self, reason):
         self.closed = True
-        self._stop_waiting()
+        self.waiting = None
+        call, self._wait_call = self._wait_call, None
+        if call is not None and call.active():
+            call.cancel()
         if self.exchange is not None:
             self.exchange.client_lost()
             self.exchange = None

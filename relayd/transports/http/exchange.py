@@ -251,8 +251,11 @@ class Exchange(RequestBody, ResponseSide):
     # -- response deadline ------------------------------------------------------------------
 
     def _arm_timer(self):
-        self._cancel_timer()
-        self.timer = self.door.clock.callLater(self.entity_response_timeout(), self._timed_out)
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.reset(self.entity_response_timeout())  # later: no reordering of the reactor's timers
+        else:
+            self.timer = self.door.clock.callLater(self.entity_response_timeout(), self._timed_out)
 
     def _touch(self):
         if self.timer is not None and self.timer.active():
@@ -276,8 +279,8 @@ class Exchange(RequestBody, ResponseSide):
         self._let_go()
         self.door.exchanges.pop(self.id, None)
         rv, self.rv = self.rv, None
-        if rv is not None and not rv.done:
-            rv.cancel()
+        if rv is not None:
+            rv.withdraw()
         self.door.forget_awaiting(self)
 
     def _let_go(self):

@@ -13,6 +13,7 @@ Any state goes to DONE when the exchange ends otherwise (error, client gone, tim
 """
 
 import json
+import re
 
 from twisted.logger import Logger
 from twisted.web.http import RESPONSES
@@ -21,6 +22,7 @@ from relayd import access, pipe, states
 from relayd.transports.http.request import NOT_FORWARDED
 
 RESPONSE_SKIP = NOT_FORWARDED | {"via"}
+_NOT_A_NAME = re.compile(r"[:\r\n ]")  # a header name with one of these is dropped
 
 # response states
 WAITING, WHOLE, BUFFERING, STREAMING, DONE = "waiting", "whole", "buffering", "streaming", "done"
@@ -45,7 +47,7 @@ def response_head(status, description, headers, via_host, length=None, chunked=F
     lines = ["HTTP/1.1 %d %s" % (status, phrase)]
     via = None
     for name, value in headers.items():
-        if not isinstance(name, str) or not name or any(c in name for c in ":\r\n "):
+        if not isinstance(name, str) or not name or _NOT_A_NAME.search(name):
             continue
         low = name.lower()
         if low == "via":
@@ -55,7 +57,9 @@ def response_head(status, description, headers, via_host, length=None, chunked=F
             continue
         values = value if isinstance(value, list) else [value]
         for v in values:
-            v = str(v).replace("\r", " ").replace("\n", " ")
+            v = str(v)
+            if "\r" in v or "\n" in v:
+                v = v.replace("\r", " ").replace("\n", " ")
             lines.append("%s: %s" % (name, v))
     lines.append("Via: %s1.1 %s" % (via + ", " if via else "", via_host))
     if chunked:
@@ -119,12 +123,12 @@ class ResponseSide:
         ``via_control``, else on the exchange's rendezvous)."""
         if self.response_state != WAITING:
             return
-        self._arm_timer()
         transport = self.client.transport
         if not response.body:
             transport.write(self._head_of(response, length=0))
             self.finish()
             return
+        self._arm_timer()  # the body is to come within the response timeout
         self.listener_response = response
         if via_control:
             self._response_to(WHOLE)
