@@ -143,6 +143,27 @@ class Rendezvous:
             self.result.errback(SenderGone("the sender disconnected before the listener accepted"))
 
 
+class Tracked:
+    """What :meth:`Switchboard.track` returns: calling it forgets the leg (once; later calls do
+    nothing).  One per leg of every held connection: a slotted object (~56 bytes) rather than a
+    closure and its cells (~430)."""
+
+    __slots__ = ("_closables", "_key", "_closable")
+
+    def __init__(self, closables, key, closable):
+        self._closables = closables
+        self._key = key
+        self._closable = closable
+
+    def __call__(self):
+        closable, self._closable = self._closable, None
+        legs = self._closables.get(self._key) if closable is not None else None
+        if legs is not None:
+            legs.discard(closable)
+            if not legs:
+                del self._closables[self._key]
+
+
 class Switchboard:
     """Listeners per entity path, pending rendezvous by key, and online/offline events."""
 
@@ -293,18 +314,11 @@ class Switchboard:
     # -- entity lifecycle --------------------------------------------------------------
 
     def track(self, path, closable):
-        """Remember a data leg so that deleting the entity closes it.  Returns an untrack callable."""
+        """Remember a data leg so that deleting the entity closes it.  Returns an untrack callable
+        (a :class:`Tracked`)."""
         key = self._entity_key(path)
         self._closables.setdefault(key, set()).add(closable)
-
-        def untrack():
-            legs = self._closables.get(key)
-            if legs is not None:
-                legs.discard(closable)
-                if not legs:
-                    del self._closables[key]
-
-        return untrack
+        return Tracked(self._closables, key, closable)
 
     def close_entity(self, path, code=1001, reason="the entity was deleted or disabled"):
         """Close every listener and data leg of an entity and fail its pending rendezvous."""

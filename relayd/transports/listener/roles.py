@@ -28,8 +28,10 @@ class Denied(Exception):
 class Role:
     """One role of a WebSocket on the HC door, chosen in its opening handshake.
 
-    ``relays``: a data leg -- the protocol forwards each frame to its partner as it arrives
-    (:class:`relayd.transports.listener.legs.RelayingLeg`) instead of assembling messages.
+    ``relays``: a data leg (the sender's and the rendezvous legs' roles) -- once its opening
+    handshake completes, the connection stops being an Autobahn protocol:
+    :func:`relayd.splice.take_over` puts a :class:`relayd.splice.WebSocketLeg` in its place,
+    which forwards each frame to its partner as it arrives instead of assembling messages.
     """
 
     __slots__ = ("protocol",)  # one per connection: no per-instance dict for the data legs' roles
