@@ -15,20 +15,19 @@ messages are :mod:`relayd.wire.hc`'s :class:`~relayd.wire.hc.Request` and ``enco
 Bodies stream both ways with backpressure (nothing is held whole but control-channel
 bodies, which are at most 64 kB).  Multi-valued response headers (Set-Cookie) are sent as
 JSON lists.  The local service's 502/504 become 500 (the protocol reserves them for the
-relay), and an unreachable service gives 503.
+relay), and an unreachable service gives 503.  Requests of the control channel are whole: they
+go through the lean client of :mod:`relayd.client.http_local`; streamed ones through ``Agent``.
 """
-
-from io import BytesIO
 
 from twisted.internet import defer, endpoints
 from twisted.logger import Logger
-from twisted.web.client import (
-    Agent, BrowserLikePolicyForHTTPS, FileBodyProducer, HTTPConnectionPool, RequestGenerationFailed)
+from twisted.web.client import URI, Agent, BrowserLikePolicyForHTTPS, HTTPConnectionPool, RequestGenerationFailed
 from twisted.web.error import SchemeNotSupported
 from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory
 from zope.interface import implementer
 
+from relayd.client.http_local import LocalClient
 from relayd.client.http_body import BodyToBytes, BodyToLeg, Discard, RequestCutShort, StreamBody
 from relayd.client.handshake import open_websocket
 from relayd.client.websocket import RelayedConnection
@@ -163,7 +162,9 @@ class HttpHandler:
         # Twisted keeps 2 idle connections per host by default; relayed requests arrive
         # concurrently, so keep enough to avoid a new backend connection per request.
         self.pool.maxPersistentPerHost = 64
-        self.agent = Agent.usingEndpointFactory(reactor, _ServiceEndpoint(reactor), pool=self.pool)
+        self.endpoints = _ServiceEndpoint(reactor)
+        self.agent = Agent.usingEndpointFactory(reactor, self.endpoints, pool=self.pool)  # streamed requests
+        self.local = None  # the LocalClient for whole requests (control channel), made on first use
         self._awaiting = {}  # control channel -> hc.Request waiting for its body
 
     # -- control channel -------------------------------------------------------------------
@@ -184,7 +185,7 @@ class HttpHandler:
         request = self._awaiting.pop(channel, None)
         if request is None:
             return
-        self.serve(request, None, FileBodyProducer(BytesIO(data)), channel=channel)
+        self.serve(request, None, bytes(data), channel=channel)
 
     def _rendezvous(self, address):
         if not address:
@@ -209,17 +210,32 @@ class HttpHandler:
         except BadTarget as e:
             self._refuse(400, str(e), request, leg, body, channel)
             return
-        url = (self.base + local).encode("utf-8")
-        headers = Headers()
-        for name, value in request.request_headers.items():
-            if name.lower() in http1.HOP_BY_HOP:
-                continue
-            for v in (value if isinstance(value, list) else [value]):
-                headers.addRawHeader(name.encode("latin-1", "replace"), str(v).encode("latin-1", "replace"))
-        d = self.agent.request(method, url, headers, body)
+        pairs = [(name.encode("latin-1", "replace"), str(v).encode("latin-1", "replace"))
+                 for name, value in request.request_headers.items() if name.lower() not in http1.HOP_BY_HOP
+                 for v in (value if isinstance(value, list) else [value])]
+        if leg is None:  # a whole request (``body``: bytes or None): the lean client
+            d = defer.maybeDeferred(self._request_whole, method, local, pairs, body)
+        else:
+            headers = Headers()
+            for name, value in pairs:
+                headers.addRawHeader(name, value)
+            d = self.agent.request(method, (self.base + local).encode("utf-8"), headers, body)
         d.addCallbacks(self._got_response, self._local_failed, callbackArgs=(request, leg, channel),
                        errbackArgs=(request, leg, channel))
         d.addErrback(lambda f: log.failure("answering request {id} failed", f, id=request.id))
+
+    def _request_whole(self, method, local, pairs, body):
+        if self.local is None:
+            uri = URI.fromBytes(self.base.encode("utf-8"))
+            self.local = LocalClient(self.endpoints.endpointForURI(uri), uri.netloc.rpartition(b"@")[2])
+            self.local.prefix = uri.path
+        return self.local.request(method, self.local.prefix + local.encode("utf-8"), pairs, body)
+
+    def close(self):
+        """Close the kept connections to the local service (a Deferred)."""
+        if self.local is not None:
+            self.local.close()
+        return self.pool.closeCachedConnections()
 
     def _check_persistence(self, response):
         """Twisted's pool keeps an HTTP/1.0 connection that has no ``Connection: close`` as if it
@@ -263,7 +279,8 @@ class HttpHandler:
             channel.send(message)
 
     def _got_response(self, response, request, leg, channel):
-        self._check_persistence(response)
+        if leg is not None:  # Agent's (the lean client keeps only what it may)
+            self._check_persistence(response)
         head = _response_head(response)
         length = response.length
         if leg is None and length is not UNKNOWN_LENGTH and length <= hc.MAX_CONTROL_BODY:
@@ -354,7 +371,7 @@ class HttpForwarder:
         return self.listener.start()
 
     def stop(self):
-        return defer.gatherResults([self.listener.stop(), self.handler.pool.closeCachedConnections()])
+        return defer.gatherResults([self.listener.stop(), self.handler.close()])
 
 
 def serve_resource(reactor, info, entity, resource):
