@@ -150,13 +150,12 @@ class WebSocketLeg(FrameReader):
             return
         batch = partner._batch = []
         try:
+            done = 0
             if (self._opcode is None and self._partial is None and self._reading and self._state == OPEN
                     and partner._state == OPEN and not partner._out_left):
                 done = self._whole_binary_frames(view, batch)
-                if done:
-                    view = view[done:]
-            if view:
-                FrameReader.feed(self, view)
+            if done < len(view):
+                FrameReader.feed(self, view[done:] if done else view)
         finally:
             partner._flush_batch()
 

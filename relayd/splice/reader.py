@@ -243,15 +243,22 @@ class FrameReader:
         if not valid:
             raise FrameError(CLOSE_INVALID_PAYLOAD, "invalid UTF-8 in a text message")
         self._utf8_whole = whole
-        held = self._held
-        held += data
-        if len(held) >= self._text_hold and self._left > n:
-            self._flush_text(False)
+        self._held += data
+        hold = self._text_hold
+        more = self._left > n  # the frame goes on after this chunk
+        # pieces of at most ``hold`` bytes, whatever the read size (a read may be larger)
+        while len(self._held) >= hold and (more or len(self._held) > hold):
+            self._flush_text(False, hold)
 
-    def _flush_text(self, fin):
-        """Forward the held, validated text as one frame (a piece of the sender's frame unless
-        it is the whole of it)."""
-        held, self._held = self._held, bytearray()
+    def _flush_text(self, fin, size=None):
+        """Forward the held, validated text (its first ``size`` bytes if given) as one frame (a
+        piece of the sender's frame unless it is the whole of it)."""
+        held = self._held
+        if size is None or size >= len(held):
+            self._held = bytearray()
+        else:
+            held = held[:size]
+            del self._held[:size]
         sink = self._sink
         opcode, self._piece = self._piece, CONTINUATION
         if sink is None:

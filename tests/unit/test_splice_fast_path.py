@@ -134,3 +134,20 @@ def test_frames_to_a_closing_partner_are_not_forwarded():
     b.transport.clear()
     feed(a, client_frame(2, b"late"))
     assert b.transport.value() == b""
+
+
+@pytest.mark.parametrize("zero_copy", [True, False])
+def test_a_long_text_frame_read_at_once_goes_out_in_pieces_of_at_most_leg_buffer(zero_copy):
+    """However much one read holds (fastio reads up to 1 MiB), validated text is forwarded in
+    frames of at most ``limits.leg_buffer`` bytes: what a leg holds of a text frame stays
+    bounded by it."""
+    leg_buffer = 4096
+    _, a, b = spliced(leg_buffer)
+    if zero_copy:
+        a._io, b._io = RecordingIO(a.transport), RecordingIO(b.transport)
+    text = ("é" * 10_000).encode()  # 20,000 bytes: 4 full pieces and a last one
+    feed(a, client_frame(1, text))
+    out = b.transport.value()
+    expected = [(1, text[:leg_buffer], False)] + [
+        (0, text[i:i + leg_buffer], i + leg_buffer >= len(text)) for i in range(leg_buffer, len(text), leg_buffer)]
+    assert out == b"".join(server_frame(op, p, fin) for op, p, fin in expected)
