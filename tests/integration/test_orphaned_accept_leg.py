@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.support.rawws import Closed, RawWS, hc_url, listen, token
-from tests.support.relay import relay_status
+from tests.support.relay import RelayProcess, relay_status, write_config
 
 GOING_AWAY = 1001
 CLOSE_DEADLINE = 5  # seconds for the relay to close an orphaned leg (it should be at once)
@@ -100,6 +100,60 @@ def test_sender_gone_as_the_listener_accepts_leaves_no_open_leg(shared_relay, ho
                 assert status in (101, 403), status
                 if status == 101:
                     assert_closed_going_away(leg)
+            finally:
+                leg.close()
+        wait_no_pending(relay)
+    finally:
+        ctl.close()
+
+
+PORT_DOOR = """
+[[hybrid_connections]]
+path = "tcp"
+requires_client_authorization = false
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "tcp"
+allow_anonymous = true
+"""
+
+
+@pytest.fixture(scope="module")
+def door_relay(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("orphaned-tcp-leg")
+    proc = RelayProcess(tmp, write_config(tmp, extra=PORT_DOOR))
+    proc.door = proc.door_port("port door (tcp)")
+    yield proc
+    proc.stop()
+
+
+def test_tcp_client_reset_as_the_listener_accepts_leaves_no_open_leg(door_relay):
+    """The TCP door's leg: a client that resets while the listener accepts.  The relay does not
+    read a waiting client (reading is paused until a listener accepts), so it may learn of the
+    reset only once spliced: the leg is then closed (not 1000: the stream broke)."""
+    relay = door_relay
+    ctl = listen(relay, "tcp")
+    try:
+        for attempt in range(4):
+            client = socket.create_connection(("127.0.0.1", relay.door), timeout=10)
+            accept = ctl.recv_json()["accept"]
+            client.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+            leg = RawWS(relay.port)
+            if attempt % 2:
+                client.close()
+                leg.start(accept["address"])
+            else:
+                leg.start(accept["address"])
+                client.close()
+            try:
+                status = leg.finish()
+                assert status in (101, 403), status
+                if status == 101:
+                    with pytest.raises((Closed, ConnectionError)):
+                        while True:  # an empty binary message (half-close) may come first
+                            leg.recv_message(timeout=CLOSE_DEADLINE)
             finally:
                 leg.close()
         wait_no_pending(relay)
