@@ -154,6 +154,8 @@ class LocalConnection(Protocol):
             if not m:
                 raise LocalResponseError("not an HTTP/1.x status line: %r" % lines[0][:80])
             version, code, phrase = int(m.group(1)), int(m.group(2)), m.group(3) or b""
+            if code < 100:
+                raise LocalResponseError("status %d is not an HTTP status" % code)
             pairs = []
             for line in lines[1:]:
                 h = _HEADER.match(line)

@@ -27,10 +27,12 @@ ANSWERS = {
     "/continue": b"HTTP/1.1 100 Continue\r\n\r\nHTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok",
     "/cookies": b"HTTP/1.1 200 OK\r\nSet-Cookie: a=1\r\nSet-Cookie: b=2\r\nContent-Length: 3\r\n\r\nyum",
     "/garbage": b"THIS IS NOT HTTP\r\n\r\n",
+    "/status-099": b"HTTP/1.1 099 Odd\r\nContent-Length: 0\r\n\r\n",
+    "/bare-lf": b"HTTP/1.1 200 OK\r\nX-A: 1\nX-B: 2\r\nContent-Length: 0\r\n\r\n",
     "/bad-chunks": b"HTTP/1.1 200 OK\r\nTransfer-Encoding: chunked\r\n\r\nzz\r\nnope\r\n0\r\n\r\n",
     "/then-close": b"HTTP/1.1 200 OK\r\nContent-Length: 4\r\n\r\nbye!",
 }
-CLOSES_AFTER = {"/to-the-close", "/garbage", "/bad-chunks", "/then-close"}
+CLOSES_AFTER = {"/to-the-close", "/garbage", "/status-099", "/bare-lf", "/bad-chunks", "/then-close"}
 
 
 class ScriptedService:
@@ -157,7 +159,7 @@ def test_multi_valued_headers_and_a_small_post(svc):
     assert headers["x-mine"] == "1" and headers["content-length"] == "1000"
 
 
-@pytest.mark.parametrize("path", ["/garbage", "/bad-chunks"])
+@pytest.mark.parametrize("path", ["/garbage", "/status-099", "/bare-lf", "/bad-chunks"])
 def test_a_broken_answer_is_a_503(svc, path):
     url, _ = svc
     r = requests.get(url + path, timeout=20)
