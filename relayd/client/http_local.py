@@ -47,6 +47,9 @@ class _Headers:
 
     def __init__(self, pairs):
         self.pairs = pairs
+        self.lowered = {}  # lower-case name -> values
+        for name, value in pairs:
+            self.lowered.setdefault(name.lower(), []).append(value)
 
     def getAllRawHeaders(self):
         grouped = {}
@@ -55,9 +58,7 @@ class _Headers:
         return grouped.items()
 
     def getRawHeaders(self, name, default=None):
-        name = name.lower()
-        values = [v for n, v in self.pairs if n.lower() == name]
-        return values or default
+        return self.lowered.get(name.lower(), default)
 
 
 class LocalResponse:
@@ -167,21 +168,25 @@ class LocalConnection(Protocol):
             self._start_body(version, code, phrase, _Headers(pairs))
 
     def _start_body(self, version, code, phrase, headers):
-        connection = b",".join(headers.getRawHeaders(b"connection", [])).lower()
+        lowered = headers.lowered
+        connection = b",".join(lowered.get(b"connection", ())).lower()
         self.reusable = (b"close" not in connection) if version == 1 else (b"keep-alive" in connection)
         length = UNKNOWN_LENGTH
         if self.method == b"HEAD" or code in (204, 304):
             length = 0
-        elif headers.getRawHeaders(b"transfer-encoding"):
-            codings = b",".join(headers.getRawHeaders(b"transfer-encoding")).lower().split(b",")
+        elif b"transfer-encoding" in lowered:
+            codings = b",".join(lowered[b"transfer-encoding"]).lower().split(b",")
             if codings[-1].strip() != b"chunked":
                 raise LocalResponseError("a response body framed by %r" % codings[-1].strip())
             self.decoder = http1.ChunkedDecoder()
-        elif headers.getRawHeaders(b"content-length"):
-            values = {v.strip() for v in b",".join(headers.getRawHeaders(b"content-length")).split(b",")}
-            if len(values) != 1 or not values.pop().isdigit():
+        elif b"content-length" in lowered:
+            values = {v.strip() for v in b",".join(lowered[b"content-length"]).split(b",")}
+            if len(values) != 1:
                 raise LocalResponseError("the response's Content-Length is not one number")
-            length = int(b",".join(headers.getRawHeaders(b"content-length")).split(b",")[0])
+            value = values.pop()
+            if not value.isdigit():
+                raise LocalResponseError("the response's Content-Length is not one number")
+            length = int(value)
             self.decoder = http1.IdentityDecoder(length)
         else:
             self.to_close = True
