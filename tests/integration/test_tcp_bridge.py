@@ -65,11 +65,10 @@ def test_redis_through_port_mapped_relay_and_bridge_local(tmp_path, tcp_relay, r
     import redis
 
     remote = Bridge(tmp_path, tcp_relay, "-R", "redis:127.0.0.1:%d" % redis_server)
-    local_port = free_port()
-    local = Bridge(tmp_path, tcp_relay, "-L", "127.0.0.1:%d:redis" % local_port)
+    local = Bridge(tmp_path, tcp_relay, "-L", "127.0.0.1:0:redis")
     try:
         remote.wait(r"online")
-        local.wait(r"listening on 127\.0\.0\.1:%d" % local_port)
+        local_port = local.listening_port()
         require_tool("redis-cli", "redis-cli (apt-get install redis-tools)")
         for port in (tcp_relay.redis_port, local_port):
             out = subprocess.run(["redis-cli", "-h", "127.0.0.1", "-p", str(port), "PING"], capture_output=True,
@@ -114,11 +113,10 @@ def test_half_close_and_parallel_connections_through_bridges(tmp_path, tcp_relay
                       'SharedAccessKey=%s"\nremote = ["echo-tcp:127.0.0.1:%d"]\n'
                       % (tcp_relay.port, ROOT_KEY, srv.getsockname()[1]))
     remote = Bridge(tmp_path, tcp_relay, "--config", str(config))
-    local_port = free_port()
-    local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
+    local = Bridge(tmp_path, tcp_relay, "-L", "0:echo-tcp")
     try:
         remote.wait(r"online")
-        local.wait(r"listening on")
+        local_port = local.listening_port()
         results = {}
 
         def one(i):
@@ -180,12 +178,11 @@ def _tagging_server(tag):
 def test_several_remote_agents_on_one_entity_are_balanced(tmp_path, tcp_relay):
     a, b = _tagging_server(b"A"), _tagging_server(b"B")
     agents = [Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % s.getsockname()[1]) for s in (a, b)]
-    local_port = free_port()
-    local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
+    local = Bridge(tmp_path, tcp_relay, "-L", "0:echo-tcp")
     try:
         for agent in agents:
             agent.wait("online")
-        local.wait("listening on")
+        local_port = local.listening_port()
         seen = []
         for _ in range(30):
             with socket.create_connection(("127.0.0.1", local_port), timeout=20) as c:
@@ -217,11 +214,10 @@ def test_a_stalled_connection_does_not_stall_another(tmp_path, tcp_relay):
 
     srv = serve_tcp(serve)
     remote = Bridge(tmp_path, tcp_relay, "-R", "echo-tcp:127.0.0.1:%d" % srv.getsockname()[1])
-    local_port = free_port()
-    local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % local_port)
+    local = Bridge(tmp_path, tcp_relay, "-L", "0:echo-tcp")
     try:
         remote.wait("online")
-        local.wait("listening on")
+        local_port = local.listening_port()
         stalled = socket.create_connection(("127.0.0.1", local_port), timeout=20)
         stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
         stalled.sendall(b"B")  # asks for 64 MiB, then never reads
@@ -389,9 +385,8 @@ def test_a_local_service_reset_reaches_the_far_client_as_a_reset(tmp_path, tcp_r
         if front == "port door":
             port = tcp_relay.redis_port
         else:
-            port = free_port()
-            local = Bridge(tmp_path, tcp_relay, "-L", "%d:echo-tcp" % port)
-            local.wait("listening on")
+            local = Bridge(tmp_path, tcp_relay, "-L", "0:echo-tcp")
+            port = local.listening_port()
         with socket.create_connection(("127.0.0.1", port), timeout=20) as c:
             data, end = _read_until_end(c)
         assert _pattern_ok(data) and len(data) <= total

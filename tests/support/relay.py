@@ -243,6 +243,11 @@ class Bridge:
     def wait(self, pattern):
         return wait_for_text(file_reader(self.log), pattern, self.proc)
 
+    def listening_port(self):
+        """The port of the bridge's first ``-L`` forwarder, as it logs it: given ``-L 0:...``
+        the system picks a free port, with no race for a port a test chose beforehand."""
+        return int(self.wait(r"listening on [0-9.]+:(\d+)").group(1))
+
     def text(self):
         return open(self.log).read()
 
