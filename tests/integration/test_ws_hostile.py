@@ -7,16 +7,27 @@ import time
 
 import pytest
 
-from tests.support.relay import RelayProcess, write_config
+from tests.support.relay import SharedRelay
 from tests.support.rawws import Closed, RawWS, frame, hc_url, listen
 
 
-@pytest.fixture
-def relay(tmp_path):
-    proc = RelayProcess(tmp_path, write_config(
-        tmp_path, extra="\n[limits]\nrefusal_log_burst = 5\nrefusal_log_interval = 1\n"))
+@pytest.fixture(scope="module")
+def _relay_process(tmp_path_factory):
+    proc = SharedRelay(tmp_path_factory.mktemp("ws-hostile"),
+                       extra="\n[limits]\nrefusal_log_burst = 5\nrefusal_log_interval = 1\n")
     yield proc
     proc.stop()
+
+
+@pytest.fixture
+def relay(_relay_process):
+    """The module's relay, lent to one test at a time; each test reads the log from where it
+    ended when the test began (``since``)."""
+    relay = _relay_process
+    relay.check_borrowed()
+    relay.since = relay.log_end()
+    yield relay
+    relay.check_returned()
 
 
 def log_size(relay):
@@ -35,7 +46,7 @@ def test_hostile_control_messages_are_answered_cleanly(relay, payload):
         fin, opcode, data = ctl.recv_frame(timeout=5)
         assert (opcode, data) == (10, b"still there?"), "the control channel must survive a bad message"
         end = time.monotonic() + 5
-        while "bad control message" not in relay.log_text():
+        while "bad control message" not in relay.log_text()[relay.since:]:
             assert time.monotonic() < end
             time.sleep(0.05)
     finally:
@@ -67,7 +78,7 @@ def test_refusal_storm_is_logged_rate_limited(relay):
     assert grown < 30 * 1024, "the log grew by %d bytes for %d refusals" % (grown, n)
     end = time.monotonic() + 5
     while True:
-        text = relay.log_text()
+        text = relay.log_text()[relay.since:]
         logged = len(re.findall(r"HC connect on \S+ from \S+ denied: 401", text))
         summarised = sum(int(c) for c in re.findall(r"HC connect: (\d+) more handshakes refused with 401", text))
         if logged + summarised == n:
