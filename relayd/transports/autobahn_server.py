@@ -12,6 +12,9 @@ connection costs only its own state and a rendezvous little CPU (issue 10, "chea
   pings) sets it on its instance, which takes precedence.
 * Autobahn's deque for "sync" and chopped writes (~770 bytes per connection), which relayd never
   makes, exists only once such a write comes.
+* Autobahn's plain writes (``transport.write``: the 101 responses, control channel messages,
+  pings) go straight to the socket in the caller's turn where nothing is queued
+  (:func:`relayd.fastio.send_now`), instead of arming EPOLLOUT and sending on the next poll.
 * :func:`release` drops what Autobahn keeps of the opening handshake (:data:`HANDSHAKE_REQUEST`
   once it has been read, :data:`HANDSHAKE_LEFTOVERS` once open): a server protocol no longer
   reads them.
@@ -27,6 +30,10 @@ tests/unit/test_rendezvous_cost.py pins each Autobahn behaviour this relies on.
 from collections import deque
 
 from autobahn.twisted.websocket import WebSocketServerProtocol
+from autobahn.websocket.protocol import WebSocketProtocol
+
+from relayd import fastio
+from relayd.splice.leg import socket_transport
 
 # What Autobahn keeps of the opening handshake.  The request part (raw request, parsed request
 # line, headers and query) is not read after onConnect: completing the handshake needs only the
@@ -77,9 +84,21 @@ class LeanServerProtocol:
         del self.send_queue
 
     def sendData(self, data, sync=False, chopsize=None):
-        if (sync or chopsize) and "send_queue" not in self.__dict__:
-            self.send_queue = deque()
-        super().sendData(data, sync, chopsize)
+        if sync or chopsize or self.send_queue:
+            if "send_queue" not in self.__dict__:
+                self.send_queue = deque()
+            super().sendData(data, sync, chopsize)
+            return
+        # Autobahn's plain write (transport.write), sent at once where the socket allows it
+        # (the 101s and the accept message of every rendezvous; see fastio.send_now)
+        raw = socket_transport(self.transport)  # under the relay's counting wrapper; None on TLS
+        fastio.send_now(raw if raw is not None else self.transport, data)
+        if self.state == WebSocketProtocol.STATE_OPEN:
+            self.trafficStats.outgoingOctetsWireLevel += len(data)
+        elif self.state in (WebSocketProtocol.STATE_CONNECTING, WebSocketProtocol.STATE_PROXY_CONNECTING):
+            self.trafficStats.preopenOutgoingOctetsWireLevel += len(data)
+        if self.logOctets:
+            self.logTxOctets(data, False)
 
 
 for _name in WebSocketServerProtocol.CONFIG_ATTRS:
