@@ -15,27 +15,15 @@ import time
 import pytest
 
 from tests.support.rawws import RawWS, hc_url, listen, token
-from tests.support.relay import RelayProcess, write_config
+from tests.support.relay import RelayProcess, port_door_relay, write_config
 from tests.support.wsframes import FrameSocket, client_frame, server_frame
 
-PORT_DOOR = """
-[[hybrid_connections]]
-path = "tcp"
-requires_client_authorization = false
-
-[[tcp_ports]]
-listen = "tcp:0:interface=127.0.0.1"
-mode = "port"
-entity = "tcp"
-allow_anonymous = true
-"""
 
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("frame-relay-doors")
-    proc = RelayProcess(tmp, write_config(tmp, extra=PORT_DOOR))
-    proc.door = proc.door_port("port door (tcp)")
+    proc = port_door_relay(tmp)
     yield proc
     proc.stop()
 

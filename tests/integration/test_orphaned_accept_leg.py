@@ -19,7 +19,7 @@ import time
 import pytest
 
 from tests.support.rawws import Closed, RawWS, hc_url, listen, token
-from tests.support.relay import RelayProcess, relay_status, write_config
+from tests.support.relay import port_door_relay, relay_status
 
 GOING_AWAY = 1001
 CLOSE_DEADLINE = 5  # seconds for the relay to close an orphaned leg (it should be at once)
@@ -107,24 +107,12 @@ def test_sender_gone_as_the_listener_accepts_leaves_no_open_leg(shared_relay, ho
         ctl.close()
 
 
-PORT_DOOR = """
-[[hybrid_connections]]
-path = "tcp"
-requires_client_authorization = false
-
-[[tcp_ports]]
-listen = "tcp:0:interface=127.0.0.1"
-mode = "port"
-entity = "tcp"
-allow_anonymous = true
-"""
 
 
 @pytest.fixture(scope="module")
 def door_relay(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("orphaned-tcp-leg")
-    proc = RelayProcess(tmp, write_config(tmp, extra=PORT_DOOR))
-    proc.door = proc.door_port("port door (tcp)")
+    proc = port_door_relay(tmp)
     yield proc
     proc.stop()
 

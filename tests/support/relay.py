@@ -253,3 +253,24 @@ class Bridge:
 
     def stop(self):
         stop_process(self.proc)
+
+
+# An anonymous port-mapped TCP door in front of the entity "tcp" (no token, no preamble).
+PORT_DOOR_CONFIG = """
+[[hybrid_connections]]
+path = "tcp"
+requires_client_authorization = false
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "tcp"
+allow_anonymous = true
+"""
+
+
+def port_door_relay(directory):
+    """A relay subprocess with :data:`PORT_DOOR_CONFIG`; ``.door`` is the door's port."""
+    proc = RelayProcess(directory, write_config(directory, extra=PORT_DOOR_CONFIG))
+    proc.door = proc.door_port("port door (tcp)")
+    return proc
