@@ -52,6 +52,7 @@ REQUIRED_FIELDS = ("sr", "sig", "se", "skn")
 HC_SEGMENT = "$hc"
 _FORMAT_HINT = "SharedAccessSignature sr=<url-encoded URI>&sig=<url-encoded signature>&se=<expiry>&skn=<rule name>"
 _DIGITS = re.compile(r"[0-9]{1,15}\Z")
+_WHITESPACE = re.compile(r"\s")  # \s on text is str.isspace()
 _PORT = re.compile(r"[0-9]*\Z")
 # Characters Node's url.parse() percent-escapes in a path before the SDK encodes it again.
 _NODE_AUTO_ESCAPE = {c: "%%%02X" % ord(c) for c in "\t\n\r \"'<>\\^`{|}"}
@@ -241,7 +242,7 @@ def parse_token(token):
     rest = rest.strip()
     if not rest:
         raise _malformed("there are no fields after the prefix")
-    if any(c.isspace() for c in rest):
+    if _WHITESPACE.search(rest):
         raise _malformed("it contains whitespace after the prefix (a '+' sent unencoded in a URL "
                          "decodes to a space: encode the token with encodeURIComponent)")
     if "&amp;" in rest:
@@ -327,27 +328,33 @@ def _when(se):
         return "se=%d" % se
 
 
-def verify_token(token, entity_uri, rules, right, now):
+def _signing_rule(parsed, candidates):
+    """(rule, key) of the first of ``candidates`` whose key signed ``parsed``; (None, None) if none."""
+    given, se_text = base64.b64decode(parsed.sig), parsed.se_raw or "%d" % parsed.se
+    for candidate, key in ((c, k) for c in candidates for k in c.keys()):
+        if hmac.compare_digest(_mac(key, parsed.sr_raw, se_text), given):
+            return candidate, key
+    return None, None
+
+
+def verify_token(token, entity_uri, rules, right, now, signatures=None):
     """Check ``token`` grants ``right`` on ``entity_uri`` at time ``now``; return a
     :class:`VerifiedToken` or raise :class:`Unauthorized` (401) / :class:`Forbidden` (403).
 
-    ``rules`` are tried in order (entity-level first); every rule named ``skn`` is tried."""
+    ``rules`` are tried in order (entity-level first); every rule named ``skn`` is tried.  ``signatures``
+    (a :class:`relayd.wire.token_memo.VerifiedSignatures`) spares the HMAC of a token text seen before."""
     right = _right(right)
-    parsed = parse_token(token)
+    cached = signatures.get(token, now) if signatures is not None else None
+    parsed = cached[0] if cached is not None else parse_token(token)
     candidates = [r for r in rules if r.name == parsed.skn]
     if not candidates:
         raise Unauthorized("the SAS token is signed with rule skn=%r, which does not exist here; "
                            "use a rule defined on the namespace or the entity" % parsed.skn)
-    given = base64.b64decode(parsed.sig)
-    se_text = parsed.se_raw or "%d" % parsed.se
-    rule = None
-    for candidate in candidates:
-        for key in candidate.keys():
-            if hmac.compare_digest(_mac(key, parsed.sr_raw, se_text), given):
-                rule = candidate
-                break
-        if rule is not None:
-            break
+    rule = next((c for c in candidates if cached[1] in c.keys()), None) if cached is not None else None
+    if rule is None:
+        rule, key = _signing_rule(parsed, candidates)
+        if rule is not None and signatures is not None and parsed.se >= now:
+            signatures.remember(token, parsed, key)
     if rule is None:
         raise Unauthorized("the SAS token's signature does not match rule %r's keys; sign the URL-encoded "
                            "sr, a newline and se with HMAC-SHA256 keyed by the key text (not base64-decoded)"
