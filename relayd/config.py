@@ -20,6 +20,11 @@ DEFAULT_PUBLIC_URL = None
 # relay's first listening port, written at start; ``relayd key show`` prints it.
 ENDPOINT_FILE = "endpoint"
 DEFAULT_ENDPOINT = "sb://127.0.0.1:9090/"
+# Event entities (docs/events.rst): their kinds, and the largest event (max_message), by default
+# Azure Relay's 64 KB, at most 16 MiB (each event is held whole while it is handed out).
+EVENT_KINDS = ("oneway", "multicast")
+DEFAULT_MAX_EVENT = 65536
+MAX_EVENT_LIMIT = 16 << 20
 
 
 class ConfigError(Exception):
@@ -48,6 +53,7 @@ class EntitySpec:
     max_listeners: int = 25
     response_timeout: float = 60.0
     rules: list = field(default_factory=list)
+    max_message: int = DEFAULT_MAX_EVENT
 
 
 @dataclass
@@ -230,11 +236,15 @@ def parse(data, source="<config>"):
     for i, item in enumerate(entities):
         where = "hybrid_connections[%d]" % i
         r.table(item, where, {"path", "kind", "requires_client_authorization", "max_listeners",
-                              "response_timeout", "rules"})
+                              "response_timeout", "rules", "max_message"})
         kind = r.string(item, "kind", where, "hybrid_connection")
-        if kind not in ("hybrid_connection", "soap"):
-            r.fail(where + ".kind", 'must be "hybrid_connection" (default) or "soap" (SOAP/HTTP relay: '
-                                    'SOAP faults, WSDL address rewriting), got %r' % kind)
+        if kind not in ("hybrid_connection", "soap") + EVENT_KINDS:
+            r.fail(where + ".kind", 'must be "hybrid_connection" (default), "soap" (SOAP/HTTP relay: '
+                                    'SOAP faults, WSDL address rewriting), "oneway" (each event to one '
+                                    'listener) or "multicast" (each event to every listener), got %r' % kind)
+        if "max_message" in item and kind not in EVENT_KINDS:
+            r.fail(where + ".max_message", 'applies only to kind = "oneway" or "multicast"; remove it '
+                                           'or set the kind')
         path = r.string(item, "path", where, required=True)
         problem = validate_entity_path(path)
         if problem:
@@ -250,6 +260,7 @@ def parse(data, source="<config>"):
                 max_listeners=r.number(item, "max_listeners", where, 25, 1, 10000, True),
                 response_timeout=r.number(item, "response_timeout", where, 60.0, 0.1, 3600),
                 rules=r.rules(item.get("rules", []), where + ".rules"),
+                max_message=r.number(item, "max_message", where, DEFAULT_MAX_EVENT, 1, MAX_EVENT_LIMIT, True),
             )
         )
     ports = data.get("tcp_ports", [])

@@ -27,6 +27,7 @@ class Entity:
     rules: list = field(default_factory=list)
     static: bool = False
     response_timeout: float = 60.0
+    max_message: int = 65536  # the largest event of an event entity (kind oneway / multicast)
 
     def describe(self):
         return {
@@ -35,6 +36,7 @@ class Entity:
             "requires_client_authorization": self.requires_client_authorization,
             "max_listeners": self.max_listeners,
             "response_timeout": self.response_timeout,
+            "max_message": self.max_message,
             "rules": [{"name": r.name, "rights": sorted(r.rights)} for r in self.rules],
             "static": self.static,
         }
@@ -140,6 +142,7 @@ class Namespace:
             self._entities[spec.path.lower()] = Entity(
                 spec.path, spec.kind, spec.requires_client_authorization, spec.max_listeners,
                 [r.to_rule() for r in spec.rules], static=True, response_timeout=spec.response_timeout,
+                max_message=spec.max_message,
             )
 
     def on_removed(self, observer):
