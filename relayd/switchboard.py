@@ -271,6 +271,18 @@ class Switchboard:
             return rv
         raise NoListener("no listener is connected to '%s'" % (path,))
 
+    def choose(self, path, attempt):
+        """Balance one delivery (an event of a ``oneway`` entity) over the entity's listeners:
+        ``attempt(listener)`` on one picked at random, then on the others while it returns
+        False.  Returns the listener that took it, or None."""
+        candidates = list(self._listeners.get(self._entity_key(path), ()))
+        while candidates:
+            listener = self._rng.choice(candidates)
+            candidates.remove(listener)
+            if attempt(listener):
+                return listener
+        return None
+
     def _check_caps(self, path, entity_key):
         waiting = self._pending_by_entity.get(entity_key, 0)
         if self.max_pending_per_entity and waiting >= self.max_pending_per_entity:

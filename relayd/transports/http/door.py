@@ -14,6 +14,7 @@ from zope.interface import implementer
 
 from relayd.interfaces import IResponseRouter
 from relayd.transports.http.connection import HttpRelayProtocol
+from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy
 from relayd.transports.http.soap import SoapPolicy
 
 
@@ -33,8 +34,9 @@ class HttpDoor:
         # control channel -> the exchange whose response body is its next binary message
         self._awaiting_body = weakref.WeakKeyDictionary()
         # entity kind -> IKindPolicy (what the kind changes in relaying); by default SOAP's
+        # and the event kinds'
         if policies is None:
-            policies = [SoapPolicy(settings.limits, clock)]
+            policies = [SoapPolicy(settings.limits, clock), EventPolicy(ONEWAY), EventPolicy(MULTICAST)]
         self.policies = {p.kind: p for p in policies}
         hybrid_factory.set_response_router(self)
 

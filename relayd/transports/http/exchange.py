@@ -16,7 +16,7 @@ from relayd import access, pipe
 from relayd.switchboard import AcceptTimeout, SwitchboardError
 from relayd.transports.http.request import (
     SMALL_BODY, HttpError, _SEPARATORS, normalise_path, path_and_query, request_headers)
-from relayd.transports.http.responses import DONE, ResponseSide
+from relayd.transports.http.responses import DONE, ResponseSide, _write_whole
 from relayd.transports.http.upload import COMPLETE, OFFERED, ON_LEG, RECEIVING, RequestBody
 from relayd.transports.listener.offers import RequestOffer
 from relayd.wire import hc, http1, sas
@@ -365,6 +365,20 @@ class Exchange(RequestBody, ResponseSide):
         self.client.exchange = None
         self._dispose_quietly()
         self.client.send_fault(fault, close=False)
+        self.client.exchange_done(self, close=self.close_after)
+
+    def answer(self, status, content_type, body, headers=()):
+        """Answer from the relay itself (e.g. an event handed out: 202); the connection stays if it may."""
+        self.client.exchange = None
+        self._dispose_quietly()
+        _write_whole(self.client.transport, status, content_type, body, headers, False)
+        self.client.exchange_done(self, close=self.close_after)
+
+    def answer_error(self, status, message):
+        """A relay-side error once the request was read whole; the connection stays if it may."""
+        self.client.exchange = None
+        self._dispose_quietly()
+        self.send_error(status, message, close=False)
         self.client.exchange_done(self, close=self.close_after)
 
     def forward_body(self, body):

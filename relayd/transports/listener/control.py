@@ -13,7 +13,9 @@ Wire protocol (Azure Relay Hybrid Connections, relayd flavour):
   message, routed to the HTTP door (:class:`relayd.interfaces.IResponseRouter`).
 * The channel closes with 1008 when the token expires unrenewed, or when the listener stops
   reading it (``limits.control_queue_max`` bytes queued for ``limits.control_stall_timeout``
-  seconds); with 1001 when the entity is deleted.  Messages are limited to
+  seconds); with 1001 when the entity is deleted.  A subscriber of an event entity that is
+  over ``limits.control_queue_max`` when an event comes is closed at once with 1008
+  (``SUBSCRIBER_BEHIND``, :meth:`ControlChannel.send_event`).  Messages are limited to
   ``limits.control_message_max`` bytes; the relay pings it when idle.
 """
 
@@ -25,6 +27,12 @@ from relayd.interfaces import IListenerChannel
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.roles import Denied, Role, authorize, param
 from relayd.wire import hc, sas
+
+# What ControlChannel.send_event did with an event (relayd.transports.http.events).
+EVENT_SENT, EVENT_NOT_SENT, SUBSCRIBER_CUT = "sent", "not sent", "cut"
+# A subscriber that falls behind is closed with this code and reason (docs/events.rst).
+SUBSCRIBER_BEHIND_CODE = 1008
+SUBSCRIBER_BEHIND = "subscriber fell behind: over limits.control_queue_max bytes of events unread; keep reading"
 
 
 @implementer(IListenerChannel)
@@ -108,6 +116,25 @@ class ControlChannel(Role):
         self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
         self.protocol.sendMessage(body, isBinary=True)
         return True
+
+    def send_event(self, message, body):
+        """Write one event -- its encoded ``request`` message, then ``body`` (if any) as one
+        binary message -- unless the channel is closing (EVENT_NOT_SENT) or already holds more
+        than ``limits.control_queue_max`` unwritten bytes: then the subscriber has fallen
+        behind and is closed (SUBSCRIBER_CUT), so that no one waits for it and its queue stays
+        bounded."""
+        protocol = self.protocol
+        if protocol.state != protocol.STATE_OPEN:
+            return EVENT_NOT_SENT
+        if self._pressure is not None and self._pressure.paused:
+            self._log.info("subscriber {id} on {path} fell behind (over {n} bytes unread); closing it",
+                           id=self.listener_id, path=self.entity_path, n=self.factory.limits.control_queue_max)
+            self.close(SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_BEHIND)
+            return SUBSCRIBER_CUT
+        protocol.sendMessage(message, isBinary=False)
+        if body:
+            protocol.sendMessage(body, isBinary=True)
+        return EVENT_SENT
 
     def close(self, code, reason):
         self.protocol.close(code, reason)

@@ -1,0 +1,162 @@
+"""Event entities: what the HTTP door does for ``kind = "oneway"`` and ``kind = "multicast"``
+(issue 11; docs/events.rst), as a policy object (:class:`EventPolicy`, an
+:class:`~relayd.transports.http.policy.IKindPolicy`).
+
+Publishing over HTTP: ``POST http(s)://relay/{path}[/suffix][?query]`` with a body of at most
+the entity's ``max_message`` bytes is one event.
+
+* The Send right is checked from the request head, before any of the body is read (401/403
+  at once); a declared length over ``max_message`` is 413 at once, a chunked body that grows
+  past it is 413 when it does; any other method is 405.
+* The event is encoded once -- the ``request`` control message HC listeners already take
+  (method POST, the publisher's headers but the relay's token, ``body: true``), then the body as
+  one binary message -- and the same bytes are written to the control channel of every
+  listener of a ``multicast`` entity, or of one listener of a ``oneway`` entity (balanced by
+  the switchboard, as HTTP requests are).
+* The publisher is answered ``202 Accepted`` with ``X-Relayd-Delivered: N`` (the subscribers
+  it was handed to) and ``{"delivered": N}``.  A multicast event no one was listening for is
+  still 202 (delivered 0) and counted as dropped; a oneway event with no listener is 502.
+* The relay neither waits for nor relays listeners' responses to events: a ``response`` for
+  an event's id finds no exchange and is dropped by the door, its body too.
+* A subscriber whose control channel already holds more than ``limits.control_queue_max``
+  unwritten bytes when an event comes is closed (:data:`~relayd.transports.listener.control.
+  SUBSCRIBER_BEHIND_CODE`) and counted; the publisher and the other subscribers do not wait.
+
+Nothing is stored: an event goes to the listeners connected when it arrives (at most once),
+in the order a publisher's connection sent them.
+"""
+
+from zope.interface import implementer
+
+from relayd.transports.http.policy import IKindPolicy, IRequestPolicy
+from relayd.transports.http.request import HttpError
+from relayd.transports.listener.control import EVENT_SENT, SUBSCRIBER_CUT
+from relayd.wire import hc
+
+ONEWAY = "oneway"
+MULTICAST = "multicast"
+DELIVERED_HEADER = "X-Relayd-Delivered"
+
+
+class EventCounts:
+    """What an event kind has done since the relay started."""
+
+    def __init__(self):
+        self.published = 0  # events accepted from publishers
+        self.deliveries = 0  # copies handed to subscribers' connections
+        self.dropped = 0  # events no subscriber was connected for
+        self.cut = 0  # subscribers closed because they fell behind
+
+
+@implementer(IKindPolicy)
+class EventPolicy:
+    """The rules of one event kind (``oneway`` or ``multicast``), one per HTTP door."""
+
+    def __init__(self, kind):
+        if kind not in (ONEWAY, MULTICAST):
+            raise ValueError("an event kind is %r or %r, not %r" % (ONEWAY, MULTICAST, kind))
+        self.kind = kind
+        self.counts = EventCounts()
+
+    def for_request(self, exchange, query):
+        return EventRequest(self, exchange)
+
+    def fault_version(self, head):
+        return None  # relay-side errors are JSON
+
+    def fault(self, version, status, message, addressing):
+        raise AssertionError("event entities answer errors in JSON, never with a fault")
+
+    def publish(self, exchange, body):
+        """Hand the event (the request ``exchange``, its ``body`` read whole) to the entity's
+        subscribers; returns to how many."""
+        door, entity = exchange.door, exchange.entity
+        key = door.switchboard.new_key()
+        host = exchange.lowered.get("host", [None])[0]
+        address = hc.rendezvous_address(door.hybrid.base_url(host, exchange.client.secure), entity.path,
+                                        "", "", "request", key)
+        message = hc.encode_request(address, key, exchange.request_target, "POST", exchange.forward_headers,
+                                    bool(body)).encode("utf-8")
+        counts = self.counts
+        counts.published += 1
+
+        def hand(channel):
+            outcome = channel.send_event(message, body)
+            if outcome == SUBSCRIBER_CUT:
+                counts.cut += 1
+            return outcome == EVENT_SENT
+
+        if self.kind == MULTICAST:
+            delivered = sum(hand(channel) for channel in door.switchboard.listeners(entity.path))
+        else:
+            delivered = 1 if door.switchboard.choose(entity.path, hand) is not None else 0
+        counts.deliveries += delivered
+        if not delivered:
+            counts.dropped += 1
+        return delivered
+
+
+@implementer(IRequestPolicy)
+class EventRequest:
+    """One publishing request: its body read whole, then published."""
+
+    fault_version = None
+    rewrites = False
+    max_rewritten = 0
+
+    def __init__(self, policy, exchange):
+        self.policy = policy
+        self.exchange = exchange
+        self.collecting = False
+        self.parts = []
+        self.size = 0
+
+    def reads_body_first(self):
+        return True
+
+    def collect(self, length):
+        ex = self.exchange
+        ex.authorize(None)  # the Send right, before any of the body is read
+        if ex.method != "POST":
+            raise HttpError(405, "an event entity ('%s') takes only POST: each POST publishes one event"
+                            % ex.entity.path, close=ex.body_pending(), headers=(("Allow", "POST"),))
+        limit = ex.entity.max_message
+        if length is not None and length > limit:
+            raise HttpError(413, "the event (%d bytes) is larger than the entity's max_message of %d bytes"
+                            % (length, limit), close=True)
+        self.collecting = True
+        if not ex.body_pending():
+            self.complete()
+
+    def data(self, data):
+        self.size += len(data)
+        limit = self.exchange.entity.max_message
+        if self.size > limit:
+            self.collecting = False
+            self.parts = []
+            self.exchange.refuse_and_close(
+                413, "the event is larger than the entity's max_message of %d bytes" % limit)
+            return
+        self.parts.append(data)
+
+    def complete(self):
+        self.collecting = False
+        body, self.parts = b"".join(self.parts), []
+        ex = self.exchange
+        delivered = self.policy.publish(ex, body)
+        if not delivered and self.policy.kind == ONEWAY:
+            ex.answer_error(502, "no listener is connected to '%s' to take the event; it was not "
+                                 "delivered (events are not stored)" % ex.entity.path)
+            return
+        ex.answer(202, "application/json", b'{"delivered":%d}' % delivered,
+                  headers=((DELIVERED_HEADER, "%d" % delivered),))
+
+    def rewrite(self, payload, headers):
+        return payload
+
+    def addressing(self):
+        return {}
+
+    def release(self):
+        self.parts = []
+        self.exchange = None
