@@ -77,6 +77,12 @@ class EventPolicy:
                                         "", "", "request", key)
         message = hc.encode_request(address, key, exchange.request_target, "POST", exchange.forward_headers,
                                     bool(body)).encode("utf-8")
+        return self.deliver(door.switchboard, entity.path, message, body)
+
+    def deliver(self, switchboard, path, message, body):
+        """Write one encoded event (``message``, then ``body`` if any) to the subscribers of the
+        entity at ``path``: all of them (multicast) or one picked by ``switchboard.choose``
+        (oneway).  Returns to how many it was handed; counts what happened."""
         counts = self.counts
         counts.published += 1
 
@@ -87,9 +93,9 @@ class EventPolicy:
             return outcome == EVENT_SENT
 
         if self.kind == MULTICAST:
-            delivered = sum(hand(channel) for channel in door.switchboard.listeners(entity.path))
+            delivered = sum(hand(channel) for channel in switchboard.listeners(path))
         else:
-            delivered = 1 if door.switchboard.choose(entity.path, hand) is not None else 0
+            delivered = 1 if switchboard.choose(path, hand) is not None else 0
         counts.deliveries += delivered
         if not delivered:
             counts.dropped += 1

@@ -1,0 +1,120 @@
+"""Event fan-out in memory (issue 11): :meth:`EventPolicy.deliver` over a real
+:class:`~relayd.switchboard.Switchboard` (fake clock, seeded balancing) and real
+:class:`~relayd.transports.listener.control.ControlChannel` objects whose WebSocket protocol is
+a recording stand-in (what the channel writes, and whether its queue is over its bound)."""
+
+import random
+from types import SimpleNamespace
+
+from twisted.internet.task import Clock
+
+from relayd import pipe
+from relayd.limits import Limits
+from relayd.switchboard import Switchboard
+from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy
+from relayd.transports.listener.control import (
+    EVENT_NOT_SENT, EVENT_SENT, SUBSCRIBER_BEHIND, SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_CUT, ControlChannel)
+
+MESSAGE = b'{"request":{"id":"e1","method":"POST","body":true}}'
+BODY = b"the event"
+
+
+class RecordingProtocol:
+    STATE_OPEN, STATE_CLOSING = 1, 2
+
+    def __init__(self):
+        self.state = self.STATE_OPEN
+        self.factory = SimpleNamespace(limits=Limits())
+        self.sent = []
+        self.closed = None
+
+    def sendMessage(self, payload, isBinary=False):
+        self.sent.append((payload, isBinary))
+
+    def close(self, code, reason):
+        self.closed = (code, reason)
+        self.state = self.STATE_CLOSING
+
+
+def subscriber(switchboard, path, behind=False):
+    protocol = RecordingProtocol()
+    channel = ControlChannel(protocol, "relay", SimpleNamespace(path=path), "id-%d" % id(protocol))
+    channel._pressure = pipe.PauseReading(None)
+    channel._pressure.paused = behind  # the transport's buffer is over control_queue_max
+    switchboard.add_listener(path, channel)
+    return channel, protocol
+
+
+def test_send_event_writes_the_message_then_the_body():
+    channel, protocol = subscriber(Switchboard(Clock()), "news")
+    assert channel.send_event(MESSAGE, BODY) == EVENT_SENT
+    assert protocol.sent == [(MESSAGE, False), (BODY, True)]
+    assert channel.send_event(MESSAGE, b"") == EVENT_SENT  # an empty event: no body message
+    assert protocol.sent[2:] == [(MESSAGE, False)]
+
+
+def test_a_subscriber_over_its_bound_is_cut_and_gets_nothing_more():
+    channel, protocol = subscriber(Switchboard(Clock()), "news", behind=True)
+    assert channel.send_event(MESSAGE, BODY) == SUBSCRIBER_CUT
+    assert protocol.closed == (SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_BEHIND) and protocol.sent == []
+    assert len(SUBSCRIBER_BEHIND.encode()) <= 123  # fits a WebSocket close frame
+    assert channel.send_event(MESSAGE, BODY) == EVENT_NOT_SENT  # closing: neither sent nor cut again
+
+
+def test_multicast_hands_the_same_bytes_to_everyone_and_cuts_only_the_slow_one():
+    switchboard = Switchboard(Clock())
+    fast = [subscriber(switchboard, "news") for _ in range(3)]
+    slow = subscriber(switchboard, "news", behind=True)
+    policy = EventPolicy(MULTICAST)
+    assert policy.deliver(switchboard, "news", MESSAGE, BODY) == 3
+    for _, protocol in fast:
+        assert [p for p, _ in protocol.sent] == [MESSAGE, BODY]
+        assert protocol.sent[0][0] is MESSAGE and protocol.sent[1][0] is BODY  # encoded once
+    assert slow[1].closed[0] == SUBSCRIBER_BEHIND_CODE
+    assert policy.deliver(switchboard, "news", MESSAGE, BODY) == 3
+    counts = policy.counts
+    assert (counts.published, counts.deliveries, counts.cut, counts.dropped) == (2, 6, 1, 0)
+
+
+def test_multicast_with_no_subscriber_is_counted_as_dropped():
+    policy = EventPolicy(MULTICAST)
+    assert policy.deliver(Switchboard(Clock()), "news", MESSAGE, BODY) == 0
+    assert (policy.counts.published, policy.counts.dropped) == (1, 1)
+
+
+def test_oneway_gives_each_event_to_exactly_one_balanced_listener():
+    switchboard = Switchboard(Clock(), rng=random.Random(7))
+    listeners = [subscriber(switchboard, "jobs") for _ in range(2)]
+    policy = EventPolicy(ONEWAY)
+    for _ in range(100):
+        assert policy.deliver(switchboard, "jobs", MESSAGE, BODY) == 1
+    got = [len(protocol.sent) // 2 for _, protocol in listeners]
+    assert sum(got) == 100 and min(got) >= 30, got
+
+
+def test_oneway_skips_a_listener_that_fell_behind():
+    switchboard = Switchboard(Clock(), rng=random.Random(1))
+    slow = subscriber(switchboard, "jobs", behind=True)
+    ok = subscriber(switchboard, "jobs")
+    policy = EventPolicy(ONEWAY)
+    for _ in range(10):
+        assert policy.deliver(switchboard, "jobs", MESSAGE, BODY) == 1
+    assert len(ok[1].sent) == 20 and slow[1].sent == [] and slow[1].closed is not None
+    assert policy.counts.cut == 1
+
+
+def test_oneway_with_no_listener_delivers_nothing():
+    policy = EventPolicy(ONEWAY)
+    assert policy.deliver(Switchboard(Clock()), "jobs", MESSAGE, BODY) == 0
+    assert policy.counts.dropped == 1
+
+
+def test_choose_tries_the_others_when_one_refuses():
+    switchboard = Switchboard(Clock(), rng=random.Random(3))
+    for name in "abc":
+        switchboard.add_listener("p", name)
+    tried = []
+    assert switchboard.choose("p", lambda l: tried.append(l) or l == "c") == "c"
+    assert tried[-1] == "c" and len(set(tried)) == len(tried)
+    assert switchboard.choose("p", lambda l: False) is None
+    assert switchboard.choose("nobody", lambda l: True) is None
