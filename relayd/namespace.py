@@ -59,8 +59,11 @@ class SqliteStore:
             self._db.execute(
                 "CREATE TABLE IF NOT EXISTS entities (path TEXT PRIMARY KEY, kind TEXT NOT NULL, "
                 "requires_client_authorization INTEGER NOT NULL, max_listeners INTEGER NOT NULL, "
-                "response_timeout REAL NOT NULL DEFAULT 60)"
+                "response_timeout REAL NOT NULL DEFAULT 60, max_message INTEGER NOT NULL DEFAULT 65536)"
             )
+            columns = {row[1] for row in self._db.execute("PRAGMA table_info(entities)")}
+            if "max_message" not in columns:  # a store made before event entities
+                self._db.execute("ALTER TABLE entities ADD COLUMN max_message INTEGER NOT NULL DEFAULT 65536")
 
     def close(self):
         self._db.close()
@@ -85,19 +88,21 @@ class SqliteStore:
 
     def entities(self):
         rows = self._db.execute(
-            "SELECT path, kind, requires_client_authorization, max_listeners, response_timeout "
+            "SELECT path, kind, requires_client_authorization, max_listeners, response_timeout, max_message "
             "FROM entities ORDER BY path"
         )
         return [
-            Entity(p, k, bool(a), m, rules=self.rules(p), response_timeout=t) for p, k, a, m, t in rows
+            Entity(p, k, bool(a), m, rules=self.rules(p), response_timeout=t, max_message=mm)
+            for p, k, a, m, t, mm in rows
         ]
 
     def put_entity(self, entity):
         with self._db:
             self._db.execute(
-                "INSERT OR REPLACE INTO entities VALUES (?, ?, ?, ?, ?)",
+                "INSERT OR REPLACE INTO entities (path, kind, requires_client_authorization, max_listeners, "
+                "response_timeout, max_message) VALUES (?, ?, ?, ?, ?, ?)",
                 (entity.path, entity.kind, int(entity.requires_client_authorization), entity.max_listeners,
-                 entity.response_timeout),
+                 entity.response_timeout, entity.max_message),
             )
         for rule in entity.rules:
             self.put_rule(rule, entity.path)

@@ -6,7 +6,8 @@ base URL), in the ``Authorization`` or ``ServiceBusAuthorization`` header or ``s
 * ``GET    /$relayd/entities``            -> list of entities with listener counts
 * ``GET    /$relayd/entities/{path}``     -> one entity
 * ``PUT    /$relayd/entities/{path}``     -> create/replace (JSON body: requires_client_authorization,
-  max_listeners); 201 or 200
+  max_listeners, response_timeout, kind: hybrid_connection | oneway | multicast, max_message);
+  201 or 200
 * ``DELETE /$relayd/entities/{path}``     -> delete; its listeners and connections close with 1001
 * ``GET    /$relayd/status``              -> namespace summary (entities, listeners, pending rendezvous)
 
@@ -35,7 +36,8 @@ from relayd import access
 from relayd.wire import sas
 from relayd.interfaces import IHeadCheck
 from relayd.wire.names import validate_entity_path
-from relayd.namespace import Entity, NamespaceError
+from relayd.config import DEFAULT_MAX_EVENT, EVENT_KINDS, MAX_EVENT_LIMIT
+from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
 
 MAX_BODY = 64 * 1024
 
@@ -152,10 +154,21 @@ class Management(resource.Resource):
             return json_error(request, 400, "body is not JSON: %s" % e)
         if not isinstance(spec, dict):
             return json_error(request, 400, "body must be a JSON object")
-        unknown = set(spec) - {"requires_client_authorization", "max_listeners", "response_timeout"}
+        unknown = set(spec) - {"requires_client_authorization", "max_listeners", "response_timeout", "kind",
+                               "max_message"}
         if unknown:
             return json_error(request, 400, "unknown fields %s; allowed: requires_client_authorization, "
-                              "max_listeners, response_timeout" % sorted(unknown))
+                              "max_listeners, response_timeout, kind, max_message" % sorted(unknown))
+        kind = spec.get("kind", HYBRID_CONNECTION)
+        if kind not in (HYBRID_CONNECTION,) + EVENT_KINDS:
+            return json_error(request, 400, 'kind must be "hybrid_connection" (default), "oneway" or "multicast" '
+                              '(event entities); "soap" entities are declared in the config file')
+        mm = spec.get("max_message", DEFAULT_MAX_EVENT)
+        if "max_message" in spec and kind not in EVENT_KINDS:
+            return json_error(request, 400, 'max_message applies only to kind "oneway" or "multicast"; '
+                              'remove it or set the kind')
+        if isinstance(mm, bool) or not isinstance(mm, int) or not 1 <= mm <= MAX_EVENT_LIMIT:
+            return json_error(request, 400, "max_message must be an integer from 1 to %d" % MAX_EVENT_LIMIT)
         rt = spec.get("response_timeout", 60.0)
         if isinstance(rt, bool) or not isinstance(rt, (int, float)) or not 0.1 <= rt <= 3600:
             return json_error(request, 400, "response_timeout must be a number of seconds from 0.1 to 3600")
@@ -166,8 +179,8 @@ class Management(resource.Resource):
         if isinstance(ml, bool) or not isinstance(ml, int) or not 1 <= ml <= 10000:
             return json_error(request, 400, "max_listeners must be an integer from 1 to 10000")
         existed = self.namespace.get(path) is not None
-        entity = self.namespace.add(Entity(path, requires_client_authorization=rca, max_listeners=ml,
-                                           response_timeout=float(rt)))
+        entity = self.namespace.add(Entity(path, kind, requires_client_authorization=rca, max_listeners=ml,
+                                           response_timeout=float(rt), max_message=mm))
         self.log.info("entity {path} {what}", path=entity.path, what="replaced" if existed else "created")
         return json_reply(request, self._describe(entity), 200 if existed else 201)
 
