@@ -179,6 +179,7 @@ class RelayService(service.MultiService):
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)
         self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor)
+        self.site.management.status_extras["events"] = self.http.event_counts
         # One connection budget (limits.max_connections) for the HTTP port and every TCP door.
         self.budget = ConnectionBudget(reactor, settings.limits.max_connections)
         self.front = FrontDoorFactory(

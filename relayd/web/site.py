@@ -9,7 +9,8 @@ base URL), in the ``Authorization`` or ``ServiceBusAuthorization`` header or ``s
   max_listeners, response_timeout, kind: hybrid_connection | oneway | multicast, max_message);
   201 or 200
 * ``DELETE /$relayd/entities/{path}``     -> delete; its listeners and connections close with 1001
-* ``GET    /$relayd/status``              -> namespace summary (entities, listeners, pending rendezvous)
+* ``GET    /$relayd/status``              -> namespace summary (entities, listeners, pending rendezvous,
+  events: what the event kinds did)
 
 Everything else on the port that is not ``/$hc/`` answers 404 with a JSON error (the HTTP
 relaying door replaces this fallback when it is configured).
@@ -76,6 +77,8 @@ class Management(resource.Resource):
         self.switchboard = switchboard
         self.settings = settings
         self.clock = clock
+        # name -> callable: more members of GET /$relayd/status (e.g. "events": the event kinds' counts)
+        self.status_extras = {}
 
     def _authorize(self, request):
         host = request.getHeader(b"host")
@@ -114,11 +117,13 @@ class Management(resource.Resource):
         parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
         try:
             if parts == ["status"] and request.method == b"GET":
-                return json_reply(request, {
+                status = {
                     "entities": len(self.namespace.entities()),
                     "listeners": sum(self.switchboard.listener_counts().values()),
                     "pending_rendezvous": self.switchboard.pending_count(),
-                })
+                }
+                status.update((name, extra()) for name, extra in self.status_extras.items())
+                return json_reply(request, status)
             if parts[:1] != ["entities"]:
                 return json_error(request, 404, "unknown management path; see /$relayd/entities")
             path = "/".join(parts[1:])

@@ -13,7 +13,7 @@ import pytest
 
 from relayd.wire import sas
 from tests.support.rawws import Closed, RawWS, hc_url, listen, token
-from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, write_config
+from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, relay_status, write_config
 
 EVENTS = """
 [[hybrid_connections]]
@@ -206,11 +206,13 @@ def test_oneway_without_listener_is_502_and_keeps_the_connection(relay):
 
 
 def test_multicast_without_subscriber_is_accepted_and_dropped(relay):
+    dropped = relay_status(relay)["events"]["multicast"]["dropped"]
     publisher = Publisher(relay, "openbus", tok="")  # anonymous publishing allowed here
     try:
         assert publisher.post(b"nobody")[:2] == (202, "0")
     finally:
         publisher.close()
+    assert relay_status(relay)["events"]["multicast"]["dropped"] == dropped + 1
 
 
 def test_oversize_event_is_413(relay):
@@ -292,6 +294,7 @@ def test_slow_subscriber_is_cut_off_and_the_others_get_everything(relay):
             assert [body[:6] for _, body in sub.events] == [b"%06d" % i for i in range(1000)]
         relay.wait_log(r"subscriber .* on slowbus fell behind", since=start)
         assert wait_listeners(relay, "slowbus", 2) == 2
+        assert relay_status(relay)["events"]["multicast"]["cut"] == 1
     finally:
         publisher.close()
         slow.close()

@@ -40,6 +40,11 @@ class HttpDoor:
         self.policies = {p.kind: p for p in policies}
         hybrid_factory.set_response_router(self)
 
+    def event_counts(self):
+        """What each event kind did since the relay started (for ``GET /$relayd/status``)."""
+        return {kind: dict(vars(policy.counts)) for kind, policy in self.policies.items()
+                if isinstance(policy, EventPolicy)}
+
     def buildProtocol(self, addr):
         p = HttpRelayProtocol(self)
         p.factory = self
