@@ -1,7 +1,8 @@
 """Event fan-out in memory (issue 11): :meth:`EventPolicy.deliver` over a real
 :class:`~relayd.switchboard.Switchboard` (fake clock, seeded balancing) and real
 :class:`~relayd.transports.listener.control.ControlChannel` objects whose WebSocket protocol is
-a recording stand-in (what the channel writes, and whether its queue is over its bound)."""
+a recording stand-in (what the channel writes, and whether its queue is over its bound); the
+event's frames are checked byte for byte with :mod:`relayd.wire.wsframe`'s parser."""
 
 import random
 from types import SimpleNamespace
@@ -11,12 +12,14 @@ from twisted.internet.task import Clock
 from relayd import pipe
 from relayd.limits import Limits
 from relayd.switchboard import Switchboard
-from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy
+from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy, event_frames
+from relayd.wire import wsframe
 from relayd.transports.listener.control import (
     EVENT_NOT_SENT, EVENT_SENT, SUBSCRIBER_BEHIND, SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_CUT, ControlChannel)
 
 MESSAGE = b'{"request":{"id":"e1","method":"POST","body":true}}'
 BODY = b"the event"
+FRAMES = event_frames(MESSAGE, BODY)
 
 
 class RecordingProtocol:
@@ -28,8 +31,8 @@ class RecordingProtocol:
         self.sent = []
         self.closed = None
 
-    def sendMessage(self, payload, isBinary=False):
-        self.sent.append((payload, isBinary))
+    def sendData(self, data):
+        self.sent.append(data)
 
     def close(self, code, reason):
         self.closed = (code, reason)
@@ -45,20 +48,38 @@ def subscriber(switchboard, path, behind=False):
     return channel, protocol
 
 
-def test_send_event_writes_the_message_then_the_body():
+def frames_of(data):
+    """(opcode, fin, payload) of each whole, unmasked frame in ``data``."""
+    out, offset = [], 0
+    while offset < len(data):
+        parsed = wsframe.parse_header(data, offset)
+        assert parsed is not None, "a cut frame"
+        header, size = parsed
+        assert not header.masked and offset + size + header.length <= len(data)
+        out.append((header.opcode, header.fin, bytes(data[offset + size:offset + size + header.length])))
+        offset += size + header.length
+    return out
+
+
+def test_event_frames_are_a_text_message_then_a_binary_body():
+    assert frames_of(FRAMES) == [(wsframe.TEXT, True, MESSAGE), (wsframe.BINARY, True, BODY)]
+    big = bytes(range(256)) * 300  # 76,800 bytes: the 64-bit length form
+    assert frames_of(event_frames(MESSAGE, big)) == [(wsframe.TEXT, True, MESSAGE), (wsframe.BINARY, True, big)]
+    assert frames_of(event_frames(MESSAGE, b"")) == [(wsframe.TEXT, True, MESSAGE)]  # no body message
+
+
+def test_send_event_writes_the_frames():
     channel, protocol = subscriber(Switchboard(Clock()), "news")
-    assert channel.send_event(MESSAGE, BODY) == EVENT_SENT
-    assert protocol.sent == [(MESSAGE, False), (BODY, True)]
-    assert channel.send_event(MESSAGE, b"") == EVENT_SENT  # an empty event: no body message
-    assert protocol.sent[2:] == [(MESSAGE, False)]
+    assert channel.send_event(FRAMES) == EVENT_SENT
+    assert protocol.sent == [FRAMES]
 
 
 def test_a_subscriber_over_its_bound_is_cut_and_gets_nothing_more():
     channel, protocol = subscriber(Switchboard(Clock()), "news", behind=True)
-    assert channel.send_event(MESSAGE, BODY) == SUBSCRIBER_CUT
+    assert channel.send_event(FRAMES) == SUBSCRIBER_CUT
     assert protocol.closed == (SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_BEHIND) and protocol.sent == []
     assert len(SUBSCRIBER_BEHIND.encode()) <= 123  # fits a WebSocket close frame
-    assert channel.send_event(MESSAGE, BODY) == EVENT_NOT_SENT  # closing: neither sent nor cut again
+    assert channel.send_event(FRAMES) == EVENT_NOT_SENT  # closing: neither sent nor cut again
 
 
 def test_multicast_hands_the_same_bytes_to_everyone_and_cuts_only_the_slow_one():
@@ -66,19 +87,18 @@ def test_multicast_hands_the_same_bytes_to_everyone_and_cuts_only_the_slow_one()
     fast = [subscriber(switchboard, "news") for _ in range(3)]
     slow = subscriber(switchboard, "news", behind=True)
     policy = EventPolicy(MULTICAST)
-    assert policy.deliver(switchboard, "news", MESSAGE, BODY) == 3
+    assert policy.deliver(switchboard, "news", FRAMES) == 3
     for _, protocol in fast:
-        assert [p for p, _ in protocol.sent] == [MESSAGE, BODY]
-        assert protocol.sent[0][0] is MESSAGE and protocol.sent[1][0] is BODY  # encoded once
+        assert protocol.sent == [FRAMES] and protocol.sent[0] is FRAMES  # encoded once, the same bytes
     assert slow[1].closed[0] == SUBSCRIBER_BEHIND_CODE
-    assert policy.deliver(switchboard, "news", MESSAGE, BODY) == 3
+    assert policy.deliver(switchboard, "news", FRAMES) == 3
     counts = policy.counts
     assert (counts.published, counts.deliveries, counts.cut, counts.dropped) == (2, 6, 1, 0)
 
 
 def test_multicast_with_no_subscriber_is_counted_as_dropped():
     policy = EventPolicy(MULTICAST)
-    assert policy.deliver(Switchboard(Clock()), "news", MESSAGE, BODY) == 0
+    assert policy.deliver(Switchboard(Clock()), "news", FRAMES) == 0
     assert (policy.counts.published, policy.counts.dropped) == (1, 1)
 
 
@@ -87,8 +107,8 @@ def test_oneway_gives_each_event_to_exactly_one_balanced_listener():
     listeners = [subscriber(switchboard, "jobs") for _ in range(2)]
     policy = EventPolicy(ONEWAY)
     for _ in range(100):
-        assert policy.deliver(switchboard, "jobs", MESSAGE, BODY) == 1
-    got = [len(protocol.sent) // 2 for _, protocol in listeners]
+        assert policy.deliver(switchboard, "jobs", FRAMES) == 1
+    got = [len(protocol.sent) for _, protocol in listeners]
     assert sum(got) == 100 and min(got) >= 30, got
 
 
@@ -98,14 +118,14 @@ def test_oneway_skips_a_listener_that_fell_behind():
     ok = subscriber(switchboard, "jobs")
     policy = EventPolicy(ONEWAY)
     for _ in range(10):
-        assert policy.deliver(switchboard, "jobs", MESSAGE, BODY) == 1
-    assert len(ok[1].sent) == 20 and slow[1].sent == [] and slow[1].closed is not None
+        assert policy.deliver(switchboard, "jobs", FRAMES) == 1
+    assert len(ok[1].sent) == 10 and slow[1].sent == [] and slow[1].closed is not None
     assert policy.counts.cut == 1
 
 
 def test_oneway_with_no_listener_delivers_nothing():
     policy = EventPolicy(ONEWAY)
-    assert policy.deliver(Switchboard(Clock()), "jobs", MESSAGE, BODY) == 0
+    assert policy.deliver(Switchboard(Clock()), "jobs", FRAMES) == 0
     assert policy.counts.dropped == 1
 
 

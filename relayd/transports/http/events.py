@@ -8,9 +8,10 @@ the entity's ``max_message`` bytes is one event.
 * The Send right is checked from the request head, before any of the body is read (401/403
   at once); a declared length over ``max_message`` is 413 at once, a chunked body that grows
   past it is 413 when it does; any other method is 405.
-* The event is encoded once -- the ``request`` control message HC listeners already take
-  (method POST, the publisher's headers but the relay's token, ``body: true``), then the body as
-  one binary message -- and the same bytes are written to the control channel of every
+* The event is encoded once, WebSocket framing included (:func:`event_frames`) -- the
+  ``request`` control message HC listeners already take (method POST, the publisher's headers
+  but the relay's token, ``body: true``), then the body as one binary message -- and the same
+  bytes are written to the control channel of every
   listener of a ``multicast`` entity, or of one listener of a ``oneway`` entity (balanced by
   the switchboard, as HTTP requests are).
 * The publisher is answered ``202 Accepted`` with ``X-Relayd-Delivered: N`` (the subscribers
@@ -31,7 +32,7 @@ from zope.interface import implementer
 from relayd.transports.http.policy import IKindPolicy, IRequestPolicy
 from relayd.transports.http.request import HttpError
 from relayd.transports.listener.control import EVENT_SENT, SUBSCRIBER_CUT
-from relayd.wire import hc
+from relayd.wire import hc, wsframe
 
 ONEWAY = "oneway"
 MULTICAST = "multicast"
@@ -46,6 +47,17 @@ class EventCounts:
         self.deliveries = 0  # copies handed to subscribers' connections
         self.dropped = 0  # events no subscriber was connected for
         self.cut = 0  # subscribers closed because they fell behind
+
+
+def event_frames(message, body):
+    """An event as the WebSocket frames a subscriber's control channel carries: the ``request``
+    text message, then the body (if any) as one binary message.  Frames from the relay are not
+    masked (and control channels negotiate no compression), so these bytes are the same for
+    every subscriber: built once per event, written to each as they are."""
+    frames = wsframe.encode_header(wsframe.TEXT, True, len(message)) + message
+    if body:
+        frames += wsframe.encode_header(wsframe.BINARY, True, len(body)) + body
+    return frames
 
 
 @implementer(IKindPolicy)
@@ -77,17 +89,17 @@ class EventPolicy:
                                         "", "", "request", key)
         message = hc.encode_request(address, key, exchange.request_target, "POST", exchange.forward_headers,
                                     bool(body)).encode("utf-8")
-        return self.deliver(door.switchboard, entity.path, message, body)
+        return self.deliver(door.switchboard, entity.path, event_frames(message, body))
 
-    def deliver(self, switchboard, path, message, body):
-        """Write one encoded event (``message``, then ``body`` if any) to the subscribers of the
-        entity at ``path``: all of them (multicast) or one picked by ``switchboard.choose``
-        (oneway).  Returns to how many it was handed; counts what happened."""
+    def deliver(self, switchboard, path, frames):
+        """Write one event, ``frames`` (:func:`event_frames`), to the subscribers of the entity at
+        ``path``: all of them (multicast) or one picked by ``switchboard.choose`` (oneway).
+        Returns to how many it was handed; counts what happened."""
         counts = self.counts
         counts.published += 1
 
         def hand(channel):
-            outcome = channel.send_event(message, body)
+            outcome = channel.send_event(frames)
             if outcome == SUBSCRIBER_CUT:
                 counts.cut += 1
             return outcome == EVENT_SENT

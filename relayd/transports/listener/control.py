@@ -117,9 +117,10 @@ class ControlChannel(Role):
         self.protocol.sendMessage(body, isBinary=True)
         return True
 
-    def send_event(self, message, body):
-        """Write one event -- its encoded ``request`` message, then ``body`` (if any) as one
-        binary message -- unless the channel is closing (EVENT_NOT_SENT) or already holds more
+    def send_event(self, frames):
+        """Write one event -- ``frames``, its ``request`` message and body as whole WebSocket
+        frames (:func:`relayd.transports.http.events.event_frames`, the same bytes for every
+        subscriber) -- unless the channel is closing (EVENT_NOT_SENT) or already holds more
         than ``limits.control_queue_max`` unwritten bytes: then the subscriber has fallen
         behind and is closed (SUBSCRIBER_CUT), so that no one waits for it and its queue stays
         bounded."""
@@ -131,9 +132,7 @@ class ControlChannel(Role):
                            id=self.listener_id, path=self.entity_path, n=self.factory.limits.control_queue_max)
             self.close(SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_BEHIND)
             return SUBSCRIBER_CUT
-        protocol.sendMessage(message, isBinary=False)
-        if body:
-            protocol.sendMessage(body, isBinary=True)
+        protocol.sendData(frames)
         return EVENT_SENT
 
     def close(self, code, reason):
