@@ -15,6 +15,13 @@ from relayd.wire import sas
 from tests.support.rawws import Closed, RawWS, hc_url, listen, token
 from tests.support.relay import LISTEN_KEY, ROOT_KEY, SEND_KEY, RelayProcess, relay_status, write_config
 
+# One multicast entity "bus" (for the subscriber interop tests).
+BUS_CONFIG = """
+[[hybrid_connections]]
+path = "bus"
+kind = "multicast"
+"""
+
 EVENTS = """
 [[hybrid_connections]]
 path = "bus"

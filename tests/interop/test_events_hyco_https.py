@@ -10,17 +10,12 @@ import time
 
 import pytest
 
-from tests.integration.test_events_http import Publisher, Subscriber, wait_listeners
+from tests.integration.test_events_http import BUS_CONFIG, Publisher, Subscriber, wait_listeners
 from tests.interop.test_hyco_ws import NODE_DIR, NodeListener
 from tests.support.relay import ROOT_KEY, RelayProcess, require_tool, write_config
 
 pytestmark = pytest.mark.interop
 
-CONFIG = """
-[[hybrid_connections]]
-path = "bus"
-kind = "multicast"
-"""
 EVENTS = 1000
 
 
@@ -57,7 +52,7 @@ def relay(tmp_path):
     require_tool("node", "the hyco-https interop tests need Node.js")
     require_tool(os.path.join(NODE_DIR, "node_modules", "hyco-https"),
                  "run: cd tests/interop/node && npm ci --no-audit --no-fund")
-    proc = RelayProcess(tmp_path, write_config(tmp_path, extra=CONFIG))
+    proc = RelayProcess(tmp_path, write_config(tmp_path, extra=BUS_CONFIG))
     yield proc
     proc.stop()
 
