@@ -27,6 +27,7 @@ from twisted.web.http_headers import Headers
 from twisted.web.iweb import UNKNOWN_LENGTH, IAgentEndpointFactory
 from zope.interface import implementer
 
+from relayd.client.event_order import EventQueue
 from relayd.client.http_local import LocalClient
 from relayd.client.http_body import BodyToBytes, BodyToLeg, Discard, RequestCutShort, StreamBody
 from relayd.client.handshake import open_websocket
@@ -166,6 +167,7 @@ class HttpHandler:
         self.agent = Agent.usingEndpointFactory(reactor, self.endpoints, pool=self.pool)  # streamed requests
         self.local = None  # the LocalClient for whole requests (control channel), made on first use
         self._awaiting = {}  # control channel -> hc.Request waiting for its body
+        self.events = EventQueue(reactor)  # events go to the service one at a time, in order
 
     # -- control channel -------------------------------------------------------------------
 
@@ -178,14 +180,16 @@ class HttpHandler:
         if request.body:
             self._awaiting[channel] = request
             return
-        self.serve(request, None, None, channel=channel)
+        self.events.dispatch(request.request_headers, 0, lambda: self.serve(request, None, None, channel=channel))
 
     def control_binary(self, listener, data):
         channel = listener.channel
         request = self._awaiting.pop(channel, None)
         if request is None:
             return
-        self.serve(request, None, bytes(data), channel=channel)
+        body = bytes(data)
+        self.events.dispatch(request.request_headers, len(body),
+                             lambda: self.serve(request, None, body, channel=channel))
 
     def _rendezvous(self, address):
         if not address:
@@ -223,6 +227,7 @@ class HttpHandler:
         d.addCallbacks(self._got_response, self._local_failed, callbackArgs=(request, leg, channel),
                        errbackArgs=(request, leg, channel))
         d.addErrback(lambda f: log.failure("answering request {id} failed", f, id=request.id))
+        return d
 
     def _request_whole(self, method, local, pairs, body):
         if self.local is None:

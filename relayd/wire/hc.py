@@ -40,6 +40,7 @@ from urllib.parse import quote, quote_plus, unquote_plus, urlsplit
 # body that travels on the control channel (larger ones go over a rendezvous WebSocket).
 MAX_CONTROL_JSON = 64 * 1024
 MAX_CONTROL_BODY = 64 * 1024
+EVENT_HEADER = "X-Relayd-Event"  # the relay marks event requests with it (its kind); docs/events.rst
 
 
 class MessageError(ValueError):

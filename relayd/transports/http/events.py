@@ -49,6 +49,14 @@ class EventCounts:
         self.cut = 0  # subscribers closed because they fell behind
 
 
+def event_headers(kind, headers):
+    """The request headers of an event: the publisher's, with :data:`~relayd.wire.hc.EVENT_HEADER`
+    set to the entity's ``kind`` (a publisher's own copy dropped), so listeners tell events apart."""
+    marked = {name: value for name, value in headers.items() if name.lower() != hc.EVENT_HEADER.lower()}
+    marked[hc.EVENT_HEADER] = kind
+    return marked
+
+
 def event_frames(message, body):
     """An event as the WebSocket frames a subscriber's control channel carries: the ``request``
     text message, then the body (if any) as one binary message.  Frames from the relay are not
@@ -87,8 +95,8 @@ class EventPolicy:
         host = exchange.lowered.get("host", [None])[0]
         address = hc.rendezvous_address(door.hybrid.base_url(host, exchange.client.secure), entity.path,
                                         "", "", "request", key)
-        message = hc.encode_request(address, key, exchange.request_target, "POST", exchange.forward_headers,
-                                    bool(body)).encode("utf-8")
+        message = hc.encode_request(address, key, exchange.request_target, "POST",
+                                    event_headers(self.kind, exchange.forward_headers), bool(body)).encode("utf-8")
         return self.deliver(door.switchboard, entity.path, event_frames(message, body))
 
     def deliver(self, switchboard, path, frames):
