@@ -10,8 +10,10 @@ from relayd.wire import hc, http1
 # A request body up to this size goes over the listener's control channel with its request
 # (the Hybrid Connections protocol's limit); larger ones go by rendezvous.
 SMALL_BODY = hc.MAX_CONTROL_BODY
-# ``Expect`` is answered by the relay itself (100-continue), so it is not forwarded either.
-NOT_FORWARDED = http1.HOP_BY_HOP | {"expect"}
+# ``Expect`` is answered by the relay itself (100-continue), so it is not forwarded either; nor is
+# the event marker (only the relay sets it, on events: a client must not make a listener such as
+# ``bridge -H`` queue its ordinary requests as events).
+NOT_FORWARDED = http1.HOP_BY_HOP | {"expect", hc.EVENT_HEADER.lower()}
 
 
 class HttpError(Exception):
