@@ -15,6 +15,8 @@ socket's role.
   (``connectHeaders``, without extensions and tokens), the path suffix and query, and the
   sender's address.  What the sender sends before its handshake completes is kept, up to
   ``PREOPEN_BUFFER_MAX`` bytes, then the relay stops reading it until then.
+  On an event entity (``kind = "oneway"`` / ``"multicast"``) ``connect`` opens a publishing
+  channel instead (:mod:`relayd.transports.events_ws`).
 
 After pairing, frames are relayed as they arrive (see :mod:`relayd.pipe`).  Handshake
 errors are HTTP 400/401/403/404/500 with a tracking id in the status description.
@@ -36,12 +38,13 @@ from relayd.switchboard import SwitchboardError
 from relayd.transports.autobahn_server import (
     HANDSHAKE_LEFTOVERS, HANDSHAKE_REQUEST, ClockTimer, LeanServerProtocol, release,
 )
+from relayd.transports.events_ws import Publisher
 from relayd.transports.listener.control import ControlChannel
 from relayd.transports.listener.legs import RelayingLeg, RendezvousLeg, splice_sender
 from relayd.transports.listener.offers import AcceptOffer
 from relayd.transports.listener.roles import Denied, Role, authorize, param
 from relayd.wire import sas, wsframe
-from relayd.wire.hc import connect_headers, raw_headers
+from relayd.wire.hc import connect_headers, raw_headers, strip_sb_params
 
 HC_PREFIX = "/$hc/"
 ACTIONS = ("listen", "connect", "accept", "request")
@@ -217,6 +220,11 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
         if action == "listen":
             self._take_role(ControlChannel.listen(self, request, entity, token))
             return None
+        policy = f.event_policies.get(entity.kind)
+        if policy is not None:  # an event entity: a publishing channel (events_ws), no rendezvous
+            query = strip_sb_params(urlsplit(self.http_request_uri).query)
+            self._take_role(Publisher.connect(self, request, entity, suffix, query, token, policy))
+            return None
         sender = Sender(self)
         self._take_role(sender)
         return sender.connect(request, entity, suffix, token)
@@ -244,6 +252,13 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
         # follow); the role took what it needs in onConnect.
         release(self, HANDSHAKE_LEFTOVERS)
         self.role.opened()
+
+    def _max_message_size_exceeded(self, msg_size, max_msg_size, reason):
+        # Autobahn's (private) hook for a message over maxMessagePayloadSize: a publisher's
+        # close reason names the entity's max_message (pinned by
+        # tests/integration/test_events_websocket.py::test_oversize_event_closes_1009_others_unaffected)
+        too_big = getattr(self.role, "too_big", None)
+        super()._max_message_size_exceeded(msg_size, max_msg_size, too_big(msg_size) if too_big else reason)
 
     def onMessage(self, payload, isBinary):
         self.role.message(payload, isBinary)
@@ -298,6 +313,7 @@ class HybridFactory(WebSocketServerFactory):
         self.refusals = access.RefusalLog(HybridProtocol._log, clock, self.limits.refusal_log_burst,
                                           self.limits.refusal_log_interval)
         self.response_router = None  # IResponseRouter: see set_response_router
+        self.event_policies = {}  # entity kind -> EventPolicy, set by the HTTP door: publishers' fan-out
         self.setProtocolOptions(
             perMessageCompressionAccept=lambda offers: None,
             openHandshakeTimeout=self.limits.open_handshake_timeout,

@@ -38,6 +38,8 @@ class HttpDoor:
         if policies is None:
             policies = [SoapPolicy(settings.limits, clock), EventPolicy(ONEWAY), EventPolicy(MULTICAST)]
         self.policies = {p.kind: p for p in policies}
+        # WebSocket publishers share the event kinds' fan-out and counts
+        hybrid_factory.event_policies = {k: p for k, p in self.policies.items() if isinstance(p, EventPolicy)}
         hybrid_factory.set_response_router(self)
 
     def event_counts(self):

@@ -90,14 +90,20 @@ class EventPolicy:
     def publish(self, exchange, body):
         """Hand the event (the request ``exchange``, its ``body`` read whole) to the entity's
         subscribers; returns to how many."""
-        door, entity = exchange.door, exchange.entity
-        key = door.switchboard.new_key()
+        door = exchange.door
         host = exchange.lowered.get("host", [None])[0]
-        address = hc.rendezvous_address(door.hybrid.base_url(host, exchange.client.secure), entity.path,
-                                        "", "", "request", key)
-        message = hc.encode_request(address, key, exchange.request_target, "POST",
-                                    event_headers(self.kind, exchange.forward_headers), bool(body)).encode("utf-8")
-        return self.deliver(door.switchboard, entity.path, event_frames(message, body))
+        return self.publish_event(door.switchboard, door.hybrid.base_url(host, exchange.client.secure),
+                                  exchange.entity.path, exchange.request_target, exchange.forward_headers, body)
+
+    def publish_event(self, switchboard, base_url, path, target, headers, body):
+        """Encode one event (a POST of ``body`` to ``target`` with ``headers``, as listeners of
+        the entity at ``path`` see it) and :meth:`deliver` it.  Shared by the HTTP door and
+        WebSocket publishers (:mod:`relayd.transports.events_ws`)."""
+        key = switchboard.new_key()
+        address = hc.rendezvous_address(base_url, path, "", "", "request", key)
+        message = hc.encode_request(address, key, target, "POST", event_headers(self.kind, headers),
+                                    bool(body)).encode("utf-8")
+        return self.deliver(switchboard, path, event_frames(message, body))
 
     def deliver(self, switchboard, path, frames):
         """Write one event, ``frames`` (:func:`event_frames`), to the subscribers of the entity at
