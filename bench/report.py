@@ -144,7 +144,7 @@ def targets_table(data, scenarios):
         "Targets",
         "-------",
         "",
-        "The targets of issue 10 (same-run figures from the sections below; a ratio is against",
+        "The targets of issues 10 and 11 (same-run figures from the sections below; a ratio is against",
         "the anchor measured in the same run):",
         "",
         *table(("Target", "Measured", "Status", "Section"), rows),

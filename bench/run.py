@@ -21,12 +21,13 @@ bench/harness.py      processes on free loopback ports, stopped by pid; CPU per 
                       (psutil, children included); alternating rounds; py-spy profiles
                       (relayd, bridges and log waits come from tests/support, shared with
                       the tests)
-bench/scenarios/*.py  one section each (stream, pingpong, rendezvous, http, soap, tcp): its
+bench/scenarios/*.py  one section each (stream, pingpong, rendezvous, http, soap, tcp, fanout): its
                       cases, options, targets and report prose (the interface:
                       bench/scenarios/__init__.py, IScenario); adding a section means adding
                       one module there
 bench/report.py       the report writer: performance.json, performance.rst, the profiles
-bench/node/           the WebSocket clients and peer (Node ws + bufferutil; bench/nodejs.py
+bench/node/           the WebSocket clients and peer, the fan-out publisher and subscribers
+                      (Node ws + bufferutil; bench/nodejs.py
                       runs ``npm ci`` there when needed)
 bench/sshd.py         the ssh -R anchor: a throwaway sshd on a loopback port
 bench/wrk.py          wrk runs, shared by http and soap

@@ -10,7 +10,7 @@ import time
 import pytest
 
 from bench import harness, nodejs, report, scenarios
-from bench.scenarios import pingpong, rendezvous, stream, tcp
+from bench.scenarios import fanout, pingpong, rendezvous, stream, tcp
 
 RAW_PROFILE = """\
 <module> (twistd:1);run (app.py:10);doPoll (epollreactor.py:227);doRead (tcp.py:278) 60
@@ -155,7 +155,7 @@ def test_page_without_targets_has_no_targets_table():
 
 def test_every_scenario_declares_targets():
     names = [s.NAME for s in scenarios.load()]
-    assert names == ["stream", "pingpong", "rendezvous", "http", "soap", "tcp"]
+    assert names == ["stream", "pingpong", "rendezvous", "http", "soap", "tcp", "fanout"]
 
 
 def test_profile_text_lists_every_profile(tmp_path):
@@ -202,3 +202,47 @@ def test_a_failed_section_is_shown_as_failed_and_has_no_targets():
     assert "Failed (D at commit abc): ``RuntimeError: stream.js: closed early: 1006``" in text
     targets = text[text.index("Targets\n-------"):text.index("One WebSocket stream\n")]
     assert " stream\n" not in targets and " pingpong\n" in targets
+
+
+def fanout_section(rates_100=(90_000.0, 120_000.0, 110_000.0)):
+    def samples(n, rates):
+        return [{"deliveries": 2000 * n, "deliveries_per_s": r, "p50_ms": 10.0 * i, "p99_ms": 100.0 * i,
+                 "cpu_seconds": {"relayd": 0.2 * n * i}} for i, r in enumerate(rates, 1)]
+
+    return {
+        "settings": {"rounds": 3, "events": 2000, "size": 1024, "control_queue_max": 16 << 20},
+        "samples": {"fanout-1": samples(1, (10_000.0, 12_000.0, 11_000.0)),
+                    "fanout-10": samples(10, (50_000.0, 60_000.0, 55_000.0)),
+                    "fanout-100": samples(100, rates_100)},
+        "cpu_percent": {}, "relay_peak_rss": 60 << 20, "date": "D", "git": "abc",
+        "versions": {"node": "v20", "ws": "8.18.3", "bufferutil": "4.1.0", "utf-8-validate": "6.0.6"},
+    }
+
+
+def test_fanout_medians_and_relay_cpu_per_delivery():
+    fig = fanout.figures(fanout_section())
+    assert sorted(fig) == [1, 10, 100]
+    rate, p50, p99, cpu = fig[100]
+    assert (rate, p50, p99) == (110_000.0, 20.0, 200.0)
+    # round i: 0.2 * 100 * i relay CPU seconds for 200,000 deliveries -> 100 * i us each
+    assert cpu == pytest.approx(200.0)
+    assert fig[10][0] == 55_000.0
+
+
+def test_fanout_target_is_issue_11_at_100_subscribers():
+    met = fanout.targets(fanout_section())
+    assert len(met) == 1 and met[0]["met"]
+    assert "issue 11" in met[0]["target"] and "100 subscribers" in met[0]["target"]
+    assert met[0]["measured"].startswith("110,000/s")
+    missed = fanout.targets(fanout_section(rates_100=(80_000.0, 99_999.0, 90_000.0)))
+    assert not missed[0]["met"] and missed[0]["measured"].startswith("90,000/s")
+
+
+def test_fanout_on_the_page():
+    text = report.render(page({"fanout": fanout_section()}), scenarios.load())
+    assert "issues 10 and 11" in text
+    row = [line for line in text.splitlines() if line.startswith("issue 11:")]
+    assert len(row) == 1 and row[0].split()[-2:] == ["met", "fanout"]
+    assert "Event fan-out (multicast)" in text
+    table = [line.split() for line in text.splitlines() if line.startswith(("1 ", "10 ", "100 "))]
+    assert [r[:2] for r in table] == [["1", "11,000"], ["10", "55,000"], ["100", "110,000"]]
