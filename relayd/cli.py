@@ -8,6 +8,8 @@
     relayd key new                             a fresh random key for a config file
     relayd listen PATH  [-x CONN | --url URL --rule R --key K]   stdin/stdout <- relay listener
     relayd connect PATH [-x CONN | --url URL --rule R --key K]   stdin/stdout -> relay sender
+    relayd publish PATH [DATA|-] [--raw] [-x CONN ...]   publish events (stdin: one per line)
+    relayd subscribe PATH [--raw] [-x CONN ...]     print the events of an event entity
     relayd entity list|show|add|delete ...     manage entities of a running relay
     relayd bridge [-x CONN] [-R ...] [-L ...] [-H ...]   publish / reach services (see relayd.client.bridge)
 
@@ -289,6 +291,10 @@ def build_parser():
         _add_connection_args(p)
         _add_verbosity_args(p)
         p.set_defaults(func=lambda args, name=name: _pipe(name, args))
+
+    from relayd import cli_events
+
+    cli_events.add_parsers(sub, _add_connection_args, _add_verbosity_args)
 
     sub.add_parser("serve", help="run the relay (twistd -n --pidfile= relayd ...; takes twistd's "
                                  "--pidfile, --logfile, --reactor, --umask, --uid, --gid ...)", add_help=False)

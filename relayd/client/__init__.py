@@ -8,6 +8,7 @@
 * :mod:`relayd.client.listener` -- :class:`HybridListener`: the listener side (control channel),
   with :mod:`relayd.client.accept` (:class:`AcceptRequest`, an offered sender);
 * :mod:`relayd.client.http`, :mod:`relayd.client.http_body` -- the HTTP side of a listener;
+* :mod:`relayd.client.events` -- :func:`publish` and :func:`subscribe`: events (docs/events.rst);
 * :mod:`relayd.client.netcat` -- ``relayd listen`` / ``relayd connect``;
 * :mod:`relayd.client.bridge` -- ``relayd bridge``: one forwarder per module over one pump.
 """
@@ -23,6 +24,10 @@ _EXPORTS = {
     "ChannelClosed": "relayd.client.listener",
     "HybridListener": "relayd.client.listener",
     "connect": "relayd.client.sender",
+    "PublishError": "relayd.client.events",
+    "Publisher": "relayd.client.events",
+    "publish": "relayd.client.events",
+    "subscribe": "relayd.client.events",
     "ConnectionClosed": "relayd.client.websocket",
     "RelayedConnection": "relayd.client.websocket",
 }
@@ -45,5 +50,6 @@ def __dir__():
 
 __all__ = [
     "AcceptRequest", "Backoff", "ChannelClosed", "ConnectionClosed", "ConnectionInfo",
-    "HybridListener", "RelayConnectError", "RelayedConnection", "connect",
+    "HybridListener", "PublishError", "Publisher", "RelayConnectError", "RelayedConnection", "connect",
+    "publish", "subscribe",
 ]
