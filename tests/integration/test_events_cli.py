@@ -136,3 +136,13 @@ async def test_sdk_subscribe_and_publish_in_process(relay):
         assert refused.value.status == 413 and "max_message" in str(refused.value)
     finally:
         await listener.stop()
+
+
+def test_publish_and_subscribe_help_stay_light():
+    from tests.integration.test_cli_light_imports import HEAVY, run_command
+
+    for command in ("publish", "subscribe"):
+        report = run_command(command, "--help")
+        assert report["status"] == 0
+        heavy = [m for m in report["modules"] if m.split(".")[0] in HEAVY]
+        assert heavy == [], "relayd %s --help imported %s" % (command, heavy[:10])
