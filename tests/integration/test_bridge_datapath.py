@@ -11,13 +11,13 @@ import socket
 import threading
 import time
 
+import psutil
 import pytest
 
 from tests.support.net import free_port
 from tests.support.relay import Bridge, RelayProcess, write_config
 from tests.support.waits import wait_until
 
-psutil = pytest.importorskip("psutil")
 
 ENTITY_CONFIG = """
 [[hybrid_connections]]
