@@ -23,6 +23,9 @@ the entity's ``max_message`` bytes is one event.
   unwritten bytes when an event comes is closed (:data:`~relayd.transports.listener.control.
   SUBSCRIBER_BEHIND_CODE`) and counted; the publisher and the other subscribers do not wait.
 
+A SOAP one-way envelope (a POST with a SOAP content type) is one event too, read and vetted
+by the SOAP entities' rules and answered in SOAP (:mod:`relayd.transports.http.soap_events`).
+
 Nothing is stored: an event goes to the listeners connected when it arrives (at most once),
 in the order a publisher's connection sent them.
 """
@@ -31,6 +34,8 @@ from zope.interface import implementer
 
 from relayd.transports.http.policy import IKindPolicy, IRequestPolicy
 from relayd.transports.http.request import HttpError
+from relayd.transports.http.soap import SoapPolicy, fault_for
+from relayd.transports.http.soap_events import SoapEventRequest, is_soap_post
 from relayd.transports.listener.control import EVENT_SENT, SUBSCRIBER_CUT
 from relayd.wire import hc, wsframe
 
@@ -79,13 +84,17 @@ class EventPolicy:
         self.counts = EventCounts()
 
     def for_request(self, exchange, query):
+        soap = exchange.door.policies.get(SoapPolicy.kind)
+        if soap is not None and is_soap_post(exchange.head):
+            return SoapEventRequest(soap, exchange, query, self)
         return EventRequest(self, exchange)
 
     def fault_version(self, head):
-        return None  # relay-side errors are JSON
+        return None  # an unknown path: SoapPolicy answers SOAP posts with faults, the rest is JSON
 
     def fault(self, version, status, message, addressing):
-        raise AssertionError("event entities answer errors in JSON, never with a fault")
+        """Errors to a SOAP publisher (:class:`SoapEventRequest`) are faults in its version."""
+        return fault_for(version, status, message, addressing)
 
     def publish(self, exchange, body):
         """Hand the event (the request ``exchange``, its ``body`` read whole) to the entity's
@@ -94,6 +103,18 @@ class EventPolicy:
         host = exchange.lowered.get("host", [None])[0]
         return self.publish_event(door.switchboard, door.hybrid.base_url(host, exchange.client.secure),
                                   exchange.entity.path, exchange.request_target, exchange.forward_headers, body)
+
+    def publish_and_answer(self, exchange, body, accepted=None):
+        """Publish ``body`` as :meth:`publish` does and answer the publisher: 502 when a oneway
+        entity had no listener, else ``202 Accepted`` with :data:`DELIVERED_HEADER` and the
+        body ``accepted`` -- a ``(content_type, bytes)`` pair, by default ``{"delivered": N}``."""
+        delivered = self.publish(exchange, body)
+        if not delivered and self.kind == ONEWAY:
+            exchange.answer_error(502, "no listener is connected to '%s' to take the event; it was not "
+                                       "delivered (events are not stored)" % exchange.entity.path)
+            return
+        content_type, reply = accepted or ("application/json", b'{"delivered":%d}' % delivered)
+        exchange.answer(202, content_type, reply, headers=((DELIVERED_HEADER, "%d" % delivered),))
 
     def publish_event(self, switchboard, base_url, path, target, headers, body):
         """Encode one event (a POST of ``body`` to ``target`` with ``headers``, as listeners of
@@ -174,14 +195,7 @@ class EventRequest:
     def complete(self):
         self.collecting = False
         body, self.parts = b"".join(self.parts), []
-        ex = self.exchange
-        delivered = self.policy.publish(ex, body)
-        if not delivered and self.policy.kind == ONEWAY:
-            ex.answer_error(502, "no listener is connected to '%s' to take the event; it was not "
-                                 "delivered (events are not stored)" % ex.entity.path)
-            return
-        ex.answer(202, "application/json", b'{"delivered":%d}' % delivered,
-                  headers=((DELIVERED_HEADER, "%d" % delivered),))
+        self.policy.publish_and_answer(self.exchange, body)
 
     def rewrite(self, payload, headers):
         return payload

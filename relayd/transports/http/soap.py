@@ -117,19 +117,26 @@ class SoapPolicy:
         return envelope.soap_version_for_content_type(head.first("content-type", ""))
 
     def fault(self, version, status, message, addressing):
-        """The SOAP fault for a relay-side error with HTTP ``status``."""
-        ctor = _BY_STATUS.get(status)
-        if ctor is not None:
-            return ctor(version, message, **addressing)
-        return faults.build_fault(version, "Receiver" if status >= 500 else "Sender", message,
-                                  http_status=status, **addressing)
+        return fault_for(version, status, message, addressing)
+
+
+def fault_for(version, status, message, addressing):
+    """The SOAP ``version`` fault for a relay-side error with HTTP ``status`` (SOAP entities,
+    and SOAP envelopes published to event entities)."""
+    ctor = _BY_STATUS.get(status)
+    if ctor is not None:
+        return ctor(version, message, **addressing)
+    return faults.build_fault(version, "Receiver" if status >= 500 else "Sender", message,
+                              http_status=status, **addressing)
 
 
 @implementer(IRequestPolicy)
 class SoapRequest:
-    """One exchange on a SOAP entity."""
+    """One exchange on a SOAP entity; subclasses change the size bound (:meth:`_limit`, named
+    by ``limit_name``) and what a vetted envelope becomes (:meth:`deliver`)."""
 
     max_rewritten = MAX_WSDL
+    limit_name = "the relay's limit"
 
     def __init__(self, policy, exchange, query):
         self.policy = policy
@@ -154,8 +161,8 @@ class SoapRequest:
     def collect(self, length):
         limit = self._limit()
         if length is not None and length > limit:
-            raise HttpError(413, "the SOAP envelope (%d bytes) is larger than the relay's limit of %d bytes"
-                            % (length, limit), close=True)
+            raise HttpError(413, "the SOAP envelope (%d bytes) is larger than %s of %d bytes"
+                            % (length, self.limit_name, limit), close=True)
         ex = self.exchange
         if ex.head_token():
             ex.authorize(None)  # the token that wins over one in the envelope: check it now
@@ -192,7 +199,7 @@ class SoapRequest:
         if self.size > self._limit():
             self.collecting = False
             self.parts = []
-            ex.refuse_and_close(413, "the SOAP envelope is larger than the relay's limit of %d bytes" % self._limit())
+            ex.refuse_and_close(413, "the SOAP envelope is larger than %s of %d bytes" % (self.limit_name, self._limit()))
             return
         if self.unauthenticated and self.size > self.reserved and not self._reserve(self.size - self.reserved):
             self.collecting = False
@@ -240,11 +247,16 @@ class SoapRequest:
                 self.budget.give(self.reserved)
                 self.reserved = 0
             self.unauthenticated = False
-            ex.forward_body(self.request.body_bytes)
+            self.deliver(self.request.body_bytes)
         except envelope.SoapError as e:
             ex.answer_fault(faults.from_error(e, **self.addressing()))
         except HttpError as e:
             ex.refuse(e.status, e.message)
+
+    def deliver(self, body):
+        """The envelope ``body`` (its ``RelayAccessToken`` header removed) passed every check:
+        relay it to a listener."""
+        self.exchange.forward_body(body)
 
     def addressing(self):
         req = self.request
