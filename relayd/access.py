@@ -5,6 +5,7 @@ rules) and the host names the relay answers to.
 """
 
 import uuid
+import weakref
 from datetime import datetime, timezone
 
 from relayd.wire import sas
@@ -65,6 +66,50 @@ def authorize(namespace, entity, token, right, hosts, now):
         except sas.Forbidden as e:
             failure = e
     raise failure
+
+
+# A connection whose token's rule was deleted, or whose signing key was regenerated, is closed
+# with this WebSocket close code and reason (docs/operations.rst "Keys and rules at run time").
+REVOKED_CODE = 1008
+REVOKED_REASON = "the SAS rule or key that signed this connection's token was deleted or regenerated"
+
+
+class Grants:
+    """Connections held open on a verified token, and the rule and key that signed it, so that
+    deleting the rule or regenerating that key closes them (:meth:`revoke`).
+
+    ``conn`` is a listener's control channel or a sender's transport: something whose
+    ``protocol`` (or, behind the relay's wrappers, ``wrappedProtocol``) has ``close(code, reason)``
+    at the time it is revoked.  Held weakly: a connection that is gone drops out by itself."""
+
+    def __init__(self):
+        self._held = weakref.WeakKeyDictionary()  # conn -> (entity path, rule name, key)
+
+    def hold(self, conn, entity, verified):
+        if verified is not None and verified.key is not None:
+            self._held[conn] = (entity.path, verified.rule.name, verified.key)
+
+    def release(self, conn):
+        self._held.pop(conn, None)
+
+    def __len__(self):
+        return len(self._held)
+
+    def revoke(self, namespace):
+        """Close every held connection whose rule and key are no longer among the rules in force
+        for its entity; returns how many."""
+        closed = 0
+        for conn, (path, name, key) in list(self._held.items()):
+            entity = namespace.get(path)
+            rules = namespace.rules_for(entity) if entity is not None else namespace.rules
+            if any(r.name == name and key in r.keys() for r in rules):
+                continue
+            self._held.pop(conn, None)
+            protocol = getattr(conn, "wrappedProtocol", None) or getattr(conn, "protocol", None)
+            if protocol is not None and hasattr(protocol, "close"):
+                protocol.close(REVOKED_CODE, REVOKED_REASON)
+                closed += 1
+        return closed
 
 
 class RefusalLog:

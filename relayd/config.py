@@ -11,6 +11,7 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 from relayd.endpoint_strings import DEFAULT_LISTEN, MAX_BACKLOG, parse_listen
+from relayd import entity_fields
 from relayd.limits import Limits
 from relayd.wire import sas
 from relayd.wire.names import validate_entity_path
@@ -54,6 +55,9 @@ class EntitySpec:
     response_timeout: float = 60.0
     rules: list = field(default_factory=list)
     max_message: int = DEFAULT_MAX_EVENT
+    discovery: str = entity_fields.DISCOVERY[0]
+    display_name: str | None = None
+    user_metadata: str | None = None
 
 
 @dataclass
@@ -236,7 +240,12 @@ def parse(data, source="<config>"):
     for i, item in enumerate(entities):
         where = "hybrid_connections[%d]" % i
         r.table(item, where, {"path", "kind", "requires_client_authorization", "max_listeners",
-                              "response_timeout", "rules", "max_message"})
+                              "response_timeout", "rules", "max_message", *entity_fields.FIELDS})
+        described = {name: item.get(name, EntitySpec.discovery if name == "discovery" else None)
+                     for name in entity_fields.FIELDS}
+        for name, value in described.items():
+            if entity_fields.problem(name, value):
+                r.fail("%s.%s" % (where, name), entity_fields.problem(name, value))
         kind = r.string(item, "kind", where, "hybrid_connection")
         if kind not in ("hybrid_connection", "soap") + EVENT_KINDS:
             r.fail(where + ".kind", 'must be "hybrid_connection" (default), "soap" (SOAP/HTTP relay: '
@@ -261,6 +270,7 @@ def parse(data, source="<config>"):
                 response_timeout=r.number(item, "response_timeout", where, 60.0, 0.1, 3600),
                 rules=r.rules(item.get("rules", []), where + ".rules"),
                 max_message=r.number(item, "max_message", where, DEFAULT_MAX_EVENT, 1, MAX_EVENT_LIMIT, True),
+                **described,
             )
         )
     ports = data.get("tcp_ports", [])

@@ -1,16 +1,23 @@
-"""Entities and SAS rules of the relay's one namespace, and the embedded store behind them.
+"""Entities and SAS rules of the relay's one namespace, kept in memory.
 
-Entities declared in the config file are *static*; entities made at run time (management
-API, ``create_on_listen``) are *dynamic* and kept in the embedded SQLite store under the
-data directory, as is the generated namespace root rule when the config declares no rules.
+Entities and rules declared in the config file are *static*; those made at run time
+(management API, ``create_on_listen``) are *dynamic* and kept in the embedded store
+(:mod:`relayd.store`) under the data directory, as is the generated namespace root rule when
+the config declares no namespace rules.  A change is made in memory at once (it applies to the
+next token checked) and written through ``write`` (at run time the store's writer thread,
+:class:`relayd.store_writer.StoreWriter`): each method that changes something returns the
+Deferred of its write.  Rule changes are :mod:`relayd.namespace_rules`.
 """
 
-import os
-import sqlite3
+import time
 from dataclasses import dataclass, field
 
+from twisted.internet import defer
 from twisted.logger import Logger
 
+from relayd import access
+from relayd.entity_fields import DISCOVERY
+from relayd.store import API, GENERATED, SqliteStore as _Store
 from relayd.wire import sas
 from relayd.wire.names import validate_entity_path
 
@@ -28,6 +35,11 @@ class Entity:
     static: bool = False
     response_timeout: float = 60.0
     max_message: int = 65536  # the largest event of an event entity (kind oneway / multicast)
+    discovery: str = DISCOVERY[0]  # "public": listed in the discovery feed while a listener is online
+    display_name: str | None = None
+    user_metadata: str | None = None
+    created_at: float | None = None  # epoch seconds, set by the relay
+    updated_at: float | None = None
 
     def describe(self):
         return {
@@ -37,104 +49,62 @@ class Entity:
             "max_listeners": self.max_listeners,
             "response_timeout": self.response_timeout,
             "max_message": self.max_message,
+            "discovery": self.discovery,
+            "display_name": self.display_name,
+            "user_metadata": self.user_metadata,
+            "created_at": self.created_at,
+            "updated_at": self.updated_at,
             "rules": [{"name": r.name, "rights": sorted(r.rights)} for r in self.rules],
             "static": self.static,
         }
 
 
-class SqliteStore:
-    """The embedded store: one SQLite file, ``relayd.sqlite`` in the data directory."""
-
-    def __init__(self, data_dir):
-        os.makedirs(data_dir, mode=0o700, exist_ok=True)
-        self.path = os.path.join(data_dir, "relayd.sqlite")
-        self._db = sqlite3.connect(self.path)
-        os.chmod(self.path, 0o600)
-        with self._db:
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS rules (entity TEXT NOT NULL, name TEXT NOT NULL, "
-                "key TEXT NOT NULL, secondary_key TEXT, rights TEXT NOT NULL, "
-                "PRIMARY KEY (entity, name))"
-            )
-            self._db.execute(
-                "CREATE TABLE IF NOT EXISTS entities (path TEXT PRIMARY KEY, kind TEXT NOT NULL, "
-                "requires_client_authorization INTEGER NOT NULL, max_listeners INTEGER NOT NULL, "
-                "response_timeout REAL NOT NULL DEFAULT 60, max_message INTEGER NOT NULL DEFAULT 65536)"
-            )
-            columns = {row[1] for row in self._db.execute("PRAGMA table_info(entities)")}
-            if "max_message" not in columns:  # a store made before event entities
-                self._db.execute("ALTER TABLE entities ADD COLUMN max_message INTEGER NOT NULL DEFAULT 65536")
-
-    def close(self):
-        self._db.close()
-
-    def rules(self, entity=""):
-        rows = self._db.execute(
-            "SELECT name, key, secondary_key, rights FROM rules WHERE entity = ? ORDER BY name",
-            (entity.lower(),),
-        )
-        return [sas.Rule(n, k, frozenset(r.split(",")), s) for n, k, s, r in rows]
-
-    def put_rule(self, rule, entity=""):
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO rules VALUES (?, ?, ?, ?, ?)",
-                (entity.lower(), rule.name, rule.key, rule.secondary_key, ",".join(sorted(rule.rights))),
-            )
-
-    def delete_rules(self, entity):
-        with self._db:
-            self._db.execute("DELETE FROM rules WHERE entity = ?", (entity.lower(),))
+class SqliteStore(_Store):
+    """:class:`relayd.store.SqliteStore` whose ``entities()`` are :class:`Entity` objects."""
 
     def entities(self):
-        rows = self._db.execute(
-            "SELECT path, kind, requires_client_authorization, max_listeners, response_timeout, max_message "
-            "FROM entities ORDER BY path"
-        )
-        return [
-            Entity(p, k, bool(a), m, rules=self.rules(p), response_timeout=t, max_message=mm)
-            for p, k, a, m, t, mm in rows
-        ]
-
-    def put_entity(self, entity):
-        with self._db:
-            self._db.execute(
-                "INSERT OR REPLACE INTO entities (path, kind, requires_client_authorization, max_listeners, "
-                "response_timeout, max_message) VALUES (?, ?, ?, ?, ?, ?)",
-                (entity.path, entity.kind, int(entity.requires_client_authorization), entity.max_listeners,
-                 entity.response_timeout, entity.max_message),
-            )
-        for rule in entity.rules:
-            self.put_rule(rule, entity.path)
-
-    def delete_entity(self, path):
-        with self._db:
-            self._db.execute("DELETE FROM entities WHERE lower(path) = ?", (path.lower(),))
-        self.delete_rules(path)
+        return [Entity(**fields) for fields in self.entity_rows()]
 
 
 class NamespaceError(Exception):
     status = 400
 
 
+class NotFound(NamespaceError):
+    status = 404
+
+
+class Conflict(NamespaceError):
+    """409: the thing is declared in the config file, or already exists."""
+
+    status = 409
+
+
 class Namespace:
     log = Logger()
 
-    def __init__(self, store, settings):
+    def __init__(self, store, settings, clock=None):
         self.store = store
+        self.clock = clock
         self.create_on_listen = settings.create_on_listen
+        self.write = defer.maybeDeferred  # the store's writer thread at run time (relay_service)
+        self.grants = access.Grants()  # connections held open on a verified token
         self._entities = {}
+        self._static_rules = set()  # (entity key or "", rule name) of rules from the config file
         self._removal_observers = []
         self.generated_root = False
+        started = self.now()
         if settings.rules:
             self.rules = [spec.to_rule() for spec in settings.rules]
+            self._static_rules.update(("", r.name) for r in self.rules)
         else:
-            self.rules = store.rules("")
+            self.rules = store.rules("", GENERATED)
             if not self.rules:
                 root = sas.Rule(ROOT_RULE, sas.generate_key(), sas.normalize_rights(["Manage"]))
-                store.put_rule(root, "")
+                store.put_rule(root, "", GENERATED)
                 self.rules = [root]
                 self.generated_root = True
+        self.rules += store.rules("", API)
         for entity in store.entities():
             problem = validate_entity_path(entity.path)
             if problem:
@@ -144,11 +114,17 @@ class Namespace:
                 continue
             self._entities[entity.path.lower()] = entity
         for spec in settings.entities:
+            rules = [r.to_rule() for r in spec.rules]
+            self._static_rules.update((spec.path.lower(), r.name) for r in rules)
             self._entities[spec.path.lower()] = Entity(
                 spec.path, spec.kind, spec.requires_client_authorization, spec.max_listeners,
-                [r.to_rule() for r in spec.rules], static=True, response_timeout=spec.response_timeout,
-                max_message=spec.max_message,
+                rules + store.rules(spec.path), static=True, response_timeout=spec.response_timeout,
+                max_message=spec.max_message, discovery=spec.discovery, display_name=spec.display_name,
+                user_metadata=spec.user_metadata, created_at=started, updated_at=started,
             )
+
+    def now(self):
+        return self.clock.seconds() if self.clock is not None else time.time()
 
     def on_removed(self, observer):
         self._removal_observers.append(observer)
@@ -176,26 +152,51 @@ class Namespace:
     def rules_for(self, entity):
         return list(entity.rules) + list(self.rules)
 
-    def add(self, entity, persist=True):
+    def is_static_rule(self, entity, name):
+        return (entity.path.lower() if entity is not None else "", name) in self._static_rules
+
+    def put(self, entity, persist=True):
+        """Create or replace a dynamic entity (a replaced one keeps its rules and ``created_at``).
+        Returns ``(entity, Deferred of its write)``; the entity applies at once."""
         problem = validate_entity_path(entity.path)
         if problem:
             raise NamespaceError("entity path %r %s" % (entity.path, problem))
         existing = self.get(entity.path)
         if existing is not None and existing.static:
-            raise NamespaceError("entity %r is declared in the config file; change it there" % entity.path)
+            raise Conflict("entity %r is declared in the config file; change it there" % entity.path)
+        now = self.now()
+        entity.created_at = existing.created_at if existing is not None else now
+        entity.updated_at = now
+        if existing is not None and not entity.rules:
+            entity.rules = existing.rules
         self._entities[entity.path.lower()] = entity
-        if persist:
-            self.store.put_entity(entity)
+        return entity, (self.write(self.store.put_entity, entity) if persist else defer.succeed(None))
+
+    def add(self, entity, persist=True):
+        """:meth:`put`, returning the entity (a failed write is logged)."""
+        entity, written = self.put(entity, persist)
+        written.addErrback(self.write_failed, "entity %s" % entity.path)
         return entity
 
-    def remove(self, path):
+    def delete(self, path):
+        """Delete a dynamic entity; its channels close (the removal observers).  Returns
+        ``(entity, Deferred of the write)``."""
         entity = self.get(path)
         if entity is None:
-            raise NamespaceError("no entity %r" % path)
+            raise NotFound("no entity %r" % path)
         if entity.static:
-            raise NamespaceError("entity %r is declared in the config file; remove it there" % path)
+            raise Conflict("entity %r is declared in the config file; remove it there" % path)
         del self._entities[entity.path.lower()]
-        self.store.delete_entity(entity.path)
+        written = self.write(self.store.delete_entity, entity.path)
         for observer in list(self._removal_observers):
             observer(entity)
+        return entity, written
+
+    def remove(self, path):
+        entity, written = self.delete(path)
+        written.addErrback(self.write_failed, "entity %s" % entity.path)
         return entity
+
+    def write_failed(self, failure, what):
+        """Log a failed write (the change holds in memory until the relay restarts)."""
+        self.log.failure("cannot write {what} to the store", failure, what=what)

@@ -14,6 +14,8 @@ from twisted.python.failure import Failure
 
 from relayd import config, endpoint_strings
 from relayd.namespace import Namespace, SqliteStore
+from relayd.store import StoreError
+from relayd.store_writer import StoreWriter
 from relayd.switchboard import Switchboard
 from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
 from relayd.wire import nmf
@@ -172,8 +174,13 @@ class RelayService(service.MultiService):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
-        self.store = SqliteStore(settings.data_dir)
-        self.namespace = Namespace(self.store, settings)
+        try:
+            self.store = SqliteStore(settings.data_dir)
+        except StoreError as e:
+            raise StartupError(str(e))
+        self.namespace = Namespace(self.store, settings, reactor)
+        self.writer = StoreWriter(self.store, reactor)  # not a child: started first, stopped after the doors
+        self.namespace.write = self.writer.run
         self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout, limits=settings.limits)
         self.namespace.on_removed(lambda entity: self.switchboard.close_entity(entity.path))
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
@@ -228,12 +235,14 @@ class RelayService(service.MultiService):
                 rule=self.namespace.rules[0].name, path=self.store.path, dir=s.data_dir,
             )
         self.log.info("relayd: {n} entities, data in {dir}", n=len(self.namespace.entities()), dir=s.data_dir)
+        self.writer.startService()
         try:
             super().startService()
         except StartupError:
             for door in self:
                 if door.port is not None:
                     door.port.stopListening()
+            self._stop_writer(None)
             raise
         for door in self.http_doors:
             door.whenListening().addCallbacks(self._record_endpoint_of, self._not_listening,
@@ -276,4 +285,11 @@ class RelayService(service.MultiService):
     def stopService(self):
         for path, _count in list(self.switchboard.listener_counts().items()):
             self.switchboard.close_entity(path, 1001, "the relay is shutting down")
-        return super().stopService()
+        stopped = defer.maybeDeferred(super().stopService)
+        return stopped.addBoth(self._stop_writer)
+
+    def _stop_writer(self, result):
+        """After the doors: the queued store writes finish, then the store closes."""
+        if self.writer.running:
+            self.writer.stopService()
+        return result

@@ -38,22 +38,11 @@ from relayd.wire import sas
 from relayd.interfaces import IHeadCheck
 from relayd.wire.names import validate_entity_path
 from relayd.config import DEFAULT_MAX_EVENT, EVENT_KINDS, MAX_EVENT_LIMIT
+from relayd import entity_fields
 from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
+from relayd.web.replies import error_body as _error_body, json_error, json_reply, when_written
 
 MAX_BODY = 64 * 1024
-
-
-def json_error(request, status, message):
-    tracking = access.tracking_id()
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
-
-
-def json_reply(request, obj, status=200):
-    request.setResponseCode(status)
-    request.setHeader(b"content-type", b"application/json")
-    return json.dumps(obj, indent=1).encode()
 
 
 class NotFound(resource.Resource):
@@ -139,12 +128,12 @@ class Management(resource.Resource):
             if request.method == b"PUT":
                 return self._put(request, path)
             if request.method == b"DELETE":
-                entity = self.namespace.remove(path)
+                entity, written = self.namespace.delete(path)
                 self.log.info("entity {path} deleted", path=entity.path)
-                return json_reply(request, {"deleted": entity.path})
+                return when_written(request, written, lambda: {"deleted": entity.path})
             return json_error(request, 405, "use GET, PUT or DELETE on an entity")
         except NamespaceError as e:
-            return json_error(request, 409 if "config file" in str(e) else 404, str(e))
+            return json_error(request, e.status, str(e))
 
     def _put(self, request, path):
         problem = validate_entity_path(path)
@@ -159,11 +148,16 @@ class Management(resource.Resource):
             return json_error(request, 400, "body is not JSON: %s" % e)
         if not isinstance(spec, dict):
             return json_error(request, 400, "body must be a JSON object")
-        unknown = set(spec) - {"requires_client_authorization", "max_listeners", "response_timeout", "kind",
-                               "max_message"}
+        allowed = ("requires_client_authorization", "max_listeners", "response_timeout", "kind", "max_message",
+                   *entity_fields.FIELDS)
+        unknown = set(spec) - set(allowed)
         if unknown:
-            return json_error(request, 400, "unknown fields %s; allowed: requires_client_authorization, "
-                              "max_listeners, response_timeout, kind, max_message" % sorted(unknown))
+            return json_error(request, 400, "unknown fields %s; allowed: %s" % (sorted(unknown), ", ".join(allowed)))
+        described = {name: spec.get(name, entity_fields.DISCOVERY[0] if name == "discovery" else None)
+                     for name in entity_fields.FIELDS}
+        for name, value in described.items():
+            if entity_fields.problem(name, value):
+                return json_error(request, 400, "%s %s" % (name, entity_fields.problem(name, value)))
         kind = spec.get("kind", HYBRID_CONNECTION)
         if kind not in (HYBRID_CONNECTION,) + EVENT_KINDS:
             return json_error(request, 400, 'kind must be "hybrid_connection" (default), "oneway" or "multicast" '
@@ -184,10 +178,10 @@ class Management(resource.Resource):
         if isinstance(ml, bool) or not isinstance(ml, int) or not 1 <= ml <= 10000:
             return json_error(request, 400, "max_listeners must be an integer from 1 to 10000")
         existed = self.namespace.get(path) is not None
-        entity = self.namespace.add(Entity(path, kind, requires_client_authorization=rca, max_listeners=ml,
-                                           response_timeout=float(rt), max_message=mm))
+        entity, written = self.namespace.put(Entity(path, kind, requires_client_authorization=rca, max_listeners=ml,
+                                                    response_timeout=float(rt), max_message=mm, **described))
         self.log.info("entity {path} {what}", path=entity.path, what="replaced" if existed else "created")
-        return json_reply(request, self._describe(entity), 200 if existed else 201)
+        return when_written(request, written, lambda: self._describe(entity), 200 if existed else 201)
 
 
 class Root(resource.Resource):
@@ -207,11 +201,6 @@ class Root(resource.Resource):
 
     def render(self, request):
         return self.fallback.render(request)
-
-
-def _error_body(status, message):
-    tracking = access.tracking_id()
-    return json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
 
 
 def _phrase(status):

@@ -40,10 +40,7 @@ _RIGHT_NAMES = {r.lower(): r for r in ALL_RIGHTS}
 class Rights:
     """The right names as a namespace: ``Rights.LISTEN`` etc."""
 
-    LISTEN = LISTEN
-    SEND = SEND
-    MANAGE = MANAGE
-    ALL = ALL_RIGHTS
+    LISTEN, SEND, MANAGE, ALL = LISTEN, SEND, MANAGE, ALL_RIGHTS
 
 
 PREFIX = "SharedAccessSignature"
@@ -140,6 +137,7 @@ class VerifiedToken:
     rule: Rule
     expires: int
     sr: str
+    key: str | None = field(default=None, repr=False)  # which of the rule's keys signed it
 
 
 def _encode(s):
@@ -351,6 +349,7 @@ def verify_token(token, entity_uri, rules, right, now, signatures=None):
         raise Unauthorized("the SAS token is signed with rule skn=%r, which does not exist here; "
                            "use a rule defined on the namespace or the entity" % parsed.skn)
     rule = next((c for c in candidates if cached[1] in c.keys()), None) if cached is not None else None
+    key = cached[1] if rule is not None else None
     if rule is None:
         rule, key = _signing_rule(parsed, candidates)
         if rule is not None and signatures is not None and parsed.se >= now:
@@ -372,7 +371,7 @@ def verify_token(token, entity_uri, rules, right, now, signatures=None):
     if not has_right(rule.rights, right):
         raise Forbidden("rule %r grants %s but not %s; use a rule with the %s or Manage right"
                         % (rule.name, ", ".join(sorted(rule.rights)) or "no rights", right, right))
-    return VerifiedToken(rule=rule, expires=parsed.se, sr=parsed.sr)
+    return VerifiedToken(rule=rule, expires=parsed.se, sr=parsed.sr, key=key)
 
 
 def extract_token(query_token, headers):

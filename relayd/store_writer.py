@@ -1,0 +1,37 @@
+"""The store's writer thread: the blocking SQLite calls of run-time changes (management API,
+``create_on_listen``) run on one dedicated thread, never on the reactor's.
+
+:class:`StoreWriter` is a service (a child of the relay's ``MultiService``): started with the
+relay, it runs each :meth:`run` call on its one thread, in the order they were made, and
+returns a Deferred that fires, on the reactor thread, once the call returned -- when the write
+is durable -- or fails with its exception.  Stopping it lets the queued writes finish, then
+closes the store on that thread.  The store is read only at start-up, before the reactor runs
+(:class:`relayd.namespace.Namespace`)."""
+
+from twisted.application import service
+from twisted.internet import defer, threads
+from twisted.python.threadpool import ThreadPool
+
+THREAD_NAME = "relayd-store"
+
+
+class StoreWriter(service.Service):
+    def __init__(self, store, reactor):
+        self.store = store
+        self.reactor = reactor
+        self.pool = ThreadPool(1, 1, name=THREAD_NAME)
+
+    def startService(self):
+        super().startService()
+        self.pool.start()
+
+    def run(self, call, *args):
+        """``call(*args)`` on the writer thread; a Deferred of its result."""
+        if not self.running:
+            return defer.maybeDeferred(call, *args)  # before start / after stop: nothing else uses the store
+        return threads.deferToThreadPool(self.reactor, self.pool, call, *args)
+
+    def stopService(self):
+        super().stopService()
+        self.pool.callInThread(self.store.close)
+        self.pool.stop()  # joins the thread once the queued writes are done
