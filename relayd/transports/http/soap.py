@@ -53,6 +53,9 @@ PARSE_THREADS = 2
 OVER_BUDGET = ("the relay is reading too many SOAP envelopes from unauthenticated senders "
                "(limits.soap_unauthenticated_budget); retry later, or send the token in the "
                "ServiceBusAuthorization header")
+# Added to a 401 for an envelope that carried no token: where a SOAP sender puts it.
+NO_TOKEN_HINT = ("; a SOAP sender may instead put it in the envelope's RelayAccessToken header "
+                 "(namespace %s)" % envelope.RELAY_CONNECT_NS)
 # Seconds a sender refused for the unauthenticated budget is told to wait (Retry-After).
 OVER_BUDGET_RETRY = (("Retry-After", "1"),)
 _WSDL_KEYS = {"wsdl", "xsd", "singlewsdl"}
@@ -251,7 +254,10 @@ class SoapRequest:
         except envelope.SoapError as e:
             ex.answer_fault(faults.from_error(e, **self.addressing()))
         except HttpError as e:
-            ex.refuse(e.status, e.message)
+            message = e.message
+            if e.status == 401 and self.request is not None and not self.request.relay_token:
+                message += NO_TOKEN_HINT
+            ex.refuse(e.status, message)
 
     def deliver(self, body):
         """The envelope ``body`` (its ``RelayAccessToken`` header removed) passed every check:
