@@ -93,17 +93,19 @@ class Namespace:
         self._static_rules = set()  # (entity key or "", rule name) of rules from the config file
         self._removal_observers = []
         self.generated_root = False
+        self._generated_names = set()  # namespace rules of origin "generated" (relayd.store)
         started = self.now()
         if settings.rules:
             self.rules = [spec.to_rule() for spec in settings.rules]
             self._static_rules.update(("", r.name) for r in self.rules)
         else:
             self.rules = store.rules("", GENERATED)
-            if not self.rules:
+            if not self.rules and not store.rules("", API):  # (a deleted generated root stays deleted)
                 root = sas.Rule(ROOT_RULE, sas.generate_key(), sas.normalize_rights(["Manage"]))
                 store.put_rule(root, "", GENERATED)
                 self.rules = [root]
                 self.generated_root = True
+            self._generated_names = {r.name for r in self.rules}
         self.rules += store.rules("", API)
         for entity in store.entities():
             problem = validate_entity_path(entity.path)
@@ -200,3 +202,73 @@ class Namespace:
     def write_failed(self, failure, what):
         """Log a failed write (the change holds in memory until the relay restarts)."""
         self.log.failure("cannot write {what} to the store", failure, what=what)
+
+    # -- SAS rules at run time ------------------------------------------------------------------
+    # ``path`` None: the namespace's rules; else the entity's.  Each change returns
+    # ``(rule, Deferred of its write)``, applies at once and closes the connections it revokes.
+
+    def scope(self, path):
+        """``(entity or None, its rules)``; NotFound for an unknown entity."""
+        if path is None:
+            return None, self.rules
+        entity = self.get(path)
+        if entity is None:
+            raise NotFound("no entity %r" % path)
+        return entity, entity.rules
+
+    def find_rule(self, path, name):
+        entity, rules = self.scope(path)
+        for rule in rules:
+            if rule.name.lower() == name.lower():
+                return entity, rule
+        where = "entity %r" % entity.path if entity is not None else "the namespace"
+        raise NotFound("%s has no rule %r" % (where, name))
+
+    def _dynamic(self, entity, rule, action):
+        if self.is_static_rule(entity, rule.name):
+            raise Conflict("rule %r is declared in the config file; %s it there and restart the relay"
+                           % (rule.name, action))
+
+    def _replace(self, entity, old, new):
+        rules = [r for r in (entity.rules if entity is not None else self.rules) if r is not old]
+        if new is not None:
+            rules.append(new)
+        if entity is None:
+            self.rules = rules
+        else:
+            entity.rules = rules
+        self.grants.revoke(self)
+
+    def _origin(self, entity, rule):
+        return GENERATED if entity is None and rule.name in self._generated_names else API
+
+    def create_rule(self, path, name, rights, key=None, secondary_key=None):
+        entity, rules = self.scope(path)
+        if any(r.name.lower() == name.lower() for r in rules):
+            raise Conflict("rule %r exists; regenerate its keys or delete it first" % name)
+        rule = sas.Rule(name, key or sas.generate_key(), rights, secondary_key or sas.generate_key())
+        self._replace(entity, None, rule)
+        return rule, self.write(self.store.put_rule, rule, entity.path if entity else "", API)
+
+    def regenerate_rule(self, path, name, which, key=None):
+        """A new primary or secondary key (``which``) for a rule: tokens signed with the old one
+        are refused from now on and the connections they opened are closed."""
+        entity, old = self.find_rule(path, name)
+        self._dynamic(entity, old, "change")
+        new_key = key or sas.generate_key()
+        if which == "primary":
+            rule = sas.Rule(old.name, new_key, old.rights, old.secondary_key)
+        else:
+            rule = sas.Rule(old.name, old.key, old.rights, new_key)
+        self._replace(entity, old, rule)
+        return rule, self.write(self.store.put_rule, rule, entity.path if entity else "", self._origin(entity, old))
+
+    def delete_rule(self, path, name):
+        entity, old = self.find_rule(path, name)
+        self._dynamic(entity, old, "remove")
+        if entity is None and sas.MANAGE in old.rights and not any(
+                sas.MANAGE in r.rights for r in self.rules if r is not old):
+            raise Conflict("rule %r is the namespace's last rule with the Manage right; create another "
+                           "one first, or nothing could manage the relay" % old.name)
+        self._replace(entity, old, None)
+        return old, self.write(self.store.delete_rule, old.name, entity.path if entity else "")

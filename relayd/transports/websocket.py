@@ -73,7 +73,8 @@ class Sender(Role):
         f = protocol.factory
         dropped_authorization = False
         if entity.requires_client_authorization:
-            authorize(f, request.headers.get("host"), entity, token, sas.SEND)
+            verified = authorize(f, request.headers.get("host"), entity, token, sas.SEND)
+            f.namespace.grants.hold(protocol.transport, entity, verified)  # closed if its rule or key is revoked
             dropped_authorization = not (
                 param(request, "sb-hc-token") or "servicebusauthorization" in request.headers
             )

@@ -50,3 +50,25 @@ def when_written(request, written, reply, status=200):
 
     written.addCallbacks(done, failed)
     return server.NOT_DONE_YET
+
+
+class BadBody(ValueError):
+    """A request body that is not the JSON object a call wants: 400 (or 413) with this message."""
+
+    def __init__(self, message, status=400):
+        super().__init__(message)
+        self.status = status
+
+
+def read_json(request, limit):
+    """The request's JSON object body ({} when empty), at most ``limit`` bytes, or BadBody."""
+    body = request.content.read(limit + 1)
+    if len(body) > limit:
+        raise BadBody("the request body is larger than %d bytes" % limit, 413)
+    try:
+        spec = json.loads(body or b"{}")
+    except ValueError as e:
+        raise BadBody("body is not JSON: %s" % e) from None
+    if not isinstance(spec, dict):
+        raise BadBody("body must be a JSON object")
+    return spec

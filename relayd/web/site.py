@@ -6,9 +6,11 @@ base URL), in the ``Authorization`` or ``ServiceBusAuthorization`` header or ``s
 * ``GET    /$relayd/entities``            -> list of entities with listener counts
 * ``GET    /$relayd/entities/{path}``     -> one entity
 * ``PUT    /$relayd/entities/{path}``     -> create/replace (JSON body: requires_client_authorization,
-  max_listeners, response_timeout, kind: hybrid_connection | oneway | multicast, max_message);
-  201 or 200
+  max_listeners, response_timeout, kind: hybrid_connection | oneway | multicast, max_message,
+  discovery: private | public, display_name, user_metadata); 201 or 200, once written to the store
 * ``DELETE /$relayd/entities/{path}``     -> delete; its listeners and connections close with 1001
+* ``/$relayd/rules[/{name}]``, ``/$relayd/entities/{path}/$rules[/{name}]`` -> SAS rules at run
+  time (:mod:`relayd.web.rules`)
 * ``GET    /$relayd/status``              -> namespace summary (entities, listeners, pending rendezvous,
   events: what the event kinds did)
 
@@ -25,7 +27,6 @@ seconds plus one second per ``limits.http_body_min_rate`` bytes of the largest b
 """
 
 import io
-import json
 from urllib.parse import parse_qsl, urlsplit
 
 from twisted.logger import Logger
@@ -40,7 +41,8 @@ from relayd.wire.names import validate_entity_path
 from relayd.config import DEFAULT_MAX_EVENT, EVENT_KINDS, MAX_EVENT_LIMIT
 from relayd import entity_fields
 from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
-from relayd.web.replies import error_body as _error_body, json_error, json_reply, when_written
+from relayd.web.rules import RulesApi, rules_call
+from relayd.web.replies import BadBody, error_body as _error_body, json_error, json_reply, read_json, when_written
 
 MAX_BODY = 64 * 1024
 
@@ -68,6 +70,7 @@ class Management(resource.Resource):
         self.clock = clock
         # name -> callable: more members of GET /$relayd/status (e.g. "events": the event kinds' counts)
         self.status_extras = {}
+        self.rules = RulesApi(namespace)
 
     def _authorize(self, request):
         host = request.getHeader(b"host")
@@ -104,6 +107,9 @@ class Management(resource.Resource):
         except sas.AuthError as e:
             return json_error(request, e.status, str(e))
         parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        rules = rules_call(parts)
+        if rules is not None:
+            return self.rules.render(request, rules)
         try:
             if parts == ["status"] and request.method == b"GET":
                 status = {
@@ -139,15 +145,10 @@ class Management(resource.Resource):
         problem = validate_entity_path(path)
         if problem:
             return json_error(request, 400, "entity path %s" % problem)
-        body = request.content.read(MAX_BODY + 1)
-        if len(body) > MAX_BODY:
-            return json_error(request, 413, "entity description larger than %d bytes" % MAX_BODY)
         try:
-            spec = json.loads(body or b"{}")
-        except ValueError as e:
-            return json_error(request, 400, "body is not JSON: %s" % e)
-        if not isinstance(spec, dict):
-            return json_error(request, 400, "body must be a JSON object")
+            spec = read_json(request, MAX_BODY)
+        except BadBody as e:
+            return json_error(request, e.status, str(e))
         allowed = ("requires_client_authorization", "max_listeners", "response_timeout", "kind", "max_message",
                    *entity_fields.FIELDS)
         unknown = set(spec) - set(allowed)

@@ -68,6 +68,7 @@ class ControlChannel(Role):
         except SwitchboardError as e:
             raise Denied(e.status, e.message)
         channel._arm_token_timer(verified.expires)
+        f.namespace.grants.hold(channel, entity, verified)  # closed if its rule or key is revoked
         cls._log.info("listener {id} online on {path} from {peer}",
                       id=channel.listener_id, path=entity.path, peer=protocol.peer)
         return channel
@@ -163,6 +164,7 @@ class ControlChannel(Role):
                 self.close(1008, "renewToken rejected: %s" % e.message)
                 return
             self._arm_token_timer(verified.expires)
+            self.factory.namespace.grants.hold(self, self.entity, verified)
             return
         if router is not None:
             router.control_response(self, message)
