@@ -8,6 +8,7 @@ import uuid
 import weakref
 from datetime import datetime, timezone
 
+from relayd.logs import RateLimitedLog
 from relayd.wire import sas
 from relayd.wire.token_memo import VerifiedSignatures
 
@@ -112,59 +113,14 @@ class Grants:
         return closed
 
 
-class RefusalLog:
-    """Logs refused handshakes without letting a storm of them flood the log.
+class RefusalLog(RateLimitedLog):
+    """Refused handshakes per cause (door, status, peer host), rate-limited as
+    :class:`relayd.logs.RateLimitedLog` is, with the door's own summary line."""
 
-    Per cause (door and status, e.g. ``("HC connect", 401)``) the first ``burst`` refusals in
-    each ``interval`` seconds are logged in full; the rest are only counted, and one summary
-    line per cause ("... and N more refused like it in the last 60 s") follows when the
-    interval ends.  ``clock`` is the reactor (or a ``task.Clock`` in tests).
-    """
+    refused = RateLimitedLog.emit
 
-    def __init__(self, log, clock, burst, interval):
-        self.log = log
-        self.clock = clock
-        self.burst = burst
-        self.interval = interval
-        self._windows = {}  # cause -> [window start, logged, suppressed]
-        self._timer = None
-
-    def refused(self, cause, format, **fields):
-        now = self.clock.seconds()
-        window = self._windows.get(cause)
-        if window is None or now - window[0] >= self.interval:
-            if window is not None and window[2]:
-                self._summary(cause, window[2])
-            window = self._windows[cause] = [now, 0, 0]
-        if window[1] < self.burst:
-            window[1] += 1
-            self.log.info(format, **fields)
-            return
-        window[2] += 1
-        if self._timer is None:
-            self._timer = self.clock.callLater(self.interval, self._flush)
-
-    def _summary(self, cause, count):
-        door, status = cause
+    def summarize(self, cause, count):
         self.log.info("{door}: {count} more handshakes refused with {status} in the last {interval} s "
-                      "(logged the first {burst} of each interval)",
-                      door=door, count=count, status=status, interval=self.interval, burst=self.burst)
-
-    def _flush(self):
-        self._timer = None
-        now = self.clock.seconds()
-        pending = False
-        for cause, window in list(self._windows.items()):
-            if now - window[0] >= self.interval:
-                if window[2]:
-                    self._summary(cause, window[2])
-                del self._windows[cause]
-            elif window[2]:
-                pending = True
-        if pending:
-            self._timer = self.clock.callLater(self.interval, self._flush)
-
-    def stop(self):
-        if self._timer is not None and self._timer.active():
-            self._timer.cancel()
-        self._timer = None
+                      "(from {peer}; logged the first {burst} of each interval)", door=cause[0],
+                      count=count, status=cause[1], peer=cause[2] if len(cause) > 2 else "any peer",
+                      interval=self.interval, burst=self.burst)

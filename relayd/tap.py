@@ -9,11 +9,11 @@ import sys
 
 from twisted.python import usage
 
-from relayd import config
+from relayd import config, logs
 
 
 class Options(usage.Options):
-    synopsis = "[--config relayd.toml] [--listen ENDPOINT ...] [--data-dir DIR]"
+    synopsis = "[--config relayd.toml] [--listen ENDPOINT ...] [--data-dir DIR] [-v|-q] [--log-format text|json]"
     longdesc = (
         "Run the relay.  With no options it listens on 127.0.0.1:9090, keeps its state in "
         "the default data directory and creates a namespace root key on first start "
@@ -23,9 +23,12 @@ class Options(usage.Options):
         ["config", "c", None, "TOML configuration file (see docs/configuration.rst)"],
         ["data-dir", "d", None, "state directory (default: $RELAYD_DATA_DIR or ~/.local/share/relayd)"],
         ["public-url", None, None, "base URL clients use to reach the relay, e.g. wss://relay.example.com"],
+        ["log-format", None, "text", "text (twistd's lines) or json (one object per line); see docs/operations.rst"],
     ]
     optFlags = [
         ["create-on-listen", None, "create an unknown hybrid connection when a listener with a Manage token listens on it"],
+        ["verbose", "v", "log debug lines too"],
+        ["quiet", "q", "log warnings and errors only"],
     ]
 
     def __init__(self):
@@ -38,6 +41,11 @@ class Options(usage.Options):
 
     def postOptions(self):
         try:
+            if self["verbose"] and self["quiet"]:
+                raise config.ConfigError("-q and -v contradict each other; give one of them")
+            if self["log-format"] not in logs.FORMATS:
+                raise config.ConfigError("--log-format %s: use one of %s"
+                                         % (self["log-format"], ", ".join(logs.FORMATS)))
             if self["config"]:
                 settings = config.load(self["config"])
             else:
@@ -80,7 +88,12 @@ def _report_startup_errors():
 
 
 def makeService(options):
+    """The relay, under a :class:`relayd.logs.LoggedService` that hands twistd relayd's log
+    observer (levels, format, no factory noise) on twistd's own log file."""
     from relayd.relay_service import RelayService
 
     _report_startup_errors()
-    return RelayService(options.settings)
+    observer = logs.observer_for_twistd(getattr(options, "parent", None),
+                                        logs.level_for(options["verbose"], options["quiet"]),
+                                        options["log-format"])
+    return logs.LoggedService(RelayService(options.settings), observer)

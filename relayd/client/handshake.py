@@ -31,6 +31,8 @@ class HandshakeFactory(WebSocketClientFactory):
     :class:`RelayConnectError`.  Its protocol calls :meth:`opened` or :meth:`failed` when
     the handshake has ended."""
 
+    noisy = False  # no "Starting factory" line per connection (issue 12)
+
     def __init__(self, url, deferred, **kw):
         super().__init__(url, **kw)
         self.deferred = deferred

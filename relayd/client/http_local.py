@@ -300,6 +300,7 @@ class LocalClient:
         self.max_idle = max_idle
         self.idle = []
         self.factory = Factory.forProtocol(LocalConnection)
+        self.factory.noisy = False  # no "Starting factory" line per connection (issue 12)
 
     def request(self, method, target, headers, body=None):
         """``headers``: (name, value) bytes pairs (no framing headers); ``body``: bytes or None.

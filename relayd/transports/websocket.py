@@ -33,6 +33,7 @@ from zope.interface import implementer
 
 from relayd import access, pipe
 from relayd.interfaces import IClosable
+from relayd.logs import peer_host
 from relayd.namespace import Entity
 from relayd.switchboard import SwitchboardError
 from relayd.transports.autobahn_server import (
@@ -160,13 +161,15 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
 
     def onConnect(self, request):
         try:
-            return self._route(request)
+            subprotocol = self._route(request)
+            self._log.debug("HC handshake on {path} from {peer} accepted", path=request.path, peer=self.peer)
+            return subprotocol
         except Denied as e:
             tracking = access.tracking_id()
             action = request.params.get("sb-hc-action", ["?"])[0]
             self._refusal_logged = True
             self.factory.refusals.refused(
-                ("HC " + action[:20], e.status),
+                ("HC " + action[:20], e.status, peer_host(self.peer)),
                 "HC {action} on {path} from {peer} denied: {status} {message} (tracking {tracking})",
                 action=action, path=request.path,
                 peer=self.peer, status=e.status, message=e.message, tracking=tracking,
@@ -187,7 +190,8 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
         # Logged once, rate-limited (a storm of refusals must not flood the log), instead of
         # Autobahn's two lines per refusal.
         if not self._refusal_logged:
-            self.factory.refusals.refused(("HC handshake", code), "HC handshake from {peer} refused: {code} {reason}",
+            self.factory.refusals.refused(("HC handshake", code, peer_host(self.peer)),
+                                          "HC handshake from {peer} refused: {code} {reason}",
                                           peer=self.peer, code=code, reason=access.one_line(reason, 200))
         self.wasNotCleanReason = reason
         self.sendHttpErrorResponse(code, reason, responseHeaders)

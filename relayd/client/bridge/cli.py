@@ -171,8 +171,9 @@ def load_config(args):
 
 def main(argv):
     from twisted.internet import reactor
-    from twisted.logger import globalLogBeginner, textFileLogObserver
+    from twisted.logger import globalLogBeginner
 
+    from relayd import logs
     from relayd.client.connection_string import ConnectionInfo
 
     args = build_parser().parse_args(argv)
@@ -201,11 +202,8 @@ def main(argv):
         print("relayd bridge: %s" % e, file=sys.stderr)
         return 2
     sys.stdout.reconfigure(line_buffering=True)
-    from twisted.logger import FilteringLogObserver, LogLevel, LogLevelFilterPredicate
-
-    level = LogLevel.debug if args.verbose else LogLevel.warn if args.quiet else LogLevel.info
-    globalLogBeginner.beginLoggingTo([FilteringLogObserver(
-        textFileLogObserver(sys.stdout), [LogLevelFilterPredicate(defaultLogLevel=level)])])
+    level = logs.level_for(args.verbose, args.quiet)
+    globalLogBeginner.beginLoggingTo([logs.make_observer(sys.stdout, level)])  # without factory noise
     outcome = {"code": 0}
 
     def cannot_listen(failure, f):

@@ -65,6 +65,8 @@ class _LocalClient(LocalSide):
 class LocalForwarder(protocol.Factory):
     """``-L``: a local TCP port whose connections become relay sender connections."""
 
+    noisy = False
+
     def __init__(self, reactor, info, bind, port, entity, backlog=None):
         self.reactor = reactor
         self.info = info

@@ -243,6 +243,8 @@ class Tunnel:
 class LocalSideFactory(protocol.Factory):
     """Connects a tunnel's local side (``-R``: to the local service)."""
 
+    noisy = False  # no "Starting factory" line per connection (issue 12)
+
     def __init__(self, tunnel):
         self.tunnel = tunnel
 
