@@ -8,7 +8,9 @@ event once the service has answered the one before (or :data:`EVENT_DEADLINE` pa
 
 The queue is bounded (:data:`MAX_QUEUED_EVENTS` events, :data:`MAX_QUEUED_EVENT_BYTES` of
 bodies): an event over the bound is dropped with a warning and counted (``dropped``) -- the
-relay's guarantee is at most once, nothing is stored.
+relay's guarantee is at most once, nothing is stored.  ``relayd bridge`` sets the bounds and
+the deadline with ``--event-queue``, ``--event-queue-bytes`` and ``--event-deadline``
+(:func:`event_settings` checks them).
 """
 
 from collections import deque
@@ -22,6 +24,24 @@ log = Logger(namespace="relayd.http")
 MAX_QUEUED_EVENTS = 1000  # events waiting for the local service, per entity
 MAX_QUEUED_EVENT_BYTES = 16 * 1024 * 1024  # their bodies, per entity
 EVENT_DEADLINE = 60.0  # seconds the service may take to answer an event before the next one goes
+# What each of those settings may be (relayd bridge flags).
+EVENT_SETTINGS = (
+    # (flag, EventQueue argument, lowest, highest, integer)
+    ("--event-queue", "max_events", 1, 1_000_000, True),
+    ("--event-queue-bytes", "max_bytes", 1024, 1 << 34, True),
+    ("--event-deadline", "deadline", 0.1, 86400, False),
+)
+
+
+def event_settings(values):
+    """``values``: {EventQueue argument: value} -> the same, checked; a ValueError names the
+    flag, its range and the value."""
+    for flag, name, low, high, integer in EVENT_SETTINGS:
+        value = values[name]
+        if not low <= value <= high:
+            raise ValueError("%s must be %s from %s to %s, got %s" % (
+                flag, "an integer" if integer else "a number of seconds", low, high, "%g" % value))
+    return values
 
 
 def is_event(headers):

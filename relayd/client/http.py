@@ -155,7 +155,7 @@ class _ServiceEndpoint:
 class HttpHandler:
     """Answers relayed HTTP requests by calling a local HTTP service (``base_url``)."""
 
-    def __init__(self, reactor, base_url, trust_root=None):
+    def __init__(self, reactor, base_url, trust_root=None, events=None):
         self.reactor = reactor
         self.base = base_url.rstrip("/")
         self.trust_root = trust_root
@@ -167,7 +167,8 @@ class HttpHandler:
         self.agent = Agent.usingEndpointFactory(reactor, self.endpoints, pool=self.pool)  # streamed requests
         self.local = None  # the LocalClient for whole requests (control channel), made on first use
         self._awaiting = {}  # control channel -> hc.Request waiting for its body
-        self.events = EventQueue(reactor)  # events go to the service one at a time, in order
+        # events go to the service one at a time, in order (``events``: EventQueue's bounds)
+        self.events = EventQueue(reactor, **(events or {}))
 
     # -- control channel -------------------------------------------------------------------
 
@@ -358,11 +359,11 @@ def local_target(target, entity_path):
 class HttpForwarder:
     """``-H ENTITY:URL``: a listener on ENTITY serving HTTP requests from the service at URL."""
 
-    def __init__(self, reactor, info, entity, url):
+    def __init__(self, reactor, info, entity, url, events=None):
         from relayd.client.listener import HybridListener
 
         self.label = "-H %s->%s" % (entity, url)
-        self.handler = HttpHandler(reactor, url)
+        self.handler = HttpHandler(reactor, url, events=events)
         self.listener = HybridListener(reactor, info, entity, self._no_websockets,
                                        on_status=self._status, http_handler=self.handler)
 

@@ -7,6 +7,7 @@ Azure Relay Bridge (azbridge).
     relayd bridge -x CONNECTION_STRING [-R ENTITY:[HOST:]PORT] [-R ENTITY:/PATH/TO.SOCK]
                   [-R ENTITY:net.tcp://HOST:PORT/PATH] [-L [BIND:]PORT:ENTITY] [-L /PATH/TO.SOCK:ENTITY]
                   [-H ENTITY:http://HOST:PORT[/BASE]] [--config FILE] [--backlog N]
+                  [--event-queue N] [--event-queue-bytes BYTES] [--event-deadline SECONDS]
 
 HOST and BIND may be IPv6 addresses in brackets (``-L [::1]:8080:echo``, ``-R echo:[::1]:22``);
 a target or bind address starting with ``/`` is a Unix socket path.
@@ -19,7 +20,11 @@ a target or bind address starting with ``/`` is a Unix socket path.
   connections become relay sender connections to ENTITY.  Its listen backlog is ``--backlog``
   (default 1024, like the relay's ``limits.listen_backlog``).  A port or socket that cannot be
   bound ends the command at start (exit status 1, naming the address and the cause).
-* ``-H`` (HTTP): serves relayed HTTP requests for ENTITY from a local HTTP service.
+* ``-H`` (HTTP): serves relayed HTTP requests for ENTITY from a local HTTP service.  Events
+  (requests marked ``X-Relayd-Event``) go to it one at a time per entity, in order: at most
+  ``--event-queue`` events (default 1000) and ``--event-queue-bytes`` of bodies (default
+  16 MiB) wait, one more is dropped and logged; the next goes when the service has answered
+  or after ``--event-deadline`` seconds (default 60) (:mod:`relayd.client.event_order`).
 
 Several of each may be given; several agents with ``-R`` on one entity are balanced by the
 relay.  Every connection is logged when it opens and closes, with byte counts.  Between
@@ -36,6 +41,8 @@ from twisted.internet import defer
 from relayd.client.bridge.forwarder import address, log
 from relayd.client.bridge.tcp_local import LocalForwarder
 from relayd.client.bridge.tcp_remote import RemoteForwarder
+from relayd.client.event_order import (
+    EVENT_DEADLINE, MAX_QUEUED_EVENT_BYTES, MAX_QUEUED_EVENTS, event_settings)
 from relayd.endpoint_strings import DEFAULT_LISTEN_BACKLOG
 
 # The keys of a --config file: the connection string and the lists of -R, -L and -H specs.
@@ -146,6 +153,15 @@ def build_parser():
     p.add_argument("-q", "--quiet", action="store_true", help="log warnings and errors only")
     p.add_argument("--backlog", type=int, default=None,
                    help="listen backlog of the -L sockets (default %d)" % DEFAULT_LISTEN_BACKLOG)
+    p.add_argument("--event-queue", dest="max_events", type=int, default=MAX_QUEUED_EVENTS, metavar="N",
+                   help="-H: events that may wait for the local service, per entity (default %d); one "
+                        "more is dropped" % MAX_QUEUED_EVENTS)
+    p.add_argument("--event-queue-bytes", dest="max_bytes", type=int, default=MAX_QUEUED_EVENT_BYTES,
+                   metavar="BYTES", help="-H: bytes of event bodies that may wait, per entity (default %d)"
+                                         % MAX_QUEUED_EVENT_BYTES)
+    p.add_argument("--event-deadline", dest="deadline", type=float, default=EVENT_DEADLINE, metavar="SECONDS",
+                   help="-H: seconds the local service may take to answer an event before the next one "
+                        "goes (default %g)" % EVENT_DEADLINE)
     return p
 
 
@@ -193,11 +209,12 @@ def main(argv):
         for spec in args.local:
             bind, port, entity = parse_local(spec)
             forwarders.append(LocalForwarder(reactor, info, bind, port, entity, args.backlog))
+        events = event_settings({name: getattr(args, name) for name in ("max_events", "max_bytes", "deadline")})
         for spec in args.http:
             from relayd.client.http import HttpForwarder
 
             entity, url = parse_http(spec)
-            forwarders.append(HttpForwarder(reactor, info, entity, url))
+            forwarders.append(HttpForwarder(reactor, info, entity, url, events))
     except (BridgeError, ValueError) as e:
         print("relayd bridge: %s" % e, file=sys.stderr)
         return 2
