@@ -10,7 +10,8 @@
     relayd connect PATH [-x CONN | --url URL --rule R --key K]   stdin/stdout -> relay sender
     relayd publish PATH [DATA|-] [--raw] [-x CONN ...]   publish events (stdin: one per line)
     relayd subscribe PATH [--raw] [-x CONN ...]     print the events of an event entity
-    relayd entity list|show|add|delete ...     manage entities of a running relay
+    relayd entity list|show|create|update|delete ...   manage entities of a running relay (add = create)
+    relayd rule list|show|create|regenerate|delete ...  manage its SAS rules (relayd.cli_manage)
     relayd bridge [-x CONN] [-R ...] [-L ...] [-H ...]   publish / reach services (see relayd.client.bridge)
 
 Wherever a key is taken, ``$RELAYD_KEY`` may hold it, and ``$RELAYD_CONNECTION_STRING`` may
@@ -20,11 +21,9 @@ what the command is doing.
 """
 
 import argparse
-import json
 import os
 import sys
 import time
-from urllib.parse import quote
 
 from relayd import config
 
@@ -171,55 +170,6 @@ def _serve(rest):
     return 0
 
 
-# -- entity -------------------------------------------------------------------------------------
-
-def _check_entity_path(path):
-    problem = config.validate_entity_path(path)
-    if problem is None and any(seg in (".", "..") for seg in path.split("/")):
-        problem = "must not contain '.' or '..' segments"
-    if problem:
-        _fail("entity path %r %s" % (path, problem))
-
-
-def _entity(args):
-    from relayd.client.connection_string import ConnectionInfo
-    import urllib.request
-    import urllib.error
-
-    info = ConnectionInfo.from_args(args, require_key=False)
-    path = getattr(args, "path", None)
-    if path is not None:
-        _check_entity_path(path)
-    base = info.http_base()
-    if info.key is not None:
-        token = sas.make_token(base + "/", info.rule, info.key, int(time.time()) + 300)
-    elif info.token:
-        token = info.token
-    else:
-        _fail("a key (or a SharedAccessSignature) with the Manage right is needed: pass -x with "
-              "SharedAccessKeyName and SharedAccessKey, or --rule NAME --key KEY")
-    url = base + "/$relayd/entities" + ("/" + quote(path, safe="/-._~") if path else "")
-    method = {"list": "GET", "add": "PUT", "delete": "DELETE", "show": "GET"}[args.action]
-    data = None
-    if args.action == "add":
-        data = json.dumps({"requires_client_authorization": not args.anonymous,
-                           "max_listeners": args.max_listeners}).encode()
-    _verbose(args, "relayd entity %s: %s %s" % (args.action, method, url))
-    req = urllib.request.Request(url, data=data, method=method, headers={"Authorization": token})
-    try:
-        with urllib.request.urlopen(req, timeout=30) as resp:
-            print(resp.read().decode())
-            return 0
-    except urllib.error.HTTPError as e:
-        print("relayd entity %s: %s %s" % (args.action, e.code, e.read().decode(errors="replace")),
-              file=sys.stderr)
-        return 1
-    except (OSError, ValueError) as e:
-        reason = getattr(e, "reason", None) or e
-        print("relayd entity %s: cannot reach %s: %s" % (args.action, base, reason), file=sys.stderr)
-        return 1
-
-
 # -- the parser ----------------------------------------------------------------------------------
 
 def _add_connection_args(p):
@@ -272,18 +222,9 @@ def build_parser():
     _add_verbosity_args(p)
     p.set_defaults(func=_key)
 
-    p = sub.add_parser("entity", help="manage entities of a running relay")
-    esub = p.add_subparsers(dest="action", required=True, parser_class=_Parser)
-    for name in ("list", "show", "add", "delete"):
-        ep = esub.add_parser(name)
-        if name != "list":
-            ep.add_argument("path")
-        if name == "add":
-            ep.add_argument("--anonymous", action="store_true", help="senders need no token")
-            ep.add_argument("--max-listeners", type=int, default=25)
-        _add_connection_args(ep)
-        _add_verbosity_args(ep)
-        ep.set_defaults(func=_entity)
+    from relayd import cli_manage
+
+    cli_manage.add_parsers(sub, _add_connection_args, _add_verbosity_args)
 
     for name in ("listen", "connect"):
         p = sub.add_parser(name, help="pipe stdin/stdout over a hybrid connection (%s side)" % name)
@@ -335,7 +276,7 @@ def main(argv=None):
             return bridge(flags + argv[1:])
         args = build_parser().parse_args(flags + argv)
         command = "relayd %s" % " ".join(
-            part for part in (args.command, getattr(args, "action", None) if args.command == "entity" else None)
+            part for part in (args.command, getattr(args, "action", None) if args.command in ("entity", "rule") else None)
             if part)
         args.verbosity = _verbosity(args)
         return args.func(args)
