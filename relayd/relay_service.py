@@ -201,7 +201,8 @@ class RelayService(service.MultiService):
                            for description in settings.listen]
         self.tcp_doors = []
         for spec in settings.tcp_ports:
-            door = TcpDoor(spec, self.namespace, self.switchboard, settings, reactor, self.http_netloc)
+            door = TcpDoor(spec, self.namespace, self.switchboard, settings, reactor, self.http_netloc,
+                           event_policies=self.hybrid.event_policies)
             what = "relayd %s door (%s) listening on" % (
                 spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
             refusal = nmf.fault(nmf.SERVER_TOO_BUSY) if spec.mode == "nettcp" else b""

@@ -242,10 +242,11 @@ class Switchboard:
     def new_key(self):
         return secrets.token_hex(16)
 
-    def open_rendezvous(self, path, offer=None, sender_id=None, timeout=None):
+    def open_rendezvous(self, path, offer=None, sender_id=None, timeout=None, listener=None):
         """Pick a listener and offer it a rendezvous for ``offer`` (an
         :class:`relayd.interfaces.IOffer`; its ``kind`` is the rendezvous kind, "accept" when
-        None).  Returns the :class:`Rendezvous`.
+        None).  Returns the :class:`Rendezvous`.  With ``listener`` (one of the entity's
+        channels) the offer goes to that one only (a net.tcp publisher's leg to each subscriber).
 
         Raises :class:`NoListener` when no live listener takes the offer.
         """
@@ -255,6 +256,8 @@ class Switchboard:
             )
         entity_key = self._entity_key(path)
         candidates = list(self._listeners.get(entity_key, ()))
+        if listener is not None:
+            candidates = [listener] if listener in candidates else []
         if candidates:
             self._check_caps(path, entity_key)
         while candidates:

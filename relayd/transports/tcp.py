@@ -28,6 +28,9 @@ The connection goes through explicit states (:data:`TRANSITIONS`)::
 
 and any state goes to CLOSED (a fault or refusal, the client gone, the listener's leg ended).
 Half-close itself is :class:`relayd.pipe.HalfClose`, shared with the bridge's tunnels.
+
+A Via naming an event entity (``kind = "oneway"`` / ``"multicast"``) goes ROUTING --> PUBLISHING:
+the relay answers the session itself (:mod:`relayd.transports.events_nettcp`).
 """
 
 from urllib.parse import urlsplit
@@ -40,6 +43,7 @@ from zope.interface import implementer
 from relayd import access, fastio, pipe, splice, states
 from relayd.interfaces import ILeg
 from relayd.switchboard import SwitchboardError
+from relayd.transports.events_nettcp import NetTcpPublisher
 from relayd.transports.listener.offers import AcceptOffer
 from relayd.wire import hc, nmf, nmf_preamble, sas
 
@@ -51,12 +55,13 @@ PREAMBLE_SLACK = 1024
 READ_SIZE = 256 * 1024
 
 # connection states
-CONNECTING, PREAMBLE, ROUTING, PAIRED, HALF_CLOSED, CLOSED = (
-    "connecting", "preamble", "routing", "paired", "half-closed", "closed")
+CONNECTING, PREAMBLE, ROUTING, PAIRED, HALF_CLOSED, PUBLISHING, CLOSED = (
+    "connecting", "preamble", "routing", "paired", "half-closed", "publishing", "closed")
 TRANSITIONS = {
     CONNECTING: {PREAMBLE, ROUTING, CLOSED},
     PREAMBLE: {ROUTING, CLOSED},  # the preamble read (or a fault)
-    ROUTING: {PAIRED, CLOSED},  # a listener accepted (or none did)
+    ROUTING: {PAIRED, PUBLISHING, CLOSED},  # a listener accepted (or none did); an event entity
+    PUBLISHING: {CLOSED},
     PAIRED: {HALF_CLOSED, CLOSED},  # one direction ended
     HALF_CLOSED: {HALF_CLOSED, CLOSED},  # the other direction ended too
     CLOSED: {CLOSED},
@@ -76,6 +81,7 @@ class TcpDoorProtocol(Protocol):
 
     partner = None
     pause_reader = None
+    publisher = None  # an events_nettcp.NetTcpPublisher in PUBLISHING
     state = CONNECTING
 
     def __init__(self, door):
@@ -113,7 +119,7 @@ class TcpDoorProtocol(Protocol):
 
     def _preamble_timeout(self):
         self._timer = None
-        self._fault("ServerTooBusy", "the net.tcp preamble did not arrive in time")
+        self.fault("ServerTooBusy", "the net.tcp preamble did not arrive in time")
 
     def dataReceived(self, data):
         if self.state in (PAIRED, HALF_CLOSED):
@@ -123,12 +129,14 @@ class TcpDoorProtocol(Protocol):
             self.pending.append(data)
         elif self.state == PREAMBLE:
             self._preamble_data(data)
+        elif self.state == PUBLISHING:
+            self.publisher.data(data)
 
     def _preamble_data(self, data):
         try:
             preamble = self.parser.feed(data)
         except nmf.NmfFault as e:
-            self._fault(e.name, e.detail)
+            self.fault(e.name, e.detail)
             return
         if preamble is None:
             return
@@ -142,9 +150,10 @@ class TcpDoorProtocol(Protocol):
         raw = preamble.raw
         if token is not None:  # the relay's token stays at the relay
             raw = nmf.rewrite_via(raw, strip_token(preamble.via))
+        self.preamble, self.head = preamble, raw
         self._route(nmf.via_path(preamble.via), token, raw + preamble.rest, via=preamble.via)
 
-    def _fault(self, name, detail):
+    def fault(self, name, detail):
         tracking = access.tracking_id()
         self._log.info("net.tcp from {peer}: fault {name}: {detail} (tracking {tracking})",
                        peer=self.peer, name=name, detail=detail, tracking=tracking)
@@ -154,7 +163,7 @@ class TcpDoorProtocol(Protocol):
 
     def _refuse(self, name, detail):
         if self.door.mode == "nettcp":
-            self._fault(name, detail)
+            self.fault(name, detail)
         else:
             self._log.info("TCP port {port} from {peer}: refused: {detail}", port=self.door.port_label,
                            peer=self.peer, detail=detail)
@@ -175,6 +184,14 @@ class TcpDoorProtocol(Protocol):
                                  access.candidate_hosts(via_host, door.public_host), door.clock.seconds())
             except sas.AuthError as e:
                 return self._refuse("EndpointAccessDenied", str(e))
+        policy = door.event_policies.get(entity.kind)
+        if policy is not None:  # an event entity: the relay answers the publisher itself
+            if door.mode != "nettcp":
+                return self._refuse("EndpointUnavailable", "%s entity '%s' takes publishers, not port-mapped "
+                                    "streams" % (entity.kind, entity.path))
+            self._to(PUBLISHING)
+            self.publisher = NetTcpPublisher(self, entity, policy, self.preamble, self.head)
+            return self.publisher.start()
         headers = {"X-Relayd-Transport": door.mode}
         if via:
             headers["X-Relayd-Via"] = via.split("?", 1)[0]
@@ -230,6 +247,8 @@ class TcpDoorProtocol(Protocol):
     def connectionLost(self, reason):
         self._to(CLOSED)
         self._io = None
+        if self.publisher is not None:
+            self.publisher.finish()
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         rv, self.rv = self.rv, None
@@ -285,13 +304,15 @@ class TcpDoorProtocol(Protocol):
 class TcpDoor(Factory):
     """One configured TCP front door (a listening port)."""
 
-    def __init__(self, spec, namespace, switchboard, settings, clock, http_netloc):
+    def __init__(self, spec, namespace, switchboard, settings, clock, http_netloc, event_policies=None):
         self.mode = spec.mode
         self.entity_path = spec.entity
         self.allow_anonymous = spec.allow_anonymous
         self.port_label = spec.listen
         self.max_via = spec.max_via
         self.preamble_timeout = settings.limits.open_handshake_timeout
+        self.limits = settings.limits
+        self.event_policies = event_policies or {}  # kind -> EventPolicy, shared with the HTTP door
         self.namespace = namespace
         self.switchboard = switchboard
         self.clock = clock

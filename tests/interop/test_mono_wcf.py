@@ -41,10 +41,14 @@ def mono_build(tmp_path_factory):
 
 
 class MonoService:
-    def __init__(self, build, kind, listen, address=None):
-        args = ["mono", os.path.join(build, "EchoService.exe"), kind, listen] + ([address] if address else [])
+    """A Mono WCF service (``exe`` of the build, EchoService by default; ``kind`` None for one that
+    takes no binding argument) that has printed its READY line; stopped by closing its stdin."""
+
+    def __init__(self, build, kind, listen, address=None, exe="EchoService.exe", env=None):
+        args = (["mono", os.path.join(build, exe)] + ([kind] if kind else []) + [listen]
+                + ([address] if address else []))
         self.proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
-                                     text=True)
+                                     text=True, env=dict(os.environ, **(env or {})))
         line = self.proc.stdout.readline()
         assert line.startswith("READY"), (line, self.proc.stderr.read() if self.proc.poll() is not None else "")
 

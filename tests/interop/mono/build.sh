@@ -1,6 +1,7 @@
 #!/bin/sh
 # Compile the Mono WCF interop peers.  usage: build.sh OUTDIR
-# Produces OUTDIR/EchoService.exe and OUTDIR/EchoClient.exe (run with `mono`).
+# Produces OUTDIR/EchoService.exe and OUTDIR/EchoClient.exe (run with `mono`), and the event
+# peers OUTDIR/EventPublisher.exe and OUTDIR/EventSubscriber.exe (tests/interop/test_events_mono_wcf.py).
 # Rebuilds only when a source is newer than its output.
 set -eu
 if [ $# -ne 1 ]; then
@@ -31,4 +32,22 @@ for prog in EchoService EchoClient; do
         exit 1
     }
 done
-echo "built: $OUT/EchoService.exe $OUT/EchoClient.exe"
+# the event peers: EventSubscriber reuses EchoService.cs's MatchAnyAddressBehavior
+build_event() {  # build_event PROGRAM SOURCES...
+    exe="$OUT/$1.exe"
+    main="RelaydInterop.$1Main"
+    shift
+    for src in "$@"; do
+        if [ ! -f "$exe" ] || [ "$SRC/$src" -nt "$exe" ]; then
+            mcs -nologo -warnaserror- -target:exe $REFS -main:"$main" -out:"$exe" \
+                $(for s in "$@"; do printf '%s ' "$SRC/$s"; done) || {
+                echo "build.sh: mcs failed compiling $exe" >&2
+                exit 1
+            }
+            return
+        fi
+    done
+}
+build_event EventPublisher EventContract.cs EventPublisher.cs
+build_event EventSubscriber EventContract.cs EchoContract.cs EchoService.cs EventSubscriber.cs
+echo "built: $OUT/EchoService.exe $OUT/EchoClient.exe $OUT/EventPublisher.exe $OUT/EventSubscriber.exe"
