@@ -10,9 +10,9 @@ the session itself:
   gets ``EndpointUnavailable`` at once.  After PreambleEnd the relay answers PreambleAck.
 * Each SizedEnvelope (at most the entity's ``max_message`` bytes, else
   ``MaxMessageSizeExceededFault``) is one event; End is answered with End and the connection
-  closes.  Any other record is a fault (:mod:`relayd.wire.nmf_session`).  A publisher must
-  complete a record within :data:`PUBLISHER_IDLE_TIMEOUT` seconds of the last one (else
-  ``ServerTooBusy``).  A fault record is written, then the connection closes.
+  closes.  Any other record is a fault (:mod:`relayd.wire.nmf_session`).  PreambleEnd must
+  come within the door's preamble deadline (``limits.open_handshake_timeout``), then each
+  record within :data:`PUBLISHER_IDLE_TIMEOUT` seconds of the last one (else ``ServerTooBusy``).  A fault record is written, then the connection closes.
 * Subscribers: at PreambleEnd the relay offers each listener of a multicast entity (one
   balanced listener of a oneway entity) a rendezvous (an ``accept`` whose ``connectHeaders``
   carry ``X-Relayd-Event``), as the TCP door does for a stream, and replays the session on
@@ -208,7 +208,8 @@ class NetTcpPublisher:
         self.reader = nmf_session.SessionReader(entity.max_message)
         self.legs = []
         self.done = False
-        self.timer = door.clock.callLater(PUBLISHER_IDLE_TIMEOUT, self._idle)
+        # until PreambleEnd the door's preamble deadline, then PUBLISHER_IDLE_TIMEOUT per record
+        self.timer = door.clock.callLater(door.preamble_timeout, self._idle)
         self._untrack = door.switchboard.track(entity.path, self)
 
     def start(self):
@@ -291,7 +292,7 @@ class NetTcpPublisher:
 
     def _idle(self):
         self.timer = None
-        self.fault(nmf.SERVER_TOO_BUSY, "no whole record from the publisher in %g s" % PUBLISHER_IDLE_TIMEOUT)
+        self.fault(nmf.SERVER_TOO_BUSY, "the publisher's next record did not arrive in time")
 
     def finish(self):
         """The session is over (End, a fault, the connection lost): end every subscriber's leg."""

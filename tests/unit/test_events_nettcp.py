@@ -253,6 +253,16 @@ def test_an_idle_publisher_is_closed(relay):
     assert leg.sent[-2:] == [END, b""]
 
 
+def test_preamble_end_within_the_preamble_deadline(relay):
+    r = relay(news=1)
+    protocol, transport, _ = r.connect("news")
+    r.clock.advance(r.settings.limits.open_handshake_timeout - 0.1)
+    assert transport.value() == b""
+    r.clock.advance(0.2)
+    assert transport.value() == nmf.fault(nmf.SERVER_TOO_BUSY) and transport.disconnecting
+    assert r.channels["news"][0].offers == []
+
+
 def test_publisher_gone_without_end_still_ends_each_subscriber_cleanly(relay):
     r = relay(news=1)
     protocol, transport, _ = r.connect("news")
