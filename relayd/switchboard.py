@@ -15,6 +15,7 @@ import secrets
 from twisted.internet import defer
 from twisted.logger import Logger
 
+from relayd import connectivity as cx
 from relayd.limits import Limits
 
 DEFAULT_MAX_LISTENERS = 25
@@ -106,6 +107,8 @@ class Rendezvous:
         if self.done:
             raise RendezvousGone("rendezvous %s is already completed" % (self.id,))
         self._finish()
+        if self.kind == "accept":
+            self._report(cx.ESTABLISHED)
         self.result.callback(leg)
 
     def reject(self, status, description):
@@ -113,18 +116,25 @@ class Rendezvous:
         if self.done:
             raise RendezvousGone("rendezvous %s is already completed" % (self.id,))
         self._finish()
+        self._report(cx.REJECTED, status=status, reason=description)
         self.result.errback(Rejected(description, status))
 
     def expire(self):
         if self.done:
             return
         self._finish()
+        self._report(cx.ACCEPT_TIMEOUT if self.kind == "accept" else cx.REQUEST_TIMEOUT)
         self.result.errback(
             AcceptTimeout(
                 "the listener did not accept the connection within %d seconds"
                 % (self._switchboard.accept_timeout,)
             )
         )
+
+    def _report(self, name, **details):
+        # the key is spent by now (rendezvous ended), so its id may be shown to watchers
+        self._switchboard.report(name, self.entity_path, listener=_listener_id(self.listener),
+                                 tracking_id=self.id, **details)
 
     def withdraw(self):
         """The sender needs the rendezvous no more and will not look at ``result`` (an HTTP
@@ -141,6 +151,10 @@ class Rendezvous:
         self._finish()
         if not self.result.called:
             self.result.errback(SenderGone("the sender disconnected before the listener accepted"))
+
+
+def _listener_id(channel):
+    return getattr(channel, "listener_id", None)  # IListenerChannel.listener_id (test doubles may lack it)
 
 
 class Tracked:
@@ -169,9 +183,11 @@ class Switchboard:
 
     log = Logger()
 
-    def __init__(self, clock, accept_timeout=ACCEPT_TIMEOUT, rng=None, limits=None):
+    def __init__(self, clock, accept_timeout=ACCEPT_TIMEOUT, rng=None, limits=None, connectivity=None):
         limits = limits or Limits()
         self.clock = clock
+        # online/offline, listener counts and the events watchers see (relayd.connectivity)
+        self.connectivity = connectivity or cx.Connectivity(clock)
         self.accept_timeout = accept_timeout
         # Pending rendezvous (senders waiting for a listener to accept), per entity and in all.
         self.max_pending_per_entity = limits.max_pending_rendezvous_per_entity
@@ -203,6 +219,11 @@ class Switchboard:
             except Exception:
                 self.log.failure("switchboard observer failed")
 
+    def report(self, name, path, **details):
+        """Tell :attr:`connectivity` that ``name`` (a :mod:`relayd.connectivity` event) happened
+        on the entity at ``path``, with ``details`` (listener, tracking_id, status, reason)."""
+        self.connectivity.report(name, path, self.listener_count(path), **details)
+
     # -- listeners ---------------------------------------------------------------------
 
     def add_listener(self, path, channel, max_listeners=DEFAULT_MAX_LISTENERS):
@@ -217,6 +238,7 @@ class Switchboard:
             )
         live.append(channel)
         self._notify("online", path)
+        self.report(cx.NEW_LISTENER, path, listener=_listener_id(channel))
 
     def remove_listener(self, path, channel):
         key = self._entity_key(path)
@@ -227,6 +249,7 @@ class Switchboard:
         if not live:
             del self._listeners[key]
         self._notify("offline", path)
+        self.report(cx.LISTENER_GONE, path, listener=_listener_id(channel))
 
     def listener_count(self, path):
         return len(self._listeners.get(self._entity_key(path), ()))
