@@ -36,6 +36,7 @@ def when_written(request, written, reply, status=200):
 
     def answer(body):
         if not gone:
+            request.setHeader(b"content-length", b"%d" % len(body))  # as a direct answer: not chunked
             request.write(body)
             request.finish()
 
