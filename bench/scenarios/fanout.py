@@ -5,6 +5,10 @@
                                       event, with backpressure) -> relayd -> N HC listeners in
                                       one ``bench/node/fanout_sub.js`` process, which time
                                       each delivery against the publish timestamp in its body
+    fanout-paced-R                    the same to 100 subscribers, paced at R events/s
+                                      (``fanout_pub.js --rate``): publish-to-delivery latency
+                                      without the queueing of the unpaced runs, while R x 100
+                                      deliveries/s stay below saturation
 
 Each round starts the subscribers afresh, waits until all are connected, then publishes.
 """
@@ -28,21 +32,32 @@ OPTIONS = (
     Option("--fanout-events", type=int, default=5000,
            help="fanout: events published per round (default 5000)"),
     Option("--fanout-size", type=int, default=1024, help="fanout: event size in bytes (default 1024)"),
+    Option("--fanout-rates", default="200,1000",
+           help="fanout: events per second of the paced runs to 100 subscribers (default 200,1000)"),
+    Option("--fanout-paced-seconds", type=int, default=3,
+           help="fanout: seconds of publishing per round of a paced run (default 3)"),
 )
 
 ENTITY = "fanout"
 SUBSCRIBERS = (1, 10, 100)
 TARGET_SUBSCRIBERS = 100
 DELIVERIES_TARGET = 100_000  # deliveries per second at TARGET_SUBSCRIBERS subscribers (issue 11)
-CONTROL_QUEUE_MAX = 16 << 20  # per subscriber: room for a burst, so fast clients are not cut off
+PACED_SUBSCRIBERS = 100
+# Per subscriber: room for a whole unpaced round, so that fast clients are not cut off
+QUEUE_BYTES = 16 << 20
+QUEUE_MESSAGES = 1 << 16
 ENTITIES = nodejs.entity_config(ENTITY) + 'kind = "multicast"\nmax_listeners = %d\n' % max(SUBSCRIBERS)
-LIMITS = "\n[limits]\ncontrol_queue_max = %d\n" % CONTROL_QUEUE_MAX
+LIMITS = "\n[limits]\nsubscriber_queue_bytes = %d\nsubscriber_queue_messages = %d\n" % (QUEUE_BYTES, QUEUE_MESSAGES)
 RUN_TIMEOUT = 300  # seconds for one round
 READY_TIMEOUT = 60  # seconds for the subscribers to connect
 
 
 def case_name(n):
     return "fanout-%d" % n
+
+
+def paced_name(rate):
+    return "fanout-paced-%d" % rate
 
 
 def run(harness, args):
@@ -52,23 +67,28 @@ def run(harness, args):
     relay = harness.relay(ENTITIES + LIMITS)
     entity = nodejs.Entity(relay, ENTITY)
 
-    def fanout(n, events=args.fanout_events):
-        return one_round(entity, n, events, args.fanout_size)
+    def fanout(n, events=args.fanout_events, rate=0):
+        return one_round(entity, n, events, args.fanout_size, rate)
 
     fanout(TARGET_SUBSCRIBERS, 200)  # warm-up
     cases = {case_name(n): Case([relay], lambda n=n: fanout(n)) for n in SUBSCRIBERS}
+    rates = [int(r) for r in args.fanout_rates.split(",") if r.strip()]
+    for rate in rates:
+        cases[paced_name(rate)] = Case([relay], lambda rate=rate: fanout(
+            PACED_SUBSCRIBERS, rate * args.fanout_paced_seconds, rate))
     failures = []
-    samples = harness.alternate(cases, "node", lambda s: "%.0f deliveries/s, p99 %.1f ms"
-                                % (s["deliveries_per_s"], s["p99_ms"]), failures=failures)
+    samples = harness.alternate(cases, "node", lambda s: "%.0f deliveries/s, p50 %.1f ms, p99 %.1f ms"
+                                % (s["deliveries_per_s"], s["p50_ms"], s["p99_ms"]), failures=failures)
     return {"settings": {"rounds": args.rounds, "events": args.fanout_events, "size": args.fanout_size,
-                         "control_queue_max": CONTROL_QUEUE_MAX},
+                         "paced_rates": rates, "paced_seconds": args.fanout_paced_seconds,
+                         "subscriber_queue_bytes": QUEUE_BYTES, "subscriber_queue_messages": QUEUE_MESSAGES},
             "samples": samples, "failures": failures, "cpu_percent": harness.cpu_percent(),
             "relay_peak_rss": relay.rss_peak(), "versions": nodejs.versions()}
 
 
-def one_round(entity, n, events, size):
-    """Start ``n`` subscribers, publish ``events`` events, and the subscribers' JSON line (with
-    the publisher's as ``publisher``)."""
+def one_round(entity, n, events, size, rate=0):
+    """Start ``n`` subscribers, publish ``events`` events (``rate`` per second; 0: unpaced), and
+    the subscribers' JSON line (with the publisher's as ``publisher``)."""
     sub = subprocess.Popen(["node", nodejs.script("fanout_sub.js"), entity.listen_url, "--token=%s" % entity.token,
                             "--subscribers=%d" % n, "--events=%d" % events, "--timeout=%d" % RUN_TIMEOUT],
                            cwd=nodejs.NODE_DIR, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
@@ -77,7 +97,8 @@ def one_round(entity, n, events, size):
         if line.strip() != "READY":
             raise RuntimeError("fanout_sub.js did not start: %s%s" % (line, sub.stderr.read()[-1000:]))
         publisher = nodejs.run_client("fanout_pub.js", entity.connect_url, "--events=%d" % events,
-                                      "--size=%d" % size, token=entity.token, timeout=RUN_TIMEOUT)
+                                      "--size=%d" % size, "--rate=%d" % rate, token=entity.token,
+                                      timeout=RUN_TIMEOUT)
         out, err = sub.communicate(timeout=RUN_TIMEOUT)
         result = nodejs.parse_result("fanout_sub.js", out, err)
     finally:
@@ -88,17 +109,23 @@ def one_round(entity, n, events, size):
     return result
 
 
+def _figures(samples):
+    """(deliveries/s, p50 ms, p99 ms, relay CPU us per delivery), medians over the rounds."""
+    cpu = statistics.median(s["cpu_seconds"]["relayd"] / s["deliveries"] * 1e6 for s in samples)
+    return rst.med(samples, "deliveries_per_s"), rst.med(samples, "p50_ms"), rst.med(samples, "p99_ms"), cpu
+
+
 def figures(section):
-    """{subscribers: (deliveries/s, p50 ms, p99 ms, relay CPU us per delivery)}, medians over
-    the rounds."""
-    out = {}
-    for n in SUBSCRIBERS:
-        samples = section["samples"].get(case_name(n))
-        if not samples:
-            continue
-        cpu = statistics.median(s["cpu_seconds"]["relayd"] / s["deliveries"] * 1e6 for s in samples)
-        out[n] = (rst.med(samples, "deliveries_per_s"), rst.med(samples, "p50_ms"), rst.med(samples, "p99_ms"), cpu)
-    return out
+    """{subscribers: (deliveries/s, p50 ms, p99 ms, relay CPU us per delivery)} of the unpaced runs."""
+    samples = section["samples"]
+    return {n: _figures(samples[case_name(n)]) for n in SUBSCRIBERS if samples.get(case_name(n))}
+
+
+def paced_figures(section):
+    """{events/s: figures (as :func:`figures`')} of the paced runs to PACED_SUBSCRIBERS."""
+    samples = section["samples"]
+    rates = section["settings"].get("paced_rates", ())
+    return {r: _figures(samples[paced_name(r)]) for r in rates if samples.get(paced_name(r))}
 
 
 def targets(section):
@@ -118,6 +145,12 @@ def report(section):
              rst.rng(section["samples"][case_name(n)], "deliveries_per_s", 1, "%.0f"),
              "%.1f ms" % p50, "%.1f ms" % p99, "%.1f us" % cpu)
             for n, (rate, p50, p99, cpu) in sorted(fig.items())]
+    paced = paced_figures(section)
+    for events_per_s, (rate, p50, p99, cpu) in sorted(paced.items()):
+        rows.append(("%d, paced %s events/s" % (PACED_SUBSCRIBERS, "{:,}".format(events_per_s)),
+                     "{:,.0f}".format(rate), rst.rng(section["samples"][paced_name(events_per_s)],
+                                                     "deliveries_per_s", 1, "%.0f"),
+                     "%.2f ms" % p50, "%.2f ms" % p99, "%.1f us" % cpu))
     return [
         "%s  One publisher sends %d events of %d bytes per round over WebSocket"
         % (rst.measured(section), s["events"], s["size"]),
@@ -129,16 +162,22 @@ def report(section):
         "arrives as a ``request`` control message and its body; latency is from the publisher's",
         "timestamp in the body (taken when the event is handed to ``ws``) to its arrival.  Deliveries",
         "per second: all deliveries over the time from the first event published to the last delivered.",
-        "The publisher is not paced, so the figures are at saturation and the latency includes the",
-        "time an event waits in the relay's per-subscriber queues.",
-        "The bench raises ``limits.control_queue_max`` to %d MiB so a burst does not cut off a"
-        % (s["control_queue_max"] >> 20),
+        "In the rows 1, 10 and 100 the publisher is not paced, so the figures are at saturation and",
+        "the latency includes the time an event waits in the relay's per-subscriber queues.  In the",
+        "paced rows (``fanout_pub.js --rate``) it publishes at the rate shown for %d s per round to %d"
+        % (s.get("paced_seconds", 0), PACED_SUBSCRIBERS),
+        "subscribers: their latency is publish-to-delivery without that queueing as long as the rate",
+        "times %d stays below the unpaced deliveries/s (above, it is saturated again)." % PACED_SUBSCRIBERS,
+        "The bench raises ``limits.subscriber_queue_bytes`` to %d MiB and" % (s.get("subscriber_queue_bytes", 0) >> 20),
+        "``limits.subscriber_queue_messages`` to %s so that an unpaced round does not cut off a"
+        % "{:,}".format(s.get("subscriber_queue_messages", 0)),
         "subscriber; every subscriber received every event in every round.",
         "",
         *rst.table(("Subscribers", "Deliveries/s", "Range", "p50 latency", "p99 latency",
                     "Relay CPU per delivery"), rows),
         "CPU (median share of one core during a round; ``node``: publisher and subscribers): "
-        + "; ".join(rst.cpu_note(section["cpu_percent"], [case_name(n) for n in SUBSCRIBERS])) + ".",
+        + "; ".join(rst.cpu_note(section["cpu_percent"], [case_name(n) for n in SUBSCRIBERS]
+                                               + [paced_name(r) for r in sorted(paced)])) + ".",
         rst.rss_note(section),
         "",
         *rst.failure_notes(section),
