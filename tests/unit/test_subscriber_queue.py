@@ -216,6 +216,24 @@ def test_a_closing_subscriber_frees_its_queue():
     assert channel.queued() == (0, 0) and protocol.transport.reading
 
 
+def test_nothing_queued_follows_a_close():
+    channel, protocol = subscriber()
+    written = fill_window(channel, protocol)
+    assert channel.send_event(event(written)) == EVENT_SENT and channel.queued()[0] == 1
+    channel.close(1001, "the entity was deleted")  # e.g. the entity deleted: its close frame goes now
+    assert channel.queued() == (0, 0)
+    protocol.transport.drain()
+    assert len([f for f in frames_of(protocol.transport.read) if f[0] == wsframe.BINARY]) == written
+
+    channel, protocol = subscriber()
+    written = fill_window(channel, protocol)
+    assert channel.send_event(event(written)) == EVENT_SENT
+    protocol.state = protocol.STATE_CLOSING  # the subscriber closed: Autobahn answered its close frame
+    protocol.transport.drain()
+    assert channel.queued() == (0, 0)
+    assert len([f for f in frames_of(protocol.transport.read) if f[0] == wsframe.BINARY]) == written
+
+
 def test_ordinary_listeners_keep_the_control_queue_bound():
     channel, protocol = subscriber(kind="hybrid_connection")
     assert protocol.transport.bufferSize == Limits().control_queue_max

@@ -157,11 +157,12 @@ class ControlChannel(Role):
             self._log.info("subscriber {id} on {path} fell behind ({m} messages, {b} bytes queued; "
                            "limits.{limit} reached); closing it", id=self.listener_id, path=self.entity_path,
                            m=queue.messages, b=queue.bytes, limit=limit)
-            queue.clear()
-            self.close(SUBSCRIBER_BEHIND_CODE, REASONS[limit])
+            self.close(SUBSCRIBER_BEHIND_CODE, REASONS[limit])  # frees the queue at once
         return limit
 
     def close(self, code, reason):
+        if self._queue is not None:
+            self._queue.clear()  # nothing may follow the close frame: what waits is dropped
         self.protocol.close(code, reason)
 
     # -- Role -------------------------------------------------------------------------------
@@ -277,5 +278,11 @@ class SubscriberPressure(ControlChannelPressure):
 
     def resumeProducing(self):
         super().resumeProducing()
-        if self.channel is not None:
+        channel = self.channel
+        if channel is None:
+            return
+        protocol = channel.protocol
+        if protocol.state == protocol.STATE_OPEN:
             self.queue.unblock()
+        else:
+            self.queue.clear()  # closing (e.g. the subscriber sent a close frame): nothing more goes
