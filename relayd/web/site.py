@@ -43,6 +43,7 @@ from relayd import entity_fields
 from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
 from relayd.web.rules import RulesApi, rules_call
 from relayd.web.replies import BadBody, error_body as _error_body, json_error, json_reply, read_json, when_written
+from relayd.web import ui
 
 MAX_BODY = 64 * 1024
 
@@ -186,16 +187,18 @@ class Management(resource.Resource):
 
 
 class Root(resource.Resource):
-    """``/$relayd/*`` -> management; anything else -> the fallback (HTTP relaying or 404)."""
+    """``/$relayd/ui/*`` -> the status page (:mod:`relayd.web.ui`), other ``/$relayd/*`` -> management;
+    anything else -> the fallback (HTTP relaying or 404)."""
 
     def __init__(self, management, fallback=None):
         super().__init__()
         self.management = management
         self.fallback = fallback or NotFound()
+        self.ui = ui.StatusPage()
 
     def getChild(self, name, request):
         if name == b"$relayd":
-            return self.management
+            return self.ui if request.postpath[:1] == [b"ui"] else self.management
         request.prepath.pop()
         request.postpath.insert(0, name)
         return self.fallback
@@ -310,7 +313,7 @@ class RelaydSite(server.Site):
                 return self._refusal(400, "Content-Length must be one decimal number")
             length = int(values.pop())
         parts = urlsplit(target)
-        if parts.path.startswith("/$relayd/"):
+        if parts.path.startswith("/$relayd/") and not ui.is_page(parts.path):
             query_token = next((v for k, v in parse_qsl(parts.query, keep_blank_values=True)
                                 if k == "sb-hc-token"), None)
             try:

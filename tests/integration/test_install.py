@@ -50,6 +50,7 @@ def test_wheel_holds_every_module_and_the_plugin(wheel):
             if name.endswith(".py"):
                 expected.add(os.path.relpath(os.path.join(top, name), CHECKOUT).replace(os.sep, "/"))
     assert "relayd/web/__init__.py" in expected
+    expected |= {"relayd/web/statuspage/" + n for n in os.listdir(os.path.join(CHECKOUT, "relayd/web/statuspage"))}
     assert expected <= names, sorted(expected - names)
     assert not any(n.startswith("tests/") for n in names)
     assert "twisted/plugins/dropin.cache" not in names
@@ -98,6 +99,8 @@ def test_twistd_runs_from_the_installed_wheel_alone(wheel, tmp_path):
         except urllib.error.HTTPError as e:
             status = e.code
         assert 200 <= status < 500
+        with urllib.request.urlopen("http://127.0.0.1:%s/$relayd/ui/app.js" % m.group(1), timeout=10) as resp:
+            assert resp.status == 200 and b"sessionStorage" in resp.read()  # the status page's files shipped
     finally:
         stop_process(proc)
 

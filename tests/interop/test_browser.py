@@ -19,10 +19,8 @@ import urllib.parse
 import pytest
 
 from relayd.wire import sas
-from tests.support.relay import ROOT_KEY, require, require_tool, stop_process
-
-CHROMIUM = "/usr/bin/chromium"
-CHROMEDRIVER = "/usr/bin/chromedriver"
+from tests.support.browser import chromium
+from tests.support.relay import ROOT_KEY, stop_process
 
 
 def spki_pin(cert_path):
@@ -38,26 +36,10 @@ def spki_pin(cert_path):
 
 @pytest.fixture
 def browser(tmp_path, tls_relay):
-    require_tool(CHROMIUM, "Debian's chromium package (.ci/run installs it)")
-    require_tool(CHROMEDRIVER, "Debian's chromium-driver package (.ci/run installs it)")
-    try:
-        from selenium import webdriver
-        from selenium.webdriver.chrome.service import Service
-    except ImportError:
-        require(False, "selenium is not installed (pip install -e '.[test]')")
-    options = webdriver.ChromeOptions()
-    options.binary_location = CHROMIUM
-    for arg in ("--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-                "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                "--no-first-run", "--user-data-dir=%s" % (tmp_path / "chromium-profile"),
-                "--ignore-certificate-errors-spki-list=%s" % spki_pin(tls_relay.certs["server-cert.pem"])):
-        options.add_argument(arg)
-    options.set_capability("goog:loggingPrefs", {"browser": "ALL"})
-    driver = webdriver.Chrome(service=Service(executable_path=CHROMEDRIVER, log_output=str(tmp_path / "chromedriver.log")),
-                              options=options)
-    driver.set_script_timeout(20)
-    yield driver
-    driver.quit()
+    pin = spki_pin(tls_relay.certs["server-cert.pem"])
+    with chromium(tmp_path, "--ignore-certificate-errors-spki-list=%s" % pin) as driver:
+        driver.set_script_timeout(20)
+        yield driver
 
 
 class Listener:
