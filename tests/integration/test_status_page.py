@@ -238,6 +238,7 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
         wait_page(browser, (row % "orders") + " && " + (row % "orders") + ".dataset.online === 'true'",
                   what="orders online")
         assert js(browser, (row % "orders") + ".dataset.listeners") == "1"
+        assert "s)" in js(browser, (row % "orders") + ".cells[4].textContent")  # online since: when (how long)
         assert "hybrid" in js(browser, (row % "orders") + ".innerText").lower()
         assert js(browser, (row % "prices") + ".dataset.online") == "false"
         assert "multicast" in js(browser, (row % "prices") + ".innerText").lower()
@@ -250,6 +251,8 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
         stream = Stream(relay, "orders", tmp_path)
         wait_page(browser, "Number(document.getElementById('rate-up').dataset.bps) > 100000", timeout=30,
                   what="bytes/s up over 100 kB/s")
+        wait_page(browser, "Number(document.getElementById('graph').dataset.busySamples) >= 3",
+                  what="three seconds of the transfer on the graph")
         wait_page(browser, "Number(document.getElementById('live-connections').dataset.count) >= 1",
                   what="a live connection")
         assert js(browser, "document.getElementById('graph').toDataURL()") != before

@@ -187,6 +187,7 @@
     $("live-connections").dataset.count = String(live);
     renderDoors(traffic.connections_by_door || {});
     $("graph").dataset.samples = String(history.length);
+    $("graph").dataset.busySamples = String(history.filter((s) => s.up > 0 || s.down > 0).length);
     draw(now);
   }
 
@@ -213,7 +214,8 @@
         name.appendChild(shown);
       }
       const state = cell(on ? "online" : "offline", on ? "state on" : "state off");
-      const since = e.online_since ? new Date(e.online_since * 1000).toLocaleString() : "";
+      const at = on ? e.online_since : e.offline_since;
+      const since = at ? new Date(at * 1000).toLocaleTimeString() + " (" + duration(Date.now() / 1000 - at) + ")" : "";
       body.appendChild(row([name, cell(KINDS[e.kind] || e.kind), state, cell(String(e.listeners), "num"), cell(since)],
                            {path: e.path, online: String(on), listeners: String(e.listeners)}));
     }
