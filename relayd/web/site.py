@@ -11,6 +11,8 @@ base URL), in the ``Authorization`` or ``ServiceBusAuthorization`` header or ``s
 * ``DELETE /$relayd/entities/{path}``     -> delete; its listeners and connections close with 1001
 * ``/$relayd/rules[/{name}]``, ``/$relayd/entities/{path}/$rules[/{name}]`` -> SAS rules at run
   time (:mod:`relayd.web.rules`)
+* ``GET    /$relayd/openapi.json``        -> this API's OpenAPI 3 description, the one call without a
+  token (:mod:`relayd.web.openapi`)
 * ``GET    /$relayd/status``              -> namespace summary (entities, listeners, pending rendezvous,
   events: what the event kinds did)
 
@@ -41,6 +43,7 @@ from relayd.wire.names import validate_entity_path
 from relayd.config import DEFAULT_MAX_EVENT, EVENT_KINDS, MAX_EVENT_LIMIT
 from relayd import entity_fields
 from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
+from relayd.web import openapi
 from relayd.web.rules import RulesApi, rules_call
 from relayd.web.replies import BadBody, error_body as _error_body, json_error, json_reply, read_json, when_written
 from relayd.web import ui
@@ -103,6 +106,9 @@ class Management(resource.Resource):
         return d
 
     def render(self, request):
+        if request.path == openapi.PATH.encode() and request.method == b"GET":  # the API's description: no token
+            request.setHeader(b"content-type", openapi.MEDIA.encode())
+            return openapi.BODY
         try:
             self._authorize(request)
         except sas.AuthError as e:
@@ -313,7 +319,7 @@ class RelaydSite(server.Site):
                 return self._refusal(400, "Content-Length must be one decimal number")
             length = int(values.pop())
         parts = urlsplit(target)
-        if parts.path.startswith("/$relayd/") and not ui.is_page(parts.path):
+        if parts.path.startswith("/$relayd/") and parts.path != openapi.PATH and not ui.is_page(parts.path):
             query_token = next((v for k, v in parse_qsl(parts.query, keep_blank_values=True)
                                 if k == "sb-hc-token"), None)
             try:
