@@ -6,8 +6,8 @@
   (``..``, encoded dots and slashes, backslashes, NUL, double slashes): a 404, and never the
   management API's data without a token.
 * In headless Chromium (Debian's ``chromium`` + ``chromium-driver`` driven by selenium, as in
-  tests/interop/test_browser.py): a wrong token and an expired one each give a clear message
-  and the login form again; a Manage token shows the entities made through the API (kind,
+  tests/interop/test_browser.py): a wrong token, an expired one and one without Manage each
+  give a clear message and the login form again; a Manage token shows the entities made through the API (kind,
   online state, listener count), and while ``relayd connect`` streams into ``relayd listen``
   through the relay the throughput graph changes (its canvas pixels and the bytes/s the page
   shows beside it, ``data-bps``) and the live connections show up; a screenshot is saved under
@@ -28,7 +28,7 @@ from tests.support.cli import cli, cli_env, connection_string, start_listen, REP
 from tests.support.manage import call, manage_token
 from tests.support.net import read_response
 from tests.support.browser import chromium
-from tests.support.relay import ROOT_KEY, RelayProcess, stop_process, write_config
+from tests.support.relay import ROOT_KEY, SEND_KEY, RelayProcess, stop_process, write_config
 from tests.support.waits import wait_until
 
 PAGE = "/$relayd/ui/"
@@ -230,6 +230,13 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
         message = wait_page(browser, "document.getElementById('login-error').textContent", what="the expiry")
         assert "expired" in message.lower(), message
 
+        # a token of a rule without Manage: 403 and what to use instead
+        send_only = sas.make_token(relay.http_url + "/", "sender", SEND_KEY, int(time.time()) + 300)
+        js(browser, "document.getElementById('login-error').textContent = ''")
+        sign_in(browser, send_only)
+        message = wait_page(browser, "document.getElementById('login-error').textContent", what="the 403")
+        assert "403" in message and "Manage" in message, message
+
         # the right token: the entities with kind, state and listeners
         token = manage_token(relay, ttl=600)
         sign_in(browser, token)
@@ -268,9 +275,29 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
         assert "sig=" not in browser.current_url
         signature = token.split("sig=")[1].split("&")[0]
         assert signature not in relay.log_text()
-        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE" and "401" not in e["message"]]
+        errors = [e for e in browser.get_log("browser") if e["level"] == "SEVERE"
+                  and not re.search(r"status of 40[13]", e["message"])]
         assert not errors, errors  # no CSP violation or script error
     finally:
         if stream is not None:
             stream.stop()
         stop_process(listener)
+
+
+def test_a_large_namespace_is_listed_less_often_and_cut_at_500_rows(browser, tmp_path):
+    """Over ``LARGE_NAMESPACE`` (500) entities the page reads the entity list only every tenth
+    poll (the counts still every second) and draws 500 rows, saying how many more there are."""
+    many = "".join('\n[[hybrid_connections]]\npath = "bulk/e%03d"\n' % i for i in range(505))
+    relay = RelayProcess(tmp_path, write_config(tmp_path, extra=many))
+    try:
+        browser.get(relay.http_url + PAGE)
+        wait_page(browser, "!document.getElementById('login').hidden", what="the login form")
+        sign_in(browser, manage_token(relay))
+        calls = "performance.getEntriesByType('resource').filter((e) => e.name.endsWith('/$relayd/%s')).length"
+        wait_page(browser, (calls % "status") + " >= 4", what="four polls")
+        assert js(browser, calls % "entities") == 1
+        assert js(browser, "document.querySelectorAll('#entities tbody tr').length") == 500
+        assert js(browser, "document.getElementById('entities-more').textContent").startswith("and 9 more")
+        assert js(browser, "document.getElementById('count-entities').textContent") == "509"
+    finally:
+        relay.stop()

@@ -18,6 +18,8 @@
   const WINDOW_S = 120;               // the graph shows the last two minutes
   const FETCH_TIMEOUT_MS = 5000;
   const MAX_ROWS = 500;               // entity rows drawn; the rest are counted
+  const LARGE_NAMESPACE = 500;        // more entities than this: their list is read only
+  const ENTITIES_EVERY = 10;          //   every tenth poll (the counts still every second)
   const TOKEN_PREFIX = "SharedAccessSignature ";
   const KINDS = {hybrid_connection: "hybrid connection", soap: "SOAP", oneway: "one-way events",
                  multicast: "multicast events"};
@@ -28,6 +30,8 @@
   let timer = null;
   let previous = null;                // {t, up, down}: the last totals read
   let history = [];                   // [{t, up, down}]: bytes/s, oldest first
+  let listed = null;                  // the last GET /$relayd/entities
+  let polls = 0;
 
   // -- token ------------------------------------------------------------------------------
 
@@ -87,6 +91,7 @@
     $("token").value = "";
     previous = null;
     history = [];
+    listed = null;
     showDashboard();
     startPolling();
   }
@@ -130,8 +135,12 @@
     const began = Date.now();
     const used = token;
     try {
-      const [status, entities] = await Promise.all([call("status", used), call("entities", used)]);
+      const fresh = listed === null || listed.length <= LARGE_NAMESPACE || polls % ENTITIES_EVERY === 0;
+      const [status, entities] = await Promise.all([call("status", used),
+                                                    fresh ? call("entities", used) : Promise.resolve(listed)]);
       if (token !== used) return;     // signed out meanwhile
+      polls += 1;
+      listed = entities;
       $("banner").hidden = true;
       render(status, entities, performance.now() / 1000);
     } catch (err) {
