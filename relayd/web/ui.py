@@ -101,6 +101,13 @@ class StatusPage(resource.Resource):
     def render(self, request):
         for name, value in SECURITY_HEADERS:
             request.setHeader(name, value)
+        body = self._answer(request)
+        if request.method == b"HEAD":  # the length of what GET would send, and no body
+            request.setHeader(b"content-length", b"%d" % len(body))
+            return b""
+        return body
+
+    def _answer(self, request):
         if request.method not in METHODS:
             request.setHeader(b"allow", b", ".join(METHODS))
             return json_error(request, 405, "the status page is read with GET or HEAD")
