@@ -12,11 +12,13 @@ from twisted.internet import defer, endpoints, reactor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
 
+import relayd
 from relayd import config, endpoint_strings
 from relayd.namespace import Namespace, SqliteStore
 from relayd.store import StoreError
 from relayd.store_writer import StoreWriter
 from relayd.switchboard import Switchboard
+from relayd.traffic import Traffic
 from relayd.transports.front import ConnectionBudget, CountingFactory, FrontDoorFactory
 from relayd.wire import nmf
 from relayd.transports.tcp import TcpDoor
@@ -187,6 +189,14 @@ class RelayService(service.MultiService):
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)
         self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor)
         self.site.management.status_extras["events"] = self.http.event_counts
+        # what is relayed now, counted as it flows (relayd.traffic); version and uptime in the status
+        self.traffic = Traffic(reactor)
+        self.started = reactor.seconds()
+        self.hybrid.traffic = self.http.traffic = self.traffic
+        self.namespace.on_removed(lambda entity: self.traffic.forget(entity.path))
+        self.site.management.status_extras.update(
+            traffic=self.traffic.totals, version=lambda: relayd.__version__,
+            uptime=lambda: round(reactor.seconds() - self.started, 3))
         # One connection budget (limits.max_connections) for the HTTP port and every TCP door.
         self.budget = ConnectionBudget(reactor, settings.limits.max_connections)
         self.front = FrontDoorFactory(
@@ -203,6 +213,7 @@ class RelayService(service.MultiService):
         for spec in settings.tcp_ports:
             door = TcpDoor(spec, self.namespace, self.switchboard, settings, reactor, self.http_netloc,
                            event_policies=self.hybrid.event_policies)
+            door.traffic = self.traffic
             what = "relayd %s door (%s) listening on" % (
                 spec.mode, spec.entity if spec.mode == "port" else "routed by Via")
             refusal = nmf.fault(nmf.SERVER_TOO_BUSY) if spec.mode == "nettcp" else b""

@@ -57,7 +57,13 @@ def take_over(protocol):
 
 
 def splice_legs(a, b):
-    """Start two taken-over legs and splice them (the HC sender and its accept leg)."""
+    """Start two taken-over legs and splice them (the HC sender and its accept leg); what each
+    reads is counted in a :class:`relayd.traffic.Connection` (door "websocket")."""
+    registry = getattr(a.factory, "traffic", None)
+    if registry is not None:
+        conn = registry.open("websocket", a.entity_path, a.transport.getPeer(), b.tracking)
+        a.count_into(conn, conn.up)
+        b.count_into(conn, conn.down)
     a.start_data_leg()
     b.start_data_leg()
     pipe.splice(a, b)

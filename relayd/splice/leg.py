@@ -6,7 +6,7 @@ from twisted.protocols.policies import ProtocolWrapper
 from twisted.protocols.tls import TLSMemoryBIOProtocol
 from zope.interface import implementer
 
-from relayd import fastio, pipe
+from relayd import fastio, pipe, traffic
 from relayd.interfaces import IClosable, IRendezvousLeg
 from relayd.splice.reader import CLOSED, CLOSING, OPEN, FrameReader
 from relayd.wire import wsframe
@@ -66,6 +66,7 @@ class WebSocketLeg(FrameReader):
         "_drop_after_close",  # close the TCP connection once the close frame is written
         "_msg_opcode", "_msg_started",  # the message an ILeg caller is sending (begin/end_message)
         "_batch",      # what the partner's current read forwards here, written at its end
+        "tracking", "_conn", "_flow",  # rendezvous id; the relayd.traffic.Connection and Flow it counts into
     )
 
     def __init__(self, factory, transport, entity_path=None, selected_protocol=None):
@@ -88,6 +89,12 @@ class WebSocketLeg(FrameReader):
         self._msg_opcode = None
         self._msg_started = False
         self._batch = None
+        self.tracking = None
+        self._conn = self._flow = None
+
+    def count_into(self, conn, flow):
+        """Count what this leg reads into ``flow`` of ``conn`` (relayd.traffic), closed when it ends."""
+        self._conn, self._flow = conn, flow
 
     @property
     def _text_hold(self):
@@ -144,6 +151,9 @@ class WebSocketLeg(FrameReader):
     def feed(self, view):
         """FrameReader.feed, with what it forwards to a zero-copy partner written at the end in
         one ``sendmsg`` (many small frames in one read: one system call, not one per frame)."""
+        flow = self._flow
+        if flow is not None:
+            flow.n += len(view)  # relayd.traffic: bytes counted as they flow (frames as read)
         partner = self.partner
         if type(partner) is not WebSocketLeg or partner._io is None:
             FrameReader.feed(self, view)
@@ -263,6 +273,8 @@ class WebSocketLeg(FrameReader):
         except wsframe.FrameError as e:
             self.fail(e.code, e.reason)
             return
+        if self._conn is not None:
+            self._conn.set_status(code)
         if self._state == OPEN:
             # the client closes: answer with its code, close the TCP connection (the server's
             # part, RFC 6455 7.1.1), and close the partner with the same code and reason
@@ -288,6 +300,8 @@ class WebSocketLeg(FrameReader):
             return
         _log.info("relayed connection on {path}: closing with {code}: {reason}",
                   path=self.entity_path, code=code, reason=reason)
+        if self._conn is not None:
+            self._conn.set_status(code)
         self._closing(drop=True)
         self._send_control(CLOSE, wsframe.encode_close(code, reason))
         partner = self.partner
@@ -331,6 +345,9 @@ class WebSocketLeg(FrameReader):
             self._untrack = None
         self._io = None
         self._pending = None
+        conn, self._conn, self._flow = self._conn, None, None
+        if conn is not None:
+            conn.close(traffic.ABNORMAL_CLOSE)  # the code its close frames gave, else 1006
         partner = self.partner
         if partner is not None:
             pipe.unsplice(self)

@@ -83,6 +83,7 @@ class TcpDoorProtocol(Protocol):
     pause_reader = None
     publisher = None  # an events_nettcp.NetTcpPublisher in PUBLISHING
     state = CONNECTING
+    conn = None  # the relayd.traffic.Connection once paired (bytes counted as they flow)
 
     def __init__(self, door):
         self.door = door
@@ -123,6 +124,8 @@ class TcpDoorProtocol(Protocol):
 
     def dataReceived(self, data):
         if self.state in (PAIRED, HALF_CLOSED):
+            if self.conn is not None:
+                self.conn.up.n += len(data)
             self.partner.send_message(data)
         elif self.state == ROUTING:
             # waiting for a listener: hold what arrives (reading is paused, so little can)
@@ -211,6 +214,10 @@ class TcpDoorProtocol(Protocol):
             leg.close(1001, "the TCP client went away")
             return
         self._to(PAIRED)
+        if self.door.traffic is not None:
+            self.conn = self.door.traffic.open(self.door.mode, self.entity_path, self.peer, leg.tracking)
+            leg.count_into(self.conn, self.conn.down)
+            self.conn.up.n += len(self.first_bytes) + sum(map(len, self.pending))
         leg.start_data_leg()
         pipe.splice(self, leg)
         # from here reads go to the leg as views of fastio's reusable buffer (which the leg
@@ -247,6 +254,8 @@ class TcpDoorProtocol(Protocol):
     def connectionLost(self, reason):
         self._to(CLOSED)
         self._io = None
+        if self.conn is not None:
+            self.conn.close(1000)  # unless the listener's leg ended it with its own code first
         if self.publisher is not None:
             self.publisher.finish()
         if self._timer is not None and self._timer.active():
@@ -295,6 +304,8 @@ class TcpDoorProtocol(Protocol):
         means bytes were lost: the client gets a reset (RST), never a clean end of stream."""
         self._to(CLOSED)
         self.partner = None
+        if self.conn is not None:
+            self.conn.set_status(code)
         if not self.half_close.far_end_closed(code):
             self._log.info("TCP {mode} door {port} from {peer}: the listener's side ended abnormally mid-stream "
                            "({code} {reason}); resetting the TCP connection", mode=self.door.mode,
@@ -303,6 +314,8 @@ class TcpDoorProtocol(Protocol):
 
 class TcpDoor(Factory):
     """One configured TCP front door (a listening port)."""
+
+    traffic = None  # the relay's relayd.traffic.Traffic (set by the relay service)
 
     def __init__(self, spec, namespace, switchboard, settings, clock, http_netloc, event_policies=None):
         self.mode = spec.mode

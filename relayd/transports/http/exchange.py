@@ -19,10 +19,11 @@ from relayd.transports.http.request import (
 from relayd.transports.http.responses import DONE, ResponseSide, _write_whole
 from relayd.transports.http.upload import COMPLETE, OFFERED, ON_LEG, RECEIVING, RequestBody
 from relayd.transports.listener.offers import RequestOffer
+from relayd.transports.http.counted import Counted
 from relayd.wire import hc, http1, sas
 
 
-class Exchange(RequestBody, ResponseSide):
+class Exchange(Counted, RequestBody, ResponseSide):
     """One HTTP request and its response."""
 
     def __init__(self, client, head):
@@ -164,6 +165,7 @@ class Exchange(RequestBody, ResponseSide):
             self._send_on_leg(self.client.leg)
         else:
             self._open_rendezvous()
+        self.count_open()
         self._arm_timer()
         if self.small:
             self.body_small = [] if self.has_body else None
@@ -248,31 +250,6 @@ class Exchange(RequestBody, ResponseSide):
         if self.request_done:
             leg.end_message()
 
-    # -- response deadline ------------------------------------------------------------------
-
-    def _arm_timer(self):
-        timer = self.timer
-        if timer is not None and timer.active():
-            timer.reset(self.entity_response_timeout())  # later: no reordering of the reactor's timers
-        else:
-            self.timer = self.door.clock.callLater(self.entity_response_timeout(), self._timed_out)
-
-    def _touch(self):
-        if self.timer is not None and self.timer.active():
-            self.timer.reset(self.entity_response_timeout())
-
-    def _cancel_timer(self):
-        if self.timer is not None and self.timer.active():
-            self.timer.cancel()
-        self.timer = None
-
-    def _timed_out(self):
-        self.timer = None
-        if self.responding:
-            self.abort()  # an ongoing response went idle
-        else:
-            self.fail(504, "the listener did not answer within %d seconds" % self.entity_response_timeout())
-
     # -- ending -----------------------------------------------------------------------------
 
     def _dispose(self):
@@ -288,6 +265,7 @@ class Exchange(RequestBody, ResponseSide):
         decoder holds bound methods of this exchange, the SOAP helper points back at it), so
         reference counting frees it without waiting for the garbage collector."""
         self.response_state = DONE
+        self.count_close()
         self._cancel_timer()
         self._stop_body_clock()
         self.decoder = None
@@ -323,6 +301,7 @@ class Exchange(RequestBody, ResponseSide):
 
     def send_error(self, status, message, close, headers=()):
         """A relay-side error: a SOAP fault for SOAP requests, else JSON."""
+        self.answered_with(status)
         if self.fault_version is not None:
             addressing = self.policy.addressing() if self.policy is not None else {}
             fault = self.fault_policy.fault(self.fault_version, status, message, addressing)
@@ -362,6 +341,7 @@ class Exchange(RequestBody, ResponseSide):
 
     def answer_fault(self, fault):
         """Answer with the policy's own error document; the connection stays if it may."""
+        self.answered_with(fault.status)
         self.client.exchange = None
         self._dispose_quietly()
         self.client.send_fault(fault, close=False)
@@ -369,6 +349,7 @@ class Exchange(RequestBody, ResponseSide):
 
     def answer(self, status, content_type, body, headers=()):
         """Answer from the relay itself (e.g. an event handed out: 202); the connection stays if it may."""
+        self.answered_with(status)
         self.client.exchange = None
         self._dispose_quietly()
         _write_whole(self.client.transport, status, content_type, body, headers, False)

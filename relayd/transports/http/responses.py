@@ -100,12 +100,38 @@ def write_fault(transport, fault, close=True, headers=()):
 
 class ResponseSide:
     """The listener's response to one exchange (mixed into :class:`Exchange`, which provides
-    ``client``, ``via_host``, ``version``, ``close_after``, ``policy``, the response timer and
-    ``finish``/``fail``)."""
+    ``client``, ``door``, ``via_host``, ``version``, ``close_after``, ``policy``, ``timer``,
+    ``entity_response_timeout``, ``finish``/``fail``/``abort``; :class:`~relayd.transports.http.counted.Counted`'s
+    ``answered_with``)."""
 
     response_state = WAITING
     listener_response = None  # the hc.Response whose body is still to come
     response_buffer = None
+
+    # -- response deadline (limits: the entity's response_timeout) ---------------------------
+
+    def _arm_timer(self):
+        timer = self.timer
+        if timer is not None and timer.active():
+            timer.reset(self.entity_response_timeout())  # later: no reordering of the reactor's timers
+        else:
+            self.timer = self.door.clock.callLater(self.entity_response_timeout(), self._timed_out)
+
+    def _touch(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.reset(self.entity_response_timeout())
+
+    def _cancel_timer(self):
+        if self.timer is not None and self.timer.active():
+            self.timer.cancel()
+        self.timer = None
+
+    def _timed_out(self):
+        self.timer = None
+        if self.responding:
+            self.abort()  # an ongoing response went idle
+        else:
+            self.fail(504, "the listener did not answer within %d seconds" % self.entity_response_timeout())
 
     def _response_to(self, state):
         self.response_state = states.step(_TRANSITIONS, "HTTP exchange: response", self.response_state, state)
@@ -123,6 +149,7 @@ class ResponseSide:
         ``via_control``, else on the exchange's rendezvous)."""
         if self.response_state != WAITING:
             return
+        self.answered_with(response.status_code)
         transport = self.client.transport
         if not response.body:
             transport.write(self._head_of(response, length=0))
@@ -154,6 +181,8 @@ class ResponseSide:
     def response_body_whole(self, payload):
         if self.policy is not None:
             payload = self.policy.rewrite(payload, self.listener_response.response_headers)
+        if self.conn is not None:
+            self.conn.down.n += len(payload)
         self.client.transport.write(self._head_of(self.listener_response, length=len(payload)))
         self.client.transport.write(payload)
         self.finish()
@@ -172,6 +201,8 @@ class ResponseSide:
             return
         if self.response_state != STREAMING or not data:
             return
+        if self.conn is not None:
+            self.conn.down.n += len(data)
         self._touch()
         if self._chunked():
             self.client.transport.write(b"%x\r\n" % len(data) + data + b"\r\n")

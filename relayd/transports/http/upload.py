@@ -134,6 +134,8 @@ class RequestBody:
         if not data:
             return
         self.body_progress += len(data)
+        if self.conn is not None:
+            self.conn.up.n += len(data)  # relayd.traffic: counted as it flows
         self._touch()  # upload progress: the response deadline counts from the last byte
         if self.policy is not None and self.policy.collecting:
             self.policy.data(data)

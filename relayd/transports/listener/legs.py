@@ -77,7 +77,9 @@ class RendezvousLeg(Role):
             return
         # from here the connection is a spliced data leg, not an Autobahn protocol; the
         # rendezvous completes the sender's handshake, whose onOpen splices both legs
-        rv.accept(splice.take_over(self.protocol))
+        leg = splice.take_over(self.protocol)
+        leg.tracking = rv.id  # the id the listener was given: the end line's tracking id
+        rv.accept(leg)
 
     def lost(self):
         rv, self.rendezvous = self.rendezvous, None
