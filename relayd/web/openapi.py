@@ -9,10 +9,12 @@ tests/integration/test_openapi.py runs schemathesis against a live relay with it
 """
 
 import json
+import re
 
 from relayd import __version__, entity_fields
 from relayd.config import DEFAULT_MAX_EVENT, EVENT_KINDS, MAX_EVENT_LIMIT
 from relayd.web import rules
+from relayd.web.replies import json_error
 from relayd.wire import names, sas
 
 PATH = "/$relayd/openapi.json"
@@ -102,13 +104,13 @@ SCHEMAS = {
     "RuleSpec": {
         "type": "object", "additionalProperties": False, "required": ["rights"],
         "properties": {"rights": {"type": "array", "minItems": 1, "items": {"type": "string", "enum": RIGHTS}},
-                       "primary_key": dict(KEY, description="generated when left out"),
-                       "secondary_key": dict(KEY, description="generated when left out")},
+                       "primary_key": _nullable(dict(KEY, description="generated when null or left out")),
+                       "secondary_key": _nullable(dict(KEY, description="generated when null or left out"))},
     },
     "Regenerate": {
         "type": "object", "additionalProperties": False, "required": ["key_type"],
         "properties": {"key_type": {"type": "string", "enum": list(rules.KEY_TYPES)},
-                       "key": dict(KEY, description="the new key; generated when left out")},
+                       "key": _nullable(dict(KEY, description="the new key; generated when null or left out"))},
     },
     "Rule": {
         "type": "object", "required": ["name", "rights", "scope", "static", "primary_key", "secondary_key"],
@@ -140,12 +142,12 @@ def _responses(success, errors):
     return out
 
 
-def _op(summary, success, errors=(), body=None, parameters=()):
+def _op(summary, success, errors=(), body=None, parameters=(), body_required=True):
     op = {"summary": summary, "responses": _responses(success, errors)}
     if parameters:
         op["parameters"] = list(parameters)
     if body:
-        op["requestBody"] = {"required": True, "content": {MEDIA: {"schema": _ref(body)}}}
+        op["requestBody"] = {"required": body_required, "content": {MEDIA: {"schema": _ref(body)}}}
     return op
 
 
@@ -183,15 +185,18 @@ def _rule_paths(prefix, parameters, scope):
 def document():
     """The OpenAPI 3.0 document (a dict)."""
     paths = {
+        PATH: {"get": dict(_op("this document", {200: ("the OpenAPI document", {"type": "object"})}, [405]),
+                           security=[])},
         "/$relayd/status": {"get": _op("namespace summary", {200: ("counts", _ref("Status"))}, [404, 405])},
         "/$relayd/entities": {"get": _op("every entity with its listener count",
                                          {200: ("the entities", {"type": "array", "items": _ref("Entity")})},
                                          [404, 405])},
         "/$relayd/entities/{path}": {
             "get": _op("one entity", {200: ("the entity", _ref("Entity"))}, [404, 405], parameters=[ENTITY_PATH]),
-            "put": _op("create or replace an entity (answers once written to the store)",
+            "put": _op("create or replace an entity (answers once written to the store; no body: "
+                       "every field's default)",
                        {200: ("replaced", _ref("Entity")), 201: ("created", _ref("Entity"))},
-                       [404, 405, 409, 500], "EntitySpec", [ENTITY_PATH]),
+                       [404, 405, 409, 500], "EntitySpec", [ENTITY_PATH], body_required=False),
             "delete": _op("delete an entity; its listeners and connections close with 1001",
                           {200: ("deleted", _ref("Deleted"))}, [404, 405, 409, 500], parameters=[ENTITY_PATH]),
         },
@@ -217,3 +222,25 @@ def document():
 
 
 BODY = json.dumps(document(), indent=1).encode()
+
+# The document's paths as patterns over a request path: an entity path never holds '$' (so it
+# never runs into '/$rules'), a rule name never '/'.
+_TEMPLATES = [(re.compile(re.escape(template).replace(r"\{path\}", "[^$]+").replace(r"\{name\}", "[^/]+") + r"\Z"),
+               ", ".join(method.upper() for method in item))
+              for template, item in document()["paths"].items()]
+
+
+def render(request):
+    """``GET`` of the document (any other method: 405)."""
+    if request.method != b"GET":
+        return json_error(request, 405, "use GET on %s" % PATH)
+    request.setHeader(b"content-type", MEDIA.encode())
+    return BODY
+
+
+def allowed_methods(path):
+    """The methods the document gives for a request path (``Allow`` of a 405), or None."""
+    for pattern, methods in _TEMPLATES:
+        if pattern.match(path):
+            return methods
+    return None

@@ -106,9 +106,8 @@ class Management(resource.Resource):
         return d
 
     def render(self, request):
-        if request.path == openapi.PATH.encode() and request.method == b"GET":  # the API's description: no token
-            request.setHeader(b"content-type", openapi.MEDIA.encode())
-            return openapi.BODY
+        if request.path == openapi.PATH.encode():  # the API's description: no token
+            return openapi.render(request)
         try:
             self._authorize(request)
         except sas.AuthError as e:
@@ -118,7 +117,9 @@ class Management(resource.Resource):
         if rules is not None:
             return self.rules.render(request, rules)
         try:
-            if parts == ["status"] and request.method == b"GET":
+            if parts == ["status"] and request.method != b"GET":
+                return json_error(request, 405, "use GET on /$relayd/status")
+            if parts == ["status"]:
                 status = {
                     "entities": len(self.namespace.entities()),
                     "listeners": sum(self.switchboard.listener_counts().values()),
@@ -227,6 +228,13 @@ class CappedRequest(server.Request):
 
     refused = False
     received = 0
+
+    def setResponseCode(self, code, message=None):
+        super().setResponseCode(code, message)
+        if code == 405 and not self.responseHeaders.hasHeader(b"allow"):  # RFC 9110: name what is allowed
+            allowed = openapi.allowed_methods(self.path.decode("latin-1"))
+            if allowed:
+                self.setHeader(b"allow", allowed.encode())
 
     def gotLength(self, length):
         if length is not None and length > MAX_BODY:
