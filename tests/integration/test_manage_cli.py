@@ -8,9 +8,9 @@ import subprocess
 
 import pytest
 
+from tests.support.manage import relay_of_its_own
 from tests.support.cli import cli, cli_env, connection_string
 from tests.support.rawws import RawWS, hc_url
-from tests.support.relay import RelayProcess, write_config
 from relayd.wire import sas
 
 import time
@@ -18,10 +18,7 @@ import time
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
-    work = tmp_path_factory.mktemp("cli-manage")
-    proc = RelayProcess(work, write_config(work))
-    yield proc
-    proc.stop()
+    yield from relay_of_its_own(tmp_path_factory, "cli-manage")
 
 
 def relayd(relay, *args, status=0):

@@ -10,9 +10,8 @@ import pytest
 
 from relayd import access
 from relayd.wire import sas
-from tests.support.manage import call
+from tests.support.manage import call, relay_of_its_own
 from tests.support.rawws import Closed, RawWS, hc_url
-from tests.support.relay import RelayProcess, write_config
 
 PRIMARY = "cHJpbWFyeS1rZXktb2YtYS1ydW50aW1lLXJ1bGU="
 SECONDARY = "c2Vjb25kYXJ5LWtleS1vZi1hLXJ1bnRpbWUtcnVsZQ=="
@@ -20,10 +19,7 @@ SECONDARY = "c2Vjb25kYXJ5LWtleS1vZi1hLXJ1bnRpbWUtcnVsZQ=="
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
-    work = tmp_path_factory.mktemp("rules")
-    proc = RelayProcess(work, write_config(work))
-    yield proc
-    proc.stop()
+    yield from relay_of_its_own(tmp_path_factory, "rules")
 
 
 def hc_token(relay, path, rule, key):

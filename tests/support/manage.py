@@ -26,3 +26,16 @@ def call(relay, method, path, body=None, rule="root", key=ROOT_KEY, token=None, 
         return resp.status, (json.loads(raw) if raw else None)
     finally:
         conn.close()
+
+
+def relay_of_its_own(tmp_path_factory, name, extra=""):
+    """For a module-scoped fixture: ``yield from relay_of_its_own(...)`` runs a relay with the test
+    config (plus ``extra``) that the module's tests may change, and stops it after them."""
+    from tests.support.relay import RelayProcess, write_config
+
+    work = tmp_path_factory.mktemp(name)
+    proc = RelayProcess(work, write_config(work, extra=extra))
+    try:
+        yield proc
+    finally:
+        proc.stop()
