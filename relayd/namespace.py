@@ -23,6 +23,7 @@ from relayd.wire.names import validate_entity_path
 
 HYBRID_CONNECTION = "hybrid_connection"
 ROOT_RULE = "RootManageSharedAccessKey"
+MAX_RULES = 12  # rules made through the API, per namespace and per entity (Azure Relay's limit too)
 
 
 @dataclass
@@ -246,6 +247,9 @@ class Namespace:
         entity, rules = self.scope(path)
         if any(r.name.lower() == name.lower() for r in rules):
             raise Conflict("rule %r exists; regenerate its keys or delete it first" % name)
+        if len(rules) >= MAX_RULES:
+            raise Conflict("%s has %d rules, the most there may be (as in Azure Relay); delete one first"
+                           % ("entity %r" % entity.path if entity is not None else "the namespace", len(rules)))
         rule = sas.Rule(name, key or sas.generate_key(), rights, secondary_key or sas.generate_key())
         self._replace(entity, None, rule)
         return rule, self.write(self.store.put_rule, rule, entity.path if entity else "", API)

@@ -48,7 +48,8 @@ class Publisher(Role):
         f = protocol.factory
         host = request.headers.get("host")
         if entity.requires_client_authorization:
-            authorize(f, host, entity, token, sas.SEND)
+            verified = authorize(f, host, entity, token, sas.SEND)
+            f.namespace.grants.hold(protocol.transport, entity, verified)  # closed if its rule or key is revoked
         protocol.entity_path = entity.path
         protocol.maxMessagePayloadSize = entity.max_message
         protocol.maxFramePayloadSize = entity.max_message

@@ -173,3 +173,27 @@ def test_refusals_say_what_to_fix(relay, method, path, body, status, fragment):
     got, reply = call(relay, method, path, body)
     assert got == status, reply
     assert fragment in reply["error"]["message"], reply
+
+
+def test_an_entity_has_at_most_twelve_rules(relay):
+    """MAX_RULES (Azure Relay's limit too) bounds the rules the API keeps per entity."""
+    from relayd.namespace import MAX_RULES
+
+    assert call(relay, "PUT", "entities/many", {})[0] == 201
+    for i in range(MAX_RULES):
+        make_rule(relay, "r%d" % i, ["Send"], path="many")
+    status, body = call(relay, "PUT", "entities/many/$rules/one-more", {"rights": ["Send"]})
+    assert status == 409 and "has 12 rules, the most there may be" in body["error"]["message"], body
+    assert call(relay, "DELETE", "entities/many")[0] == 200
+
+
+def test_a_websocket_event_publisher_is_closed_when_its_rule_goes(relay):
+    """An event publisher on a WebSocket is a sender like the others."""
+    assert call(relay, "PUT", "entities/feed", {"kind": "multicast"})[0] == 201
+    key = make_rule(relay, "pub", ["Send"], path="feed")["primary_key"]
+    status, publisher = open_ws(relay, "feed", "connect", "pub", key)
+    assert status == 101
+    assert call(relay, "DELETE", "entities/feed/$rules/pub")[0] == 200
+    assert expect_close(publisher) == (access.REVOKED_CODE, access.REVOKED_REASON)
+    publisher.close()
+    assert call(relay, "DELETE", "entities/feed")[0] == 200
