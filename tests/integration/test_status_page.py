@@ -25,7 +25,7 @@ import pytest
 
 from relayd.wire import sas
 from tests.support.cli import cli, cli_env, connection_string, start_listen, REPO
-from tests.support.manage import call, manage_token
+from tests.support.manage import call, manage_token, relay_of_its_own
 from tests.support.net import read_response
 from tests.support.browser import chromium
 from tests.support.relay import ROOT_KEY, SEND_KEY, RelayProcess, stop_process, write_config
@@ -37,10 +37,7 @@ CSP = "default-src 'self'"
 
 @pytest.fixture(scope="module")
 def relay(tmp_path_factory):
-    work = tmp_path_factory.mktemp("status-page")
-    proc = RelayProcess(work, write_config(work))
-    yield proc
-    proc.stop()
+    yield from relay_of_its_own(tmp_path_factory, "status-page")
 
 
 def fetch(relay, method, target, headers=(), body=b""):
