@@ -170,11 +170,12 @@ def peer_host(peer):
 class RateLimitedLog:
     """Lines that a storm must not multiply, e.g. refused handshakes.
 
-    Per key (a tuple ending with the peer: ``(reason, peer)``) the first ``burst`` lines in each ``interval`` seconds are
-    logged in full; the rest are counted, and one summary line per key follows when the interval
-    ends ("N more refusals ... in the last 60 s").  At most ``max_keys`` keys are tracked at once
-    (memory and the summaries stay bounded under a storm from many peers): past that, a new key's
-    lines count under ``(reason, "other peers")`` and are only summed up.  ``clock`` is the reactor or a ``task.Clock``.
+    Per key (a tuple ending with the peer: ``(reason, peer)``) the first ``burst`` lines in each
+    ``interval`` seconds are logged in full; the rest are counted, and one summary line per key
+    follows when the interval ends ("N more refusals ... in the last 60 s").  At most
+    ``max_keys`` keys are tracked at once (memory and the summaries stay bounded under a storm
+    from many peers): past that, a new key's lines count under ``(reason, "other peers")`` and
+    are only summed up.  ``clock`` is the reactor or a ``task.Clock``.
     """
 
     OTHERS = "other peers"

@@ -42,6 +42,7 @@ from zope.interface import implementer
 
 from relayd import access, fastio, pipe, splice, states
 from relayd.interfaces import ILeg
+from relayd.logs import RateLimitedLog
 from relayd.switchboard import SwitchboardError
 from relayd.transports.events_nettcp import NetTcpPublisher
 from relayd.transports.listener.offers import AcceptOffer
@@ -158,8 +159,9 @@ class TcpDoorProtocol(Protocol):
 
     def fault(self, name, detail):
         tracking = access.tracking_id()
-        self._log.info("net.tcp from {peer}: fault {name}: {detail} (tracking {tracking})",
-                       peer=self.peer, name=name, detail=detail, tracking=tracking)
+        self.door.refusals.emit(("net.tcp " + name, getattr(self.peer, "host", "-")),  # a storm: one line
+                                "net.tcp from {peer}: fault {name}: {detail} (tracking {tracking})",
+                                peer=self.peer, name=name, detail=detail, tracking=tracking)
         self._to(CLOSED)
         self.transport.write(nmf.fault(name))
         self.transport.loseConnection()
@@ -168,8 +170,9 @@ class TcpDoorProtocol(Protocol):
         if self.door.mode == "nettcp":
             self.fault(name, detail)
         else:
-            self._log.info("TCP port {port} from {peer}: refused: {detail}", port=self.door.port_label,
-                           peer=self.peer, detail=detail)
+            self.door.refusals.emit(("TCP port %s refused" % self.door.port_label, getattr(self.peer, "host", "-")),
+                                    "TCP port {port} from {peer}: refused: {detail}", port=self.door.port_label,
+                                    peer=self.peer, detail=detail)
             self._to(CLOSED)
             self.transport.loseConnection()
 
@@ -332,6 +335,11 @@ class TcpDoor(Factory):
         self.http_netloc = http_netloc
         public = urlsplit(settings.public_url) if settings.public_url else None
         self.public_host = public.hostname if public else None
+        self.refusals = RateLimitedLog(TcpDoorProtocol._log, clock, self.limits.refusal_log_burst,
+                                       self.limits.refusal_log_interval)
+
+    def stopFactory(self):
+        self.refusals.stop()
 
     def buildProtocol(self, addr):
         p = TcpDoorProtocol(self)

@@ -134,7 +134,8 @@ class HttpRelayProtocol(Protocol):
     # -- writing errors ----------------------------------------------------------------------
 
     def send_error(self, status, message, close=False, headers=()):
-        write_error(self.transport, status, message, close=close, headers=headers)
+        write_error(self.transport, status, message, close=close, headers=headers,
+                    refusals=getattr(self.door, "refusals", None))
         if close:
             self.closed = True
 

@@ -13,8 +13,10 @@ import weakref
 from zope.interface import implementer
 
 from relayd.interfaces import IResponseRouter
+from relayd.logs import RateLimitedLog
 from relayd.transports.http.connection import HttpRelayProtocol
 from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy
+from relayd.transports.http.responses import log
 from relayd.transports.http.soap import SoapPolicy
 
 
@@ -30,6 +32,7 @@ class HttpDoor:
         self.limits = settings.limits
         self.clock = clock
         self.exchanges = {}
+        self.refusals = RateLimitedLog(log, clock, self.limits.refusal_log_burst, self.limits.refusal_log_interval)
         self._discard_next_binary = set()
         # control channel -> the exchange whose response body is its next binary message
         self._awaiting_body = weakref.WeakKeyDictionary()

@@ -83,12 +83,17 @@ def _write_whole(transport, status, content_type, body, headers, close):
         pipe.close_after_flush(transport)
 
 
-def write_error(transport, status, message, close=False, headers=()):
-    """A relay-side error as ``{"error": {code, message, trackingId}}``."""
+def write_error(transport, status, message, close=False, headers=(), refusals=None):
+    """A relay-side error as ``{"error": {code, message, trackingId}}``; logged through
+    ``refusals`` (a relayd.logs.RateLimitedLog: a storm from one peer is summed up) when given."""
     tracking = access.tracking_id()
     body = json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
-    log.info("HTTP relay answered {status}: {message} (tracking {tracking})", status=status,
-             message=message, tracking=tracking)
+    line, fields = "HTTP relay answered {status}: {message} (tracking {tracking})", dict(
+        status=status, message=message, tracking=tracking)
+    if refusals is None:
+        log.info(line, **fields)
+    else:
+        refusals.emit(("HTTP %d" % status, getattr(transport.getPeer(), "host", "-")), line, **fields)
     _write_whole(transport, status, "application/json", body, headers, close)
 
 
