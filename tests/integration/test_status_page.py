@@ -301,5 +301,21 @@ def test_a_large_namespace_is_listed_less_often_and_cut_at_500_rows(browser, tmp
         assert js(browser, "document.querySelectorAll('#entities tbody tr').length") == 500
         assert js(browser, "document.getElementById('entities-more').textContent").startswith("and 9 more")
         assert js(browser, "document.getElementById('count-entities').textContent") == "509"
+        relay.stop()  # the relay goes away: the page says so and keeps trying
+        banner = wait_page(browser, "!document.getElementById('banner').hidden && "
+                           "document.getElementById('banner').textContent", what="the banner")
+        assert "Cannot read the relay's status" in banner and "retrying" in banner, banner
+        assert js(browser, "!document.getElementById('dashboard').hidden")
     finally:
         relay.stop()
+
+
+def test_a_token_expiring_while_the_page_is_open_brings_the_form_back(relay, browser):
+    browser.get(relay.http_url + PAGE)
+    wait_page(browser, "!document.getElementById('login').hidden", what="the login form")
+    sign_in(browser, manage_token(relay, ttl=3))
+    wait_page(browser, "!document.getElementById('dashboard').hidden", what="the dashboard")
+    message = wait_page(browser, "!document.getElementById('login').hidden && "
+                        "document.getElementById('login-error').textContent", timeout=15, what="the form again")
+    assert message.startswith("Signed out. The relay refused the token (401)") and "expired" in message, message
+    assert js(browser, "document.getElementById('dashboard').hidden && sessionStorage.length === 0")
