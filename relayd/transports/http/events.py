@@ -19,8 +19,8 @@ the entity's ``max_message`` bytes is one event.
   still 202 (delivered 0) and counted as dropped; a oneway event with no listener is 502.
 * The relay neither waits for nor relays listeners' responses to events: a ``response`` for
   an event's id finds no exchange and is dropped by the door, its body too.
-* A subscriber whose control channel already holds more than ``limits.control_queue_max``
-  unwritten bytes when an event comes is closed (:data:`~relayd.transports.listener.control.
+* A subscriber whose outgoing queue an event would take over ``limits.subscriber_queue_messages``
+  or ``limits.subscriber_queue_bytes`` is closed (:data:`~relayd.transports.listener.control.
   SUBSCRIBER_BEHIND_CODE`) and counted; the publisher and the other subscribers do not wait.
 
 A SOAP one-way envelope (a POST with a SOAP content type) is one event too, read and vetted
