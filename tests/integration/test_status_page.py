@@ -210,7 +210,8 @@ class Stream:
 
 
 def test_status_page_in_chromium(relay, browser, tmp_path):
-    assert call(relay, "PUT", "entities/orders", {"display_name": "Orders"})[0] == 201
+    shown = 'Orders <img src=x id=injected> "&amp;'
+    assert call(relay, "PUT", "entities/orders", {"display_name": shown})[0] == 201
     assert call(relay, "PUT", "entities/prices", {"kind": "multicast"})[0] == 201
     listener = start_listen(relay, str(tmp_path / "listen.err"), stdin=subprocess.DEVNULL,
                             stdout=subprocess.DEVNULL, path="orders")
@@ -249,6 +250,8 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
         assert js(browser, (row % "orders") + ".dataset.listeners") == "1"
         assert "s)" in js(browser, (row % "orders") + ".cells[4].textContent")  # online since: when (how long)
         assert "hybrid" in js(browser, (row % "orders") + ".innerText").lower()
+        assert shown in js(browser, (row % "orders") + ".cells[0].textContent")  # text, never markup
+        assert js(browser, "document.getElementById('injected')") is None
         assert js(browser, (row % "prices") + ".dataset.online") == "false"
         assert "multicast" in js(browser, (row % "prices") + ".innerText").lower()
         for path in ("echo", "open", "few", "scoped"):  # the config file's entities too

@@ -224,7 +224,7 @@
       }
       const state = cell(on ? "online" : "offline", on ? "state on" : "state off");
       const at = on ? e.online_since : e.offline_since;
-      const since = at ? new Date(at * 1000).toLocaleTimeString() + " (" + duration(Date.now() / 1000 - at) + ")" : "";
+      const since = at ? new Date(at * 1000).toLocaleTimeString() + " (" + duration(Math.max(0, Date.now() / 1000 - at)) + ")" : "";
       body.appendChild(row([name, cell(KINDS[e.kind] || e.kind), state, cell(String(e.listeners), "num"), cell(since)],
                            {path: e.path, online: String(on), listeners: String(e.listeners)}));
     }
