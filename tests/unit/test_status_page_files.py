@@ -1,7 +1,7 @@
 """The status page's file table (relayd.web.ui): what is read from its directory, once, and
 what a request can reach -- served by a real twisted.web site on a loopback port in the test's
-reactor, with a directory holding symlinks out of it (to /etc/passwd, to a Python module, to a
-directory), a subdirectory and a file of an unknown type next to the page's files."""
+reactor, with a directory holding symlinks out of it (to a secret file next to it, to a Python
+module, to a directory), a subdirectory and a file of an unknown type next to the page's files."""
 
 import http.client
 import os
@@ -21,7 +21,8 @@ def page_dir(tmp_path):
     d.mkdir()
     for name in ("index.html", "app.js", "style.css"):
         shutil.copy(os.path.join(ui.DIRECTORY, name), str(d / name))
-    os.symlink("/etc/passwd", str(d / "passwd.html"))
+    (tmp_path / "secret.txt").write_text("root:x:0:0:secret")
+    os.symlink(str(tmp_path / "secret.txt"), str(d / "passwd.html"))
     os.symlink(os.path.abspath(ui.__file__), str(d / "source.js"))
     os.symlink(str(tmp_path), str(d / "up.css"))
     (d / "sub").mkdir()
