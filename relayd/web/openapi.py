@@ -95,11 +95,23 @@ SCHEMAS = {
     },
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
     "Status": {
-        "type": "object", "required": ["entities", "listeners", "pending_rendezvous"],
+        "type": "object",
+        "required": ["entities", "listeners", "pending_rendezvous", "events", "traffic", "version", "uptime"],
         "properties": {"entities": {"type": "integer"}, "listeners": {"type": "integer"},
                        "pending_rendezvous": {"type": "integer"},
-                       "events": {"type": "object", "additionalProperties": {
-                           "type": "object", "additionalProperties": {"type": "integer"}}}},
+                       "events": {"type": "object", "description": "per event kind: published, deliveries, "
+                                                                   "dropped, cut",
+                                  "additionalProperties": {"type": "object",
+                                                           "additionalProperties": {"type": "integer"}}},
+                       "traffic": {"type": "object", "required": ["bytes_up", "bytes_down", "connections"],
+                                   "properties": {
+                                       "bytes_up": {"type": "integer", "description": "towards listeners"},
+                                       "bytes_down": {"type": "integer", "description": "towards senders"},
+                                       "connections": {"type": "integer", "description": "relayed now"},
+                                       "connections_by_door": {"type": "object",
+                                                               "additionalProperties": {"type": "integer"}}}},
+                       "version": {"type": "string", "description": "relayd's version"},
+                       "uptime": {"type": "number", "description": "seconds since the relay started"}},
     },
     "RuleSpec": {
         "type": "object", "additionalProperties": False, "required": ["rights"],

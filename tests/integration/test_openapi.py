@@ -59,8 +59,9 @@ def test_the_document_is_served_without_a_token_and_is_valid_openapi_3(relay):
 
 def test_the_document_holds_nothing_of_the_namespace(relay):
     _status, _type, body = _get(relay.http_url + openapi.PATH)
-    for secret in (ROOT_KEY, "echo", "scoped-send", "sender"):
-        assert secret.encode() not in body
+    assert ROOT_KEY.encode() not in body
+    for name in ("echo", "scoped", "scoped-send", "sender", "listener", "root"):  # the config's entities and rules
+        assert b'"%s"' % name.encode() not in body
 
 
 def _st():
