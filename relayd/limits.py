@@ -62,3 +62,6 @@ class Limits:
     max_pending_rendezvous_per_entity: int = 1024
     max_pending_rendezvous: int = 8192
     rendezvous_retry_after: int = 2
+    # Entries in one page of a discovery feed (GET / and Manage listings, docs/operations.rst
+    # "Discovery"); longer feeds go on in pages linked first/previous/next (?page=N).
+    discovery_page_size: int = 500

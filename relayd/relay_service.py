@@ -187,7 +187,8 @@ class RelayService(service.MultiService):
         self.namespace.on_removed(lambda entity: self.switchboard.close_entity(entity.path))
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)
-        self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor)
+        self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor,
+                             answers=self.site.discovery)
         self.site.management.status_extras["events"] = self.http.event_counts
         # what is relayed now, counted as it flows (relayd.traffic); version and uptime in the status
         self.traffic = Traffic(reactor)

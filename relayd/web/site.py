@@ -44,6 +44,7 @@ from relayd.config import DEFAULT_MAX_EVENT, EVENT_KINDS, MAX_EVENT_LIMIT
 from relayd import entity_fields
 from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
 from relayd.web import openapi
+from relayd.web.discovery import Discovery, DiscoveryResource
 from relayd.web.rules import RulesApi, rules_call
 from relayd.web.replies import BadBody, error_body as _error_body, json_error, json_reply, read_json, when_written
 from relayd.web import ui
@@ -345,7 +346,10 @@ class RelaydSite(server.Site):
 
 def make_site(namespace, switchboard, settings, clock, fallback=None):
     management = Management(namespace, switchboard, settings, clock)
-    site = RelaydSite(Root(management, fallback), management, settings, clock)
+    discovery = Discovery(namespace, switchboard, settings, clock, management.authorize)  # the HTTP door's too
+    site = RelaydSite(Root(management, fallback or DiscoveryResource(discovery, NotFound())), management, settings,
+                      clock)
+    site.discovery = discovery
     site.displayTracebacks = False
     site.noisy = False
     return site

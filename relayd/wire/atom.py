@@ -128,9 +128,10 @@ def _content(parent, description):
     _description(_atom(parent, "content", type="application/xml"), description)
 
 
-def feed(feed_url, title, updated, listings, subtitle=None):
+def feed(feed_url, title, updated, listings, subtitle=None, self_url=None, pages=()):
     """An Atom feed (bytes, UTF-8 with an XML declaration) of ``listings`` (:class:`Listing`),
-    ``updated`` in epoch seconds; its id and self link are ``feed_url``."""
+    ``updated`` in epoch seconds; its id is ``feed_url``, its self link ``self_url`` (default:
+    ``feed_url``); ``pages``: ``(rel, href)`` links of a paged feed (RFC 5005: first, previous, next)."""
     root = etree.Element("{%s}feed" % ATOM_NS, nsmap={None: ATOM_NS, "relayd": RELAYD_NS})
     stamp = xml_datetime(updated)
     _atom(root, "title", title, type="text")
@@ -140,7 +141,9 @@ def feed(feed_url, title, updated, listings, subtitle=None):
     _atom(root, "updated", stamp)
     _atom(_atom(root, "author"), "name", GENERATOR)
     _atom(root, "generator", GENERATOR)
-    _atom(root, "link", rel="self", href=feed_url)
+    _atom(root, "link", rel="self", href=self_url or feed_url)
+    for rel, href in pages:
+        _atom(root, "link", rel=rel, href=href)
     for listing in listings:
         entry = _atom(root, "entry")
         _atom(entry, "id", listing.address)

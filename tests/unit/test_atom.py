@@ -126,3 +126,15 @@ def test_text_xml_cannot_carry_is_dropped(bad):
 def test_xml_datetime_is_utc_with_milliseconds():
     assert atom.xml_datetime(0) == "1970-01-01T00:00:00.000Z"
     assert atom.xml_datetime(CREATED) == "2025-12-01T19:35:32.125Z"
+
+
+def test_paged_feed_links():
+    body = atom.feed("http://relay.test/", atom.PUBLIC_TITLE, NOW, LISTINGS[1:], self_url="http://relay.test/?page=2",
+                     pages=[("first", "http://relay.test/"), ("previous", "http://relay.test/")])
+    assert (b'<id>http://relay.test/</id><updated>2025-12-01T19:40:00.000Z</updated>'
+            b'<author><name>relayd</name></author><generator>relayd</generator>'
+            b'<link rel="self" href="http://relay.test/?page=2"/><link rel="first" href="http://relay.test/"/>'
+            b'<link rel="previous" href="http://relay.test/"/><entry>') in body
+    parsed = feedparser.parse(body)
+    assert [(link.rel, link.href) for link in parsed.feed.links] == [
+        ("self", "http://relay.test/?page=2"), ("first", "http://relay.test/"), ("previous", "http://relay.test/")]

@@ -24,7 +24,7 @@ from relayd.transports.http.soap import SoapPolicy
 class HttpDoor:
     """Shared state of the HTTP relaying door; owns the exchanges in flight by request id."""
 
-    def __init__(self, namespace, switchboard, hybrid_factory, settings, clock, policies=None):
+    def __init__(self, namespace, switchboard, hybrid_factory, settings, clock, policies=None, answers=None):
         self.namespace = namespace
         self.switchboard = switchboard
         self.hybrid = hybrid_factory
@@ -32,6 +32,8 @@ class HttpDoor:
         self.limits = settings.limits
         self.clock = clock
         self.exchanges = {}
+        # what the relay answers itself (discovery feed, runtime information): relayd.web.discovery
+        self.answers = answers
         self.refusals = RateLimitedLog(log, clock, self.limits.refusal_log_burst, self.limits.refusal_log_interval)
         self._discard_next_binary = set()
         # control channel -> the exchange whose response body is its next binary message

@@ -68,6 +68,11 @@ class Exchange(Counted, RequestBody, ResponseSide):
                                       entity.path if entity else "")
             path = unquote(raw_path)
         entity, suffix = door.namespace.resolve(path.lstrip("/"))
+        reply = door.answers and door.answers.answer(self.method, path.strip("/"), entity, suffix, parts.query,
+                                                      self.lowered, self.client.secure)
+        if reply:  # discovery, listings, runtime information: the relay answers, never a listener
+            self.close_after = self.close_after or self._body_expected()
+            return self.answer(reply.status, reply.content_type, reply.body)
         if entity is None:
             for policy in door.policies.values():
                 version = policy.fault_version(self.head)
@@ -352,7 +357,7 @@ class Exchange(Counted, RequestBody, ResponseSide):
         self.answered_with(status)
         self.client.exchange = None
         self._dispose_quietly()
-        _write_whole(self.client.transport, status, content_type, body, headers, False)
+        _write_whole(self.client.transport, status, content_type, body, headers, False, self.method == "HEAD")
         self.client.exchange_done(self, close=self.close_after)
 
     def answer_error(self, status, message):

@@ -71,14 +71,14 @@ def response_head(status, description, headers, via_host, length=None, chunked=F
     return ("\r\n".join(lines) + "\r\n\r\n").encode("utf-8")
 
 
-def _write_whole(transport, status, content_type, body, headers, close):
+def _write_whole(transport, status, content_type, body, headers, close, head_only=False):
     phrase = RESPONSES.get(status, b"Error").decode("ascii")
     head = ["HTTP/1.1 %d %s" % (status, phrase), "Content-Type: %s" % content_type,
             "Content-Length: %d" % len(body)]
     head += ["%s: %s" % h for h in headers]
     if close:
         head.append("Connection: close")
-    transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + body)
+    transport.write(("\r\n".join(head) + "\r\n\r\n").encode("utf-8") + (b"" if head_only else body))
     if close:
         pipe.close_after_flush(transport)
 
