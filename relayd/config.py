@@ -80,6 +80,9 @@ class Settings:
     entities: list = field(default_factory=list)
     tcp_ports: list = field(default_factory=list)
     limits: Limits = field(default_factory=Limits)
+    # [metrics] listen: a separate address serving /metrics without a token (None: only
+    # /$relayd/metrics on the relay's port, with a Manage token)
+    metrics_listen: str | None = None
     source: str = "<defaults>"
 
 
@@ -174,7 +177,7 @@ def _listen_endpoint(value, where, reader):
 def parse(data, source="<config>"):
     """Turn a TOML document (already decoded) into :class:`Settings`."""
     r = _Reader(source)
-    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits", "tcp_ports"})
+    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits", "tcp_ports", "metrics"})
     relay = r.table(data.get("relay", {}), "relay",
                     {"listen", "public_url", "data_dir", "create_on_listen", "accept_timeout"})
     settings = Settings(source=source)
@@ -196,6 +199,9 @@ def parse(data, source="<config>"):
     settings.create_on_listen = r.boolean(relay, "create_on_listen", "relay", False)
     settings.accept_timeout = r.number(relay, "accept_timeout", "relay", 30.0, 1, 3600)
     settings.rules = r.rules(data.get("rules", []), "rules")
+    metrics = r.table(data.get("metrics", {}), "metrics", {"listen"})
+    if "listen" in metrics:
+        settings.metrics_listen = _listen_endpoint(r.string(metrics, "listen", "metrics"), "metrics.listen", r)
 
     lim = r.table(data.get("limits", {}), "limits", set(Limits.__dataclass_fields__))
     defaults = Limits()

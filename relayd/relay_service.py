@@ -11,6 +11,7 @@ from twisted.application.internet import StreamServerEndpointService
 from twisted.internet import defer, endpoints, reactor
 from twisted.logger import Logger
 from twisted.python.failure import Failure
+from twisted.web import server
 
 import relayd
 from relayd import config, endpoint_strings
@@ -24,6 +25,7 @@ from relayd.wire import nmf
 from relayd.transports.tcp import TcpDoor
 from relayd.transports.http.door import HttpDoor
 from relayd.transports.websocket import HybridFactory
+from relayd.web.metrics import Health, Metrics, MetricsPage, MetricsRoot
 from relayd.web.site import make_site
 
 
@@ -198,6 +200,11 @@ class RelayService(service.MultiService):
         self.site.management.status_extras.update(
             traffic=self.traffic.totals, version=lambda: relayd.__version__,
             uptime=lambda: round(reactor.seconds() - self.started, 3))
+        # GET /$relayd/metrics (Manage token) and /$relayd/healthz (none): relayd.web.metrics
+        self.metrics = Metrics(self.namespace, self.switchboard, self.traffic, self.http.event_counts)
+        self.health = Health()
+        self.site.management.managed["metrics"] = MetricsPage(self.metrics)
+        self.site.management.open_paths["/$relayd/healthz"] = self.health
         # One connection budget (limits.max_connections) for the HTTP port and every TCP door.
         self.budget = ConnectionBudget(reactor, settings.limits.max_connections)
         self.front = FrontDoorFactory(
@@ -220,7 +227,13 @@ class RelayService(service.MultiService):
             refusal = nmf.fault(nmf.SERVER_TOO_BUSY) if spec.mode == "nettcp" else b""
             counted = CountingFactory(self.budget, door, "TCP door %s" % spec.listen, refusal)
             self.tcp_doors.append(DoorService(reactor, spec.listen, backlog, counted, what))
-        for door in self.http_doors + self.tcp_doors:
+        self.metrics_doors = []  # [metrics] listen: /metrics without a token
+        if settings.metrics_listen:
+            metrics_site = server.Site(MetricsRoot(MetricsPage(self.metrics), self.health))
+            metrics_site.noisy = False
+            self.metrics_doors.append(DoorService(reactor, settings.metrics_listen, backlog, metrics_site,
+                                                  "relayd metrics listening on"))
+        for door in self.http_doors + self.tcp_doors + self.metrics_doors:
             door.setServiceParent(self)
 
     @property
@@ -296,6 +309,7 @@ class RelayService(service.MultiService):
         """A door that failed to listen after start has logged it and stopped the reactor."""
 
     def stopService(self):
+        self.health.stopping = True  # /$relayd/healthz: 503 from now on
         for path, _count in list(self.switchboard.listener_counts().items()):
             self.switchboard.close_entity(path, 1001, "the relay is shutting down")
         stopped = defer.maybeDeferred(super().stopService)

@@ -93,6 +93,7 @@ class Rendezvous:
         self.result = defer.Deferred(lambda d: self.cancel())
         self._timer = None
         self.done = False
+        self.offered_at = switchboard.clock.seconds()  # for the setup time (accept observers)
 
     def _finish(self):
         self.done = True
@@ -109,6 +110,8 @@ class Rendezvous:
         self._finish()
         if self.kind == "accept":
             self._report(cx.ESTABLISHED)
+        for observer in self._switchboard._accept_observers:
+            observer(self, self._switchboard.clock.seconds() - self.offered_at)
         self.result.callback(leg)
 
     def reject(self, status, description):
@@ -200,6 +203,7 @@ class Switchboard:
         self._pending = {}  # rendezvous key -> Rendezvous
         self._closables = {}  # entity key -> set of IClosable (data legs)
         self._observers = []
+        self._accept_observers = []
 
     @staticmethod
     def _entity_key(path):
@@ -210,6 +214,10 @@ class Switchboard:
     def add_observer(self, observer):
         """``observer(event, entity_path, listener_count)`` with event "online" / "offline"."""
         self._observers.append(observer)
+
+    def add_accept_observer(self, observer):
+        """``observer(rendezvous, seconds)`` when a listener accepts, ``seconds`` after the offer."""
+        self._accept_observers.append(observer)
 
     def _notify(self, event, path):
         count = self.listener_count(path)

@@ -211,6 +211,10 @@ class Traffic:
         key = (metric, entity_key(entity), outcome)
         self._counts[key] = self._counts.get(key, 0) + 1
 
+    def refused(self, listener, entity, status):
+        """A listener's (``listener`` true) or a sender's connection to ``entity`` refused with ``status``."""
+        self.count(LISTENER_CONNECTIONS if listener else SENDER_CONNECTIONS, entity, outcome_of(status))
+
     def counts(self):
         """{(metric, entity key, outcome): count}."""
         return dict(self._counts)

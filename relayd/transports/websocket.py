@@ -181,6 +181,7 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
 
     _deny_headers = None
     _refusal_logged = False
+    _counted = None  # (listener?, entity path) once routed: a refusal is counted (relayd.traffic)
 
     def failHandshake(self, reason, code=400, responseHeaders=None):
         """Autobahn's refusal of a handshake (ConnectionDeny carries no headers): adds the
@@ -193,6 +194,8 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
             self.factory.refusals.refused(("HC handshake", code, peer_host(self.peer)),
                                           "HC handshake from {peer} refused: {code} {reason}",
                                           peer=self.peer, code=code, reason=access.one_line(reason, 200))
+        if self._counted is not None and self.factory.traffic is not None:
+            self.factory.traffic.refused(*self._counted, status=code)
         self.wasNotCleanReason = reason
         self.sendHttpErrorResponse(code, reason, responseHeaders)
         self.wasClean = True  # an orderly refusal: no "dropping connection" warning
@@ -222,6 +225,7 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
             suffix = ""
         if entity is None:
             raise Denied(404, "no hybrid connection at '%s'" % rel.strip("/"))
+        self._counted = (action == "listen", entity.path)
         if action == "listen":
             self._take_role(ControlChannel.listen(self, request, entity, token))
             return None
@@ -318,6 +322,7 @@ class HybridFactory(WebSocketServerFactory):
         self.refusals = access.RefusalLog(HybridProtocol._log, clock, self.limits.refusal_log_burst,
                                           self.limits.refusal_log_interval)
         self.response_router = None  # IResponseRouter: see set_response_router
+        self.traffic = None  # the relay's relayd.traffic.Traffic (set by the relay service)
         self.event_policies = {}  # entity kind -> EventPolicy, set by the HTTP door: publishers' fan-out
         self.setProtocolOptions(
             perMessageCompressionAccept=lambda offers: None,

@@ -23,8 +23,11 @@ class Counted:
         if self.http_status is None:
             self.http_status = status
             registry = getattr(self.door, "traffic", None)
+            entity = getattr(self, "entity", None)
             if registry is not None:
-                registry.count(HTTP_REQUESTS, getattr(self, "entity", None) and self.entity.path, status)
+                registry.count(HTTP_REQUESTS, entity and entity.path, status)
+                if self.conn is None and entity is not None and status >= 400:  # refused before it was routed
+                    registry.refused(False, entity.path, status)
             if self.conn is not None:
                 self.conn.set_status(status)
 

@@ -78,7 +78,8 @@ class RendezvousLeg(Role):
         # from here the connection is a spliced data leg, not an Autobahn protocol; the
         # rendezvous completes the sender's handshake, whose onOpen splices both legs
         leg = splice.take_over(self.protocol)
-        leg.tracking = rv.id  # the id the listener was given: the end line's tracking id
+        # the end line's tracking id: the sender's sb-hc-id, else a new one (never the one-time key)
+        leg.tracking = rv.id if rv.id != rv.key else access.tracking_id()
         rv.accept(leg)
 
     def lost(self):
