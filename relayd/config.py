@@ -242,6 +242,7 @@ def parse(data, source="<config>"):
                                             defaults.subscriber_queue_messages, 1, 1 << 20, True)
     lm.subscriber_queue_bytes = r.number(lim, "subscriber_queue_bytes", "limits",
                                          defaults.subscriber_queue_bytes, 4096, 1 << 30, True)
+    lm.status_watchers = r.number(lim, "status_watchers", "limits", defaults.status_watchers, 0, 10000, True)
     lm.discovery_page_size = r.number(lim, "discovery_page_size", "limits", defaults.discovery_page_size,
                                       1, 100000, True)
 

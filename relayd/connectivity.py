@@ -56,8 +56,10 @@ MESSAGES = {
 }
 NAMES = tuple(MESSAGES)
 
-# Events kept for watchers that reconnect with Last-Event-ID (about 300 bytes each).
+# Events kept for watchers that reconnect with Last-Event-ID (at most about 1 KB each: text
+# details, such as a listener's sb-hc-id or a rejection's reason, are cut at MAX_DETAIL characters).
 REPLAY_EVENTS = 512
+MAX_DETAIL = 256
 
 
 def entity_key(path):
@@ -137,7 +139,7 @@ class Connectivity:
         self._seq += 1
         data = {"event": name, "entity": path, "time": self.clock.seconds(), "listeners": listeners,
                 "message": MESSAGES[name]}
-        data.update((k, v) for k, v in details.items() if v is not None)
+        data.update((k, v[:MAX_DETAIL] if isinstance(v, str) else v) for k, v in details.items() if v is not None)
         event = Event(self.boot, self._seq, name, key, data)
         self._ring.append(event)
         for watcher in list(self._watchers):

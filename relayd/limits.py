@@ -62,6 +62,9 @@ class Limits:
     max_pending_rendezvous_per_entity: int = 1024
     max_pending_rendezvous: int = 8192
     rendezvous_retry_after: int = 2
+    # Connectivity streams (GET /$relayd/connectivity/stream) open at once; one more gets 503.
+    # 0 turns the stream off.  See docs/operations.rst "Connectivity status".
+    status_watchers: int = 16
     # Entries in one page of a discovery feed (GET / and Manage listings, docs/operations.rst
     # "Discovery"); longer feeds go on in pages linked first/previous/next (?page=N).
     discovery_page_size: int = 500

@@ -367,7 +367,8 @@ class Switchboard:
         return Tracked(self._closables, key, closable)
 
     def close_entity(self, path, code=1001, reason="the entity was deleted or disabled"):
-        """Close every listener and data leg of an entity and fail its pending rendezvous."""
+        """Close every listener and data leg of an entity and fail its pending rendezvous; its
+        connectivity state is forgotten (deleted, or the relay stops)."""
         key = self._entity_key(path)
         for rv in [rv for rv in self._pending.values() if self._entity_key(rv.entity_path) == key]:
             rv._finish()
@@ -377,3 +378,4 @@ class Switchboard:
             self.remove_listener(path, channel)
         for leg in list(self._closables.pop(key, ())):
             leg.close(code, reason)
+        self.connectivity.forget(path)

@@ -13,6 +13,9 @@ base URL), in the ``Authorization`` or ``ServiceBusAuthorization`` header or ``s
   time (:mod:`relayd.web.rules`)
 * ``GET    /$relayd/openapi.json``        -> this API's OpenAPI 3 description, the one call without a
   token (:mod:`relayd.web.openapi`)
+* ``GET    /$relayd/connectivity[/{path}|/stream]`` -> online/offline and listener counts, and a live
+  stream of changes (server-sent events, exempt from the connection deadline below:
+  :mod:`relayd.web.connectivity`)
 * ``GET    /$relayd/status``              -> namespace summary (entities, listeners, pending rendezvous,
   events: what the event kinds did)
 
@@ -45,6 +48,7 @@ from relayd import entity_fields
 from relayd.namespace import HYBRID_CONNECTION, Entity, NamespaceError
 from relayd.web import openapi
 from relayd.web.discovery import Discovery, DiscoveryResource
+from relayd.web.connectivity import ConnectivityApi
 from relayd.web.rules import RulesApi, rules_call
 from relayd.web.replies import BadBody, error_body as _error_body, json_error, json_reply, read_json, when_written
 from relayd.web import ui
@@ -75,10 +79,8 @@ class Management(resource.Resource):
         self.clock = clock
         # name -> callable: more members of GET /$relayd/status (e.g. "events": the event kinds' counts)
         self.status_extras = {}
-        # more resources under /$relayd/: name -> resource after the Manage token (e.g. "metrics"), and
-        # request path -> resource served without one (e.g. "/$relayd/healthz": relayd.web.metrics)
-        self.managed, self.open_paths = {}, {}
         self.rules = RulesApi(namespace)
+        self.connectivity = ConnectivityApi(namespace, switchboard, settings.limits, clock)
 
     def _authorize(self, request):
         host = request.getHeader(b"host")
@@ -107,20 +109,19 @@ class Management(resource.Resource):
     def _describe(self, entity):
         d = entity.describe()
         d["listeners"] = self.switchboard.listener_count(entity.path)
+        d.update(self.connectivity.describe(entity))  # online, online_since / offline_since
         return d
 
     def render(self, request):
-        if request.path.decode("latin-1") in self.open_paths:
-            return self.open_paths[request.path.decode("latin-1")].render(request)
         if request.path == openapi.PATH.encode():  # the API's description: no token
             return openapi.render(request)
         try:
-            self._authorize(request)
+            verified = self._authorize(request)
         except sas.AuthError as e:
             return json_error(request, e.status, str(e))
         parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
-        if len(parts) == 1 and parts[0] in self.managed:
-            return self.managed[parts[0]].render(request)
+        if parts[:1] == ["connectivity"]:
+            return self.connectivity.render(request, parts[1:], verified)
         rules = rules_call(parts)
         if rules is not None:
             return self.rules.render(request, rules)
@@ -292,10 +293,16 @@ class OneRequestChannel(http.HTTPChannel):
         self._deadline = None
         self.transport.abortConnection()
 
-    def connectionLost(self, reason):
+    def lift_deadline(self):
+        """For a long-lived response (the connectivity stream, :mod:`relayd.web.connectivity`),
+        which keeps deadlines of its own: no connection deadline, no idle timeout."""
         deadline, self._deadline = self._deadline, None
         if deadline is not None and deadline.active():
             deadline.cancel()
+        self.setTimeout(None)
+
+    def connectionLost(self, reason):
+        self.lift_deadline()
         super().connectionLost(reason)
 
 
@@ -335,8 +342,7 @@ class RelaydSite(server.Site):
                 return self._refusal(400, "Content-Length must be one decimal number")
             length = int(values.pop())
         parts = urlsplit(target)
-        if (parts.path.startswith("/$relayd/") and parts.path != openapi.PATH and not ui.is_page(parts.path)
-                and parts.path not in self.management.open_paths):
+        if parts.path.startswith("/$relayd/") and parts.path != openapi.PATH and not ui.is_page(parts.path):
             query_token = next((v for k, v in parse_qsl(parts.query, keep_blank_values=True)
                                 if k == "sb-hc-token"), None)
             try:

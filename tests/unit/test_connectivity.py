@@ -221,3 +221,12 @@ def test_a_sender_that_leaves_makes_no_connection_event():
 @pytest.mark.parametrize("name", cx.NAMES)
 def test_every_event_has_azure_style_message(name):
     assert cx.MESSAGES[name].endswith(".")
+
+
+def test_text_details_are_cut_so_the_ring_stays_small():
+    c = Connectivity(clock_at())
+    w = Watcher()
+    c.watch(w)
+    c.report(cx.NEW_LISTENER, "echo", 1, listener="x" * 30000)
+    assert w.events[0].data["listener"] == "x" * cx.MAX_DETAIL
+    assert len(w.events[0].json()) < 1024
