@@ -79,6 +79,9 @@ class Management(resource.Resource):
         self.clock = clock
         # name -> callable: more members of GET /$relayd/status (e.g. "events": the event kinds' counts)
         self.status_extras = {}
+        # more resources under /$relayd/: name -> resource after the Manage token (e.g. "metrics"), and
+        # request path -> resource served without one (e.g. "/$relayd/healthz": relayd.web.metrics)
+        self.managed, self.open_paths = {}, {}
         self.rules = RulesApi(namespace)
         self.connectivity = ConnectivityApi(namespace, switchboard, settings.limits, clock)
 
@@ -113,6 +116,8 @@ class Management(resource.Resource):
         return d
 
     def render(self, request):
+        if request.path.decode("latin-1") in self.open_paths:
+            return self.open_paths[request.path.decode("latin-1")].render(request)
         if request.path == openapi.PATH.encode():  # the API's description: no token
             return openapi.render(request)
         try:
@@ -120,6 +125,8 @@ class Management(resource.Resource):
         except sas.AuthError as e:
             return json_error(request, e.status, str(e))
         parts = [p.decode("utf-8", "replace") for p in request.postpath if p]
+        if len(parts) == 1 and parts[0] in self.managed:
+            return self.managed[parts[0]].render(request)
         if parts[:1] == ["connectivity"]:
             return self.connectivity.render(request, parts[1:], verified)
         rules = rules_call(parts)
@@ -342,7 +349,8 @@ class RelaydSite(server.Site):
                 return self._refusal(400, "Content-Length must be one decimal number")
             length = int(values.pop())
         parts = urlsplit(target)
-        if parts.path.startswith("/$relayd/") and parts.path != openapi.PATH and not ui.is_page(parts.path):
+        if (parts.path.startswith("/$relayd/") and parts.path != openapi.PATH and not ui.is_page(parts.path)
+                and parts.path not in self.management.open_paths):
             query_token = next((v for k, v in parse_qsl(parts.query, keep_blank_values=True)
                                 if k == "sb-hc-token"), None)
             try:
