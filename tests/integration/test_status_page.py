@@ -248,6 +248,7 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
         wait_page(browser, (row % "orders") + " && " + (row % "orders") + ".dataset.online === 'true'",
                   what="orders online")
         assert js(browser, (row % "orders") + ".dataset.listeners") == "1"
+        assert "s)" in js(browser, (row % "orders") + ".cells[4].textContent")  # online since: when (how long)
         assert "hybrid" in js(browser, (row % "orders") + ".innerText").lower()
         assert shown in js(browser, (row % "orders") + ".cells[0].textContent")  # text, never markup
         assert js(browser, "document.getElementById('injected')") is None
