@@ -238,6 +238,50 @@ def test_http_requests_and_events_are_counted(relay):
     assert grew("relayd_events_total", kind="multicast", outcome="dropped") == 1
 
 
+def test_a_relayed_http_request_is_counted_and_logged(relay):
+    """A request answered by a listener over its control channel: one http connection, its body
+    bytes each way, the status; and one end line per request, relayed or answered by the relay."""
+    ctl = listen(relay, "open")
+    since = relay.log_end()
+    before = scrape(relay)
+    answer = []
+
+    def client():
+        conn = http.client.HTTPConnection("127.0.0.1", relay.port, timeout=10)
+        conn.request("POST", "/open/hello?sb-hc-token=not-logged", body=b"x" * 1000)
+        resp = conn.getresponse()
+        answer.append((resp.status, resp.read()))
+        conn.close()
+
+    t = threading.Thread(target=client, daemon=True)
+    t.start()
+    try:
+        request = ctl.recv_json()["request"]
+        ctl.send_message(json.dumps({"response": {"requestId": request["id"], "statusCode": 201,
+                                                  "body": True}}).encode(), binary=False)
+        ctl.send_message(b"y" * 300)
+        t.join(10)
+        assert answer == [(201, b"y" * 300)]
+    finally:
+        ctl.close()
+    samples = wait_until(lambda: (lambda s: value(s, "relayd_active_connections", entity="open") == 0 and s)(scrape(relay)),
+                         what="the request leaving the live registry")
+
+    def grew(name, **labels):
+        return value(samples, name, **labels) - value(before, name, **labels)
+
+    assert grew("relayd_http_requests_total", status="201", outcome="success") == 1
+    assert grew("relayd_sender_connections_total", entity="open", outcome="success") == 1
+    assert grew("relayd_door_connections_total", door="http") == 1
+    assert grew("relayd_connection_ends_total", door="http", code="201", outcome="success") == 1
+    line = relay.wait_log(r"http open from 127\.0\.0\.1:\d+: 201, (\d+) bytes up, (\d+) bytes down", since=since)
+    assert (int(line.group(1)), int(line.group(2))) == (1000, 300)
+    # requests the relay answers itself end with a line too (no token in it)
+    get(relay.port, "/no-such-entity?sb-hc-token=not-logged")
+    relay.wait_log(r"http /no-such-entity from 127\.0\.0\.1:\d+: 404, 0 bytes up, 0 bytes down", since=since)
+    assert "not-logged" not in relay.log_text()[since:]
+
+
 def test_a_deleted_entitys_series_go_away(relay):
     assert call(relay, "PUT", "entities/brief", {"requires_client_authorization": False})[0] in (200, 201)
     ctl = listen(relay, "brief")

@@ -2,6 +2,7 @@
 from the moment it is routed to a listener, body bytes counted as they flow (request body up,
 response body down), the status it was answered with (once), one end line."""
 
+from relayd import traffic
 from relayd.traffic import HTTP_REQUESTS
 
 
@@ -12,11 +13,13 @@ class Counted:
 
     conn = None  # the relayd.traffic.Connection once routed
     http_status = None  # the status it was answered with (relay or listener)
+    routed = False  # a record was opened: its end line comes when it closes
 
     def count_open(self):
         registry = getattr(self.door, "traffic", None)
         if registry is not None and self.conn is None:
             self.conn = registry.open("http", self.entity.path, self.client.transport.getPeer(), self.id)
+            self.routed = True
 
     def answered_with(self, status):
         """The request is answered with ``status`` (the first call counts): per entity and status."""
@@ -26,8 +29,13 @@ class Counted:
             entity = getattr(self, "entity", None)
             if registry is not None:
                 registry.count(HTTP_REQUESTS, entity and entity.path, status)
-                if self.conn is None and entity is not None and status >= 400:  # refused before it was routed
+                if not self.routed and entity is not None and status >= 400:  # refused before it was routed
                     registry.refused(False, entity.path, status)
+                if not self.routed and registry.log_end is not None:  # answered by the relay: its end line now
+                    registry.log_end("http", entity.path if entity else self.target.split("?", 1)[0][:200],
+                                     traffic.peer_text(self.client.transport.getPeer()), status,
+                                     getattr(self, "body_progress", 0), 0,
+                                     max(0.0, self.door.clock.seconds() - self.began), "-")
             if self.conn is not None:
                 self.conn.set_status(status)
 

@@ -29,6 +29,7 @@ class Exchange(Counted, RequestBody, ResponseSide):
     def __init__(self, client, head):
         self.client = client
         self.door = client.door
+        self.began = self.door.clock.seconds()  # for the end line of a request the relay answers itself
         self.head = head
         self.method = head.method
         self.target = head.target
@@ -296,6 +297,7 @@ class Exchange(Counted, RequestBody, ResponseSide):
     def fail(self, status, message):
         if self.finished:
             return
+        self.answered_with(status)  # before _dispose: the end line carries it (no-op once responding)
         responding = self.responding
         self._dispose()
         if responding:
