@@ -108,12 +108,13 @@ class Gate:
 
     def __init__(self):
         self.reject = False
+        self.opened = []
 
     def __call__(self, request):
         if self.reject:
             request.reject(403, "closed for the test")
             return
-        request.accept().addCallbacks(lambda conn: None, lambda failure: None)  # closed when the listener stops
+        request.accept().addCallback(self.opened.append)
 
 
 async def listener(relay, path, gate, listener_id=None):
@@ -175,6 +176,7 @@ async def test_stream_carries_the_azure_events_in_order_with_the_entity(relay):
         lst = await listener(relay, "echo", gate, listener_id="listener-one")
         other = await listener(relay, "open", Gate())
         conn = await connect(reactor, info(relay, "sender", SEND_KEY), "echo")
+        await wait_for(lambda: gate.opened)
         await conn.close()
         gate.reject = True
         with pytest.raises(RelayConnectError):
@@ -253,6 +255,22 @@ def test_the_stream_ends_when_its_token_expires(relay):
         assert stream.status == 200
         assert stream.ended.wait(10), "the stream outlived its token"
         assert any("token expired" in c for c in stream.comments)
+    finally:
+        stream.close()
+
+
+def test_a_listener_whose_token_expires_is_reported_before_it_goes(relay):
+    stream = Stream(relay, "?entity=scoped")
+    try:
+        ctl = RawWS(relay.port).start(hc_url(relay, "scoped", "listen", sb_hc_id="short-lived"),
+                                      {"ServiceBusAuthorization": hc_token(relay, "scoped", ttl=1)})
+        assert ctl.finish() == 101
+        assert wait_until(lambda: len(stream.events) >= 4, timeout=10), stream.names()
+        assert stream.names() == ["NewListenerRegistered", "EntityOnline", "ListenerClosingFromExpiredToken",
+                                  "ListenerUnregistered", "EntityOffline"][:len(stream.events)]
+        assert wait_until(lambda: len(stream.events) == 5, timeout=10), stream.names()
+        assert stream.events[2][2]["listener"] == "short-lived"
+        ctl.close()
     finally:
         stream.close()
 

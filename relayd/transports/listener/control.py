@@ -25,7 +25,7 @@ Wire protocol (Azure Relay Hybrid Connections, relayd flavour):
 from twisted.logger import Logger
 from zope.interface import implementer
 
-from relayd import access, pipe
+from relayd import access, connectivity, pipe
 from relayd.config import EVENT_KINDS
 from relayd.interfaces import IListenerChannel
 from relayd.switchboard import SwitchboardError
@@ -100,6 +100,7 @@ class ControlChannel(Role):
         self._token_timer = None
         self._log.info("listener {id} on {path}: token expired, closing", id=self.listener_id,
                        path=self.entity_path)
+        self.factory.switchboard.report(connectivity.TOKEN_EXPIRED, self.entity_path, listener=self.listener_id)
         self.close(1008, "the listener's token expired; send renewToken before it does")
 
     # -- IListenerChannel -------------------------------------------------------------------
