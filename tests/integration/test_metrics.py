@@ -15,6 +15,7 @@ prometheus_client's own parser over real sockets.
 import http.client
 import json
 import os
+import socket
 import struct
 import threading
 import time
@@ -25,7 +26,7 @@ from prometheus_client.parser import text_string_to_metric_families
 import relayd
 from relayd.wire import sas
 from tests.support.manage import call, manage_token, relay_of_its_own
-from tests.support.rawws import RawWS, hc_url, listen, pair, token
+from tests.support.rawws import RawWS, frame, hc_url, listen, pair, token
 from tests.support.relay import LISTEN_KEY
 
 EXTRA = """
@@ -33,6 +34,16 @@ EXTRA = """
 path = "news"
 kind = "multicast"
 requires_client_authorization = false
+
+[[hybrid_connections]]
+path = "tcp"
+requires_client_authorization = false
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "tcp"
+allow_anonymous = true
 
 [metrics]
 listen = "tcp:0:interface=127.0.0.1"
@@ -280,6 +291,55 @@ def test_a_relayed_http_request_is_counted_and_logged(relay):
     get(relay.port, "/no-such-entity?sb-hc-token=not-logged")
     relay.wait_log(r"http /no-such-entity from 127\.0\.0\.1:\d+: 404, 0 bytes up, 0 bytes down", since=since)
     assert "not-logged" not in relay.log_text()[since:]
+
+
+def test_a_tcp_door_stream_is_counted_as_it_flows_and_logged(relay):
+    """A port-mapped TCP door: the client's bytes up, the listener leg's down, while the stream is
+    open; one end line when it ends."""
+    port = relay.door_port("port door (tcp)")
+    ctl = listen(relay, "tcp")
+    since = relay.log_end()
+    before = scrape(relay)
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    leg = None
+    try:
+        leg = RawWS(relay.port).start(ctl.recv_json()["accept"]["address"])
+        assert leg.finish() == 101
+        client.sendall(b"u" * 5000)
+        got = 0
+        while got < 5000:
+            _, opcode, payload = leg.recv_frame()
+            got += len(payload)
+        leg.send(frame(2, b"d" * 700))
+        assert recv_exactly(client, 700) == b"d" * 700
+        samples = scrape(relay)  # while the stream is open
+
+        def grew(name, **labels):
+            return value(samples, name, **labels) - value(before, name, **labels)
+
+        assert grew("relayd_bytes_transferred_total", entity="tcp", direction="up") == 5000
+        assert grew("relayd_bytes_transferred_total", entity="tcp", direction="down") >= 700  # + its frame header
+        assert value(samples, "relayd_active_connections", entity="tcp") == 1
+        assert value(samples, "relayd_door_active_connections", door="port") == 1
+        client.close()  # the client's half: the stream goes on until the listener's leg closes too
+        leg.send(frame(8, struct.pack("!H", 1000)))
+        line = relay.wait_log(r"port tcp from 127\.0\.0\.1:\d+: (\d+), 5000 bytes up, (\d+) bytes down",
+                              since=since)
+        assert line.group(1) == "1000" and int(line.group(2)) >= 700
+    finally:
+        for s in (client, leg, ctl):
+            if s is not None:
+                s.close()
+
+
+def recv_exactly(sock, n):
+    out = b""
+    while len(out) < n:
+        data = sock.recv(n - len(out))
+        if not data:
+            raise ConnectionError("closed after %d bytes" % len(out))
+        out += data
+    return out
 
 
 def test_a_deleted_entitys_series_go_away(relay):
