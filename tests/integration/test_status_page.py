@@ -10,8 +10,8 @@
   give a clear message and the login form again; a Manage token shows the entities made through the API (kind,
   online state, listener count), and while ``relayd connect`` streams into ``relayd listen``
   through the relay the throughput graph changes (its canvas pixels and the bytes/s the page
-  shows beside it, ``data-bps``) and the live connections show up; a screenshot is saved under
-  the test's output directory.  The token never appears in the page's URL or the relay's log.
+  shows beside it, ``data-bps``), the live connections show up and the connectivity stream
+  brings the connection's event; a screenshot is saved under the test's output directory.  The token never appears in the page's URL or the relay's log.
 """
 
 import os
@@ -80,17 +80,18 @@ def test_page_files_are_served_without_a_token_with_security_headers(relay):
     assert '<script src="app.js"' in html and '<link rel="stylesheet" href="style.css"' in html
     assert "<script>" not in html and not re.search(r"<[^>]*\son[a-z]+\s*=", html)  # no inline script or handlers
     links = re.findall(r"""(?:src|href)\s*=\s*["']([^"']*)""", html)
-    assert sorted(links) == ["app.js", "icon.svg", "style.css"], links  # nothing from elsewhere: works air-gapped
+    assert sorted(links) == ["app.js", "events.js", "icon.svg", "style.css"], links  # nothing from elsewhere: works air-gapped
     assert not re.search(r"(?i)https?://[a-z0-9\[]|//[a-z0-9-]+\.[a-z]", html)
-    for name, kind in (("app.js", "text/javascript; charset=utf-8"), ("style.css", "text/css; charset=utf-8"),
-                       ("index.html", "text/html; charset=utf-8")):
+    for name, kind in (("app.js", "text/javascript; charset=utf-8"), ("events.js", "text/javascript; charset=utf-8"),
+                       ("style.css", "text/css; charset=utf-8"), ("index.html", "text/html; charset=utf-8")):
         status, fields, data = fetch(relay, "GET", PAGE + name)
         assert (status, fields["content-type"]) == (200, kind), data
         assert_security_headers(fields)
         assert int(fields["content-length"]) == len(data) > 100
-    script = fetch(relay, "GET", PAGE + "app.js")[2].decode()
-    assert not re.search(r"(?i)https?://[a-z0-9\[]|import\s*\(|importScripts", script)
-    assert "localStorage" not in script  # the token lives in sessionStorage only
+    for name in ("app.js", "events.js"):
+        script = fetch(relay, "GET", PAGE + name)[2].decode()
+        assert not re.search(r"(?i)https?://[a-z0-9\[]|import\s*\(|importScripts", script)
+        assert "localStorage" not in script  # the token lives in sessionStorage only
 
 
 def test_page_without_slash_redirects_and_head_has_no_body(relay):
@@ -153,7 +154,7 @@ def test_the_page_path_is_no_way_around_the_token(relay, target):
 
 @pytest.fixture
 def browser(tmp_path):
-    with chromium(tmp_path, "--window-size=1280,1000") as driver:
+    with chromium(tmp_path, "--window-size=1280,1400") as driver:
         yield driver
 
 
@@ -267,6 +268,9 @@ def test_status_page_in_chromium(relay, browser, tmp_path):
                   what="three seconds of the transfer on the graph")
         wait_page(browser, "Number(document.getElementById('live-connections').dataset.count) >= 1",
                   what="a live connection")
+        assert js(browser, "document.getElementById('events-state').textContent") == "live"
+        wait_page(browser, "document.querySelector('#events tr[data-name=SenderListenerConnectionEstablished]"
+                           "[data-entity=orders]')", what="the connection's event")
         assert js(browser, "document.getElementById('graph').toDataURL()") != before
         shot = tmp_path / "status-page.png"
         assert browser.save_screenshot(str(shot))

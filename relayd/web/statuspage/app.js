@@ -5,6 +5,7 @@
 //   GET /$relayd/status    counts, and "traffic": bytes each way so far and live connections
 //                          by door (bytes/s are computed here from two successive totals)
 //   GET /$relayd/entities  every entity with its kind and listener count (and online state)
+// and, as they happen, the connectivity events (events.js: GET /$relayd/connectivity/stream).
 // Both need a SAS token with the Manage right.  The operator pastes one into the form; it is
 // kept in sessionStorage (this tab only, gone when the tab closes), sent only in the
 // Authorization header, and never put in a URL.  A refused token (401/403) is dropped and the
@@ -24,6 +25,7 @@
   const KINDS = {hybrid_connection: "hybrid connection", soap: "SOAP", oneway: "one-way events",
                  multicast: "multicast events"};
   const COLOR_UP = "#2563eb", COLOR_DOWN = "#ea580c";
+  const MAX_EVENTS = 50;              // event rows kept, newest first
 
   const $ = (id) => document.getElementById(id);
   let token = null;
@@ -32,6 +34,7 @@
   let history = [];                   // [{t, up, down}]: bytes/s, oldest first
   let listed = null;                  // the last GET /$relayd/entities
   let polls = 0;
+  let watch = null;                   // the connectivity stream (RelaydEvents)
 
   // -- token ------------------------------------------------------------------------------
 
@@ -125,10 +128,25 @@
   function startPolling() {
     stopPolling();
     poll();
+    watch = window.RelaydEvents.watch(token, addEvent, (state) => { $("events-state").textContent = state; });
   }
 
   function stopPolling() {
     if (timer !== null) { clearTimeout(timer); timer = null; }
+    if (watch !== null) { watch.stop(); watch = null; }
+  }
+
+  function addEvent(event) {
+    let data = {};
+    try { data = JSON.parse(event.data); } catch (err) { data = {}; }
+    const when = data.time ? new Date(data.time * 1000).toLocaleTimeString() : "";
+    const tr = row([cell(when), cell(event.name), cell(data.entity || ""),
+                    cell(data.listeners != null ? String(data.listeners) : "", "num"), cell(data.message || "")],
+                   {name: event.name, entity: data.entity || ""});
+    const body = $("events").tBodies[0];
+    body.insertBefore(tr, body.firstChild);
+    while (body.rows.length > MAX_EVENTS) body.deleteRow(-1);
+    $("no-events").hidden = true;
   }
 
   async function poll() {
