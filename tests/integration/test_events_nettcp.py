@@ -1,5 +1,5 @@
 """Publishing events over net.tcp, over real sockets: a raw [MC-NMF] client (the bytes of
-/work/shared/NMF-CAPTURES.md) publishes to a multicast entity through a real relay's net.tcp
+the captures of [MC-NMF] traffic quoted in tests/unit/test_nmf.py) publishes to a multicast entity through a real relay's net.tcp
 door; two ``relayd bridge -R ENTITY:net.tcp://...`` subscribers forward to local TCP services
 that record every byte: each gets the preamble (Via rewritten to its own URI) and every
 envelope in order, then End."""

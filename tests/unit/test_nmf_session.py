@@ -1,5 +1,5 @@
 """relayd.wire.nmf_session: the records a net.tcp publisher sends after its preamble, read
-incrementally, byte for byte against /work/shared/NMF-CAPTURES.md (Duplex capture)."""
+incrementally, byte for byte against the captures of [MC-NMF] traffic quoted in tests/unit/test_nmf.py (Duplex capture)."""
 
 import pytest
 
