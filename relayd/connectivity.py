@@ -60,6 +60,7 @@ NAMES = tuple(MESSAGES)
 # details, such as a listener's sb-hc-id or a rejection's reason, are cut at MAX_DETAIL characters).
 REPLAY_EVENTS = 512
 MAX_DETAIL = 256
+MAX_SEQ_DIGITS = 19  # of an event id's counter in a Last-Event-ID (longer: not one of ours)
 
 
 def entity_key(path):
@@ -173,7 +174,7 @@ class Connectivity:
         boot, _, seq = (last_id or "").partition("-")
         events = list(self._ring)
         oldest = events[0].seq if events else self._seq + 1
-        if boot == self.boot and seq.isdigit():
+        if boot == self.boot and seq.isdigit() and len(seq) <= MAX_SEQ_DIGITS:
             seq = int(seq)
             return [e for e in events if e.seq > seq], oldest > seq + 1
         return events, oldest > 1

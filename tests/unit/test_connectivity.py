@@ -128,6 +128,8 @@ def test_ring_is_bounded_and_replays_after_last_event_id():
     assert len(events) == 8 and lost
     events, lost = c.events_after("garbage")
     assert len(events) == 8 and lost
+    events, lost = c.events_after("%s-%s" % (c.boot, "9" * 30000))  # not an id of ours: no int() of it
+    assert len(events) == 8 and lost
 
 
 def test_fresh_ring_replays_all_and_loses_nothing():
