@@ -170,12 +170,17 @@ class MetricsPage(resource.Resource):
         return self.metrics.exposition()
 
     def render(self, request):
-        if request.method not in (b"GET", b"HEAD"):
-            request.setResponseCode(405)
-            request.setHeader(b"allow", b"GET, HEAD")
-            request.setHeader(b"content-type", b"text/plain; charset=utf-8")
-            return b"use GET\n"
-        return self.render_GET(request)
+        return _only_get(request) or self.render_GET(request)
+
+
+def _only_get(request):
+    """405 for a method other than GET and HEAD (its body), else None."""
+    if request.method not in (b"GET", b"HEAD"):
+        request.setResponseCode(405)
+        request.setHeader(b"allow", b"GET, HEAD")
+        request.setHeader(b"content-type", b"text/plain; charset=utf-8")
+        return b"use GET\n"
+    return None
 
 
 class Health(resource.Resource):
@@ -185,6 +190,9 @@ class Health(resource.Resource):
     stopping = False
 
     def render(self, request):
+        refused = _only_get(request)  # a probe's answer means "serving": not for any method
+        if refused:
+            return refused
         request.setHeader(b"content-type", b"text/plain; charset=utf-8")
         request.setHeader(b"cache-control", b"no-store")
         if self.stopping:

@@ -72,7 +72,7 @@ SCHEMAS = {
         "type": "object",
         "required": ["path", "kind", "requires_client_authorization", "max_listeners", "response_timeout",
                      "max_message", "discovery", "display_name", "user_metadata", "created_at", "updated_at",
-                     "rules", "static", "listeners"],
+                     "rules", "static", "listeners", "online", "online_since", "offline_since"],
         "properties": {
             "path": {"type": "string"},
             "kind": {"type": "string", "enum": KINDS},
@@ -91,7 +91,23 @@ SCHEMAS = {
                                "rights": {"type": "array", "items": {"type": "string", "enum": RIGHTS}}}}},
             "static": {"type": "boolean", "description": "declared in the config file (read-only here)"},
             "listeners": {"type": "integer", "minimum": 0, "description": "listeners online now"},
+            "online": {"type": "boolean"},
+            "online_since": _nullable({"type": "number", "description": "when it went online (null: offline)"}),
+            "offline_since": _nullable({"type": "number", "description": "when it went offline (null: online)"}),
         },
+    },
+    "Connectivity": {
+        "type": "object", "required": ["path", "kind", "online", "listeners", "since"],
+        "properties": {"path": {"type": "string"}, "kind": {"type": "string", "enum": KINDS},
+                       "online": {"type": "boolean"}, "listeners": {"type": "integer", "minimum": 0},
+                       "since": {"type": "number", "description": "when it went online or offline"}},
+    },
+    "ConnectivityList": {
+        "type": "object", "required": ["entities", "last_event_id", "watchers"],
+        "properties": {"entities": {"type": "array", "items": _ref("Connectivity")},
+                       "last_event_id": {"type": "string", "description": "pass as Last-Event-ID to the "
+                                                                         "stream to miss nothing after"},
+                       "watchers": {"type": "integer"}, "watchers_dropped": {"type": "integer"}},
     },
     "Deleted": {"type": "object", "required": ["deleted"], "properties": {"deleted": {"type": "string"}}},
     "Status": {
@@ -143,6 +159,7 @@ ERRORS = {
     409: "declared in the config file, or exists already",
     413: "the body is larger than the API takes",
     500: "the change applies but could not be written to the store",
+    503: "the relay serves as many connectivity streams as it may (limits.status_watchers)",
 }
 
 
@@ -170,6 +187,44 @@ ENTITY_PATH = {"name": "path", "in": "path", "required": True, "description": "t
                           "pattern": r"^(?!\.\.?(/|$))(?!.*/\.\.?(/|$))[A-Za-z0-9._~-]+(/[A-Za-z0-9._~-]+)*$"}}
 RULE_NAME = {"name": "name", "in": "path", "required": True,
              "schema": {"type": "string", "pattern": "^%s$" % rules.RULE_NAME.pattern.removesuffix("\\Z")}}
+
+
+ENTITY_QUERY = {"name": "entity", "in": "query", "required": False, "description": "only this entity",
+                "schema": {"type": "string"}}
+# /$relayd/connectivity/stream is the stream: an entity named "stream" is asked with ?entity=stream
+CONNECTIVITY_PATH = dict(ENTITY_PATH, schema=dict(ENTITY_PATH["schema"], **{"not": {"enum": ["stream"]}}))
+TEXT = "text/plain"
+
+
+def _text(description):
+    return {"description": description, "content": {TEXT: {"schema": {"type": "string"}}}}
+
+
+def _other_paths():
+    """Connectivity, metrics and the health probe (relayd.web.connectivity, relayd.web.metrics)."""
+    stream = _op("a live stream of connectivity events (server-sent events: NewListenerRegistered, "
+                 "ListenerUnregistered, ...); it ends when the token expires", {}, [404, 405, 503],
+                 parameters=[ENTITY_QUERY, {"name": "Last-Event-ID", "in": "header", "required": False,
+                                            "schema": {"type": "string"}}])
+    stream["responses"]["200"] = {"description": "the stream",
+                                  "content": {"text/event-stream": {"schema": {"type": "string"}}}}
+    metrics = _op("Prometheus text format: Azure Relay's metrics per entity and relayd's own", {}, [])
+    metrics["responses"].update({"200": _text("the exposition (text/plain; version=0.0.4)"),
+                                 "405": _text("use GET")})
+    health = {"summary": "health probe: no token, no details", "security": [],
+              "responses": {"200": _text("ok: the relay serves"), "405": _text("use GET"),
+                            "503": _text("stopping")}}
+    return {
+        "/$relayd/connectivity": {"get": _op("every entity's online state and listener count",
+                                             {200: ("the states", _ref("ConnectivityList"))}, [404, 405],
+                                             parameters=[ENTITY_QUERY])},
+        "/$relayd/connectivity/stream": {"get": stream},
+        "/$relayd/connectivity/{path}": {"get": _op("one entity's online state and listener count",
+                                                    {200: ("the state", _ref("Connectivity"))}, [404, 405],
+                                                    parameters=[CONNECTIVITY_PATH])},
+        "/$relayd/metrics": {"get": metrics},
+        "/$relayd/healthz": {"get": health},
+    }
 
 
 def _rule_paths(prefix, parameters, scope):
@@ -215,6 +270,7 @@ def document():
     }
     paths.update(_rule_paths("/$relayd/rules", [], "the namespace"))
     paths.update(_rule_paths("/$relayd/entities/{path}/$rules", [ENTITY_PATH], "an entity"))
+    paths.update(_other_paths())
     return {
         "openapi": "3.0.3",
         "info": {"title": "relayd management API", "version": __version__,
