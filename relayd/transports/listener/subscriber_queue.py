@@ -74,13 +74,24 @@ class SubscriberQueue:
         self.blocked = True
 
     def unblock(self):
-        """The transport wrote everything: hand it what waits, until it is full again."""
+        """The transport wrote everything: hand it what waits, a window's worth per write (one
+        write instead of one per message), until it is full again."""
         self.blocked = False
         items = self.items
         while items and not self.blocked:
             data = items.popleft()
-            self.messages -= 1
-            self.bytes -= len(data)
+            size = len(data)
+            if items and size < EVENT_WRITE_WINDOW:
+                batch = [data]
+                while items and size < EVENT_WRITE_WINDOW:
+                    data = items.popleft()
+                    batch.append(data)
+                    size += len(data)
+                self.messages -= len(batch)
+                data = b"".join(batch)
+            else:
+                self.messages -= 1
+            self.bytes -= size
             self.write(data)  # may block() at once
 
     def clear(self):
