@@ -12,6 +12,7 @@ from urllib.parse import urlsplit
 
 from relayd.endpoint_strings import DEFAULT_LISTEN, MAX_BACKLOG, parse_listen
 from relayd import entity_fields
+from relayd.cluster.settings import ClusterConfigError, parse_cluster
 from relayd.limits import Limits
 from relayd.wire import sas
 from relayd.wire.names import validate_entity_path
@@ -83,6 +84,8 @@ class Settings:
     # [metrics] listen: a separate address serving /metrics without a token (None: only
     # /$relayd/metrics on the relay's port, with a Manage token)
     metrics_listen: str | None = None
+    # [cluster]: several nodes as one namespace on Redis (relayd.cluster.settings); None: one process
+    cluster: object = None
     source: str = "<defaults>"
 
 
@@ -177,7 +180,7 @@ def _listen_endpoint(value, where, reader):
 def parse(data, source="<config>"):
     """Turn a TOML document (already decoded) into :class:`Settings`."""
     r = _Reader(source)
-    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits", "tcp_ports", "metrics"})
+    r.table(data, "", {"relay", "rules", "hybrid_connections", "limits", "tcp_ports", "metrics", "cluster"})
     relay = r.table(data.get("relay", {}), "relay",
                     {"listen", "public_url", "data_dir", "create_on_listen", "accept_timeout"})
     settings = Settings(source=source)
@@ -310,6 +313,11 @@ def parse(data, source="<config>"):
             allow_anonymous=r.boolean(item, "allow_anonymous", where, False),
             max_via=r.number(item, "max_via", where, 2048, 64, 65536, True),
         ))
+    if "cluster" in data:
+        try:
+            settings.cluster = parse_cluster(data["cluster"], bool(settings.rules))
+        except ClusterConfigError as e:
+            r.fail(e.where, e.problem)
     return settings
 
 
