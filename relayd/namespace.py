@@ -200,6 +200,40 @@ class Namespace:
         written.addErrback(self.write_failed, "entity %s" % entity.path)
         return entity
 
+    # -- changes made on another node (relayd.cluster.store): applied in memory, never written --
+
+    def apply_entity(self, entity):
+        """Another node created or changed the dynamic ``entity`` (its rules and timestamps as
+        stored); a static entity of the same path wins."""
+        existing = self.get(entity.path)
+        if existing is not None and existing.static:
+            return
+        self._entities[entity.path.lower()] = entity
+        self.grants.revoke(self)
+
+    def apply_removed(self, path):
+        """Another node deleted the dynamic entity at ``path``: its channels close here too."""
+        entity = self.get(path)
+        if entity is None or entity.static:
+            return
+        del self._entities[entity.path.lower()]
+        for observer in list(self._removal_observers):
+            observer(entity)
+
+    def apply_rules(self, path, rules):
+        """Another node changed the rules of the namespace (``path`` None) or of an entity: the
+        rules not from the config file become ``rules``; connections they no longer allow close."""
+        entity = self.get(path) if path is not None else None
+        if path is not None and entity is None:
+            return
+        kept = [r for r in (entity.rules if entity is not None else self.rules) if self.is_static_rule(entity, r.name)]
+        if entity is None:
+            self._generated_names = set()
+            self.rules = kept + list(rules)
+        else:
+            entity.rules = kept + list(rules)
+        self.grants.revoke(self)
+
     def write_failed(self, failure, what):
         """Log a failed write (the change holds in memory until the relay restarts)."""
         self.log.failure("cannot write {what} to the store", failure, what=what)

@@ -178,15 +178,24 @@ class RelayService(service.MultiService):
         super().__init__()
         self.settings = settings
         self.reactor = reactor
-        try:
-            self.store = SqliteStore(settings.data_dir)
-        except StoreError as e:
-            raise StartupError(str(e))
+        self.cluster = None  # [cluster]: the namespace and listener registry in Redis (relayd.cluster)
+        if settings.cluster is not None:
+            from relayd.cluster.service import ClusterService
+
+            self.cluster = ClusterService(settings.cluster, reactor)  # started first, stopped last
+            self.store = self.cluster.store
+        else:
+            try:
+                self.store = SqliteStore(settings.data_dir)
+            except StoreError as e:
+                raise StartupError(str(e))
         self.namespace = Namespace(self.store, settings, reactor)
         self.writer = StoreWriter(self.store, reactor)  # not a child: started first, stopped after the doors
         self.namespace.write = self.writer.run
         self.switchboard = Switchboard(reactor, accept_timeout=settings.accept_timeout, limits=settings.limits)
         self.namespace.on_removed(lambda entity: self.switchboard.close_entity(entity.path))
+        if self.cluster is not None:
+            self.cluster.attach(self.namespace, self.switchboard)
         self.hybrid = HybridFactory(self.namespace, self.switchboard, settings, reactor)
         self.site = make_site(self.namespace, self.switchboard, settings, reactor)
         self.http = HttpDoor(self.namespace, self.switchboard, self.hybrid, settings, reactor,
@@ -200,6 +209,8 @@ class RelayService(service.MultiService):
         self.site.management.status_extras.update(
             traffic=self.traffic.totals, version=lambda: relayd.__version__,
             uptime=lambda: round(reactor.seconds() - self.started, 3))
+        if self.cluster is not None:
+            self.site.management.status_extras["cluster"] = self.cluster.status
         # GET /$relayd/metrics (Manage token) and /$relayd/healthz (none): relayd.web.metrics
         self.metrics = Metrics(self.namespace, self.switchboard, self.traffic, self.http.event_counts)
         self.health = Health()
@@ -261,6 +272,8 @@ class RelayService(service.MultiService):
                 rule=self.namespace.rules[0].name, path=self.store.path, dir=s.data_dir,
             )
         self.log.info("relayd: {n} entities, data in {dir}", n=len(self.namespace.entities()), dir=s.data_dir)
+        if self.cluster is not None:
+            self.cluster.startService()
         self.writer.startService()
         try:
             super().startService()
@@ -319,4 +332,6 @@ class RelayService(service.MultiService):
         """After the doors: the queued store writes finish, then the store closes."""
         if self.writer.running:
             self.writer.stopService()
+        if self.cluster is not None and self.cluster.running:
+            return defer.maybeDeferred(self.cluster.stopService).addBoth(lambda _: result)
         return result

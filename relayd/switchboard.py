@@ -248,12 +248,23 @@ class Switchboard:
         self._notify("online", path)
         self.report(cx.NEW_LISTENER, path, listener=_listener_id(channel))
 
+    gate = None  # clustered: relayd.cluster.service.ListenerGate, the cap counted cluster-wide
+
+    def admit_listener(self, path, channel, max_listeners=DEFAULT_MAX_LISTENERS):
+        """:meth:`add_listener` (None, or TooManyListeners raised); with a :attr:`gate`, a Deferred
+        that fires once the gate admitted and added the channel, or fails with TooManyListeners."""
+        if self.gate is None:
+            return self.add_listener(path, channel, max_listeners)
+        return self.gate.admit(self, path, channel, max_listeners)
+
     def remove_listener(self, path, channel):
         key = self._entity_key(path)
         live = self._listeners.get(key)
         if not live or channel not in live:
             return
         live.remove(channel)
+        if self.gate is not None:
+            self.gate.release(path, _listener_id(channel))
         if not live:
             del self._listeners[key]
         self._notify("offline", path)

@@ -81,28 +81,41 @@ end
 return out
 """
 
+# Deletes every entry of ``node`` (a Lua function shared by SWEEP and CLEAR).
+_CLEAR_NODE = """
+local function clear(node, entities_prefix, listeners_prefix)
+  local removed = 0
+  for _, entity in ipairs(redis.call('SMEMBERS', entities_prefix .. node)) do
+    local key = listeners_prefix .. entity
+    local entries = redis.call('HGETALL', key)
+    for i = 1, #entries, 2 do
+      if entries[i + 1] == node then
+        redis.call('HDEL', key, entries[i])
+        removed = removed + 1
+      end
+    end
+  end
+  redis.call('DEL', entities_prefix .. node)
+  return removed
+end
+"""
+
 # KEYS[1] the nodes set; ARGV: node key prefix, node-entities prefix, listeners prefix.
 # Deletes every entry of every node whose heartbeat key is gone; returns the entries deleted.
-SWEEP = """
+SWEEP = _CLEAR_NODE + """
 local removed = 0
 for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
   if redis.call('EXISTS', ARGV[1] .. node) == 0 then
-    for _, entity in ipairs(redis.call('SMEMBERS', ARGV[2] .. node)) do
-      local key = ARGV[3] .. entity
-      local entries = redis.call('HGETALL', key)
-      for i = 1, #entries, 2 do
-        if entries[i + 1] == node then
-          redis.call('HDEL', key, entries[i])
-          removed = removed + 1
-        end
-      end
-    end
-    redis.call('DEL', ARGV[2] .. node)
+    removed = removed + clear(node, ARGV[2], ARGV[3])
     redis.call('SREM', KEYS[1], node)
   end
 end
 return removed
 """
+
+# ARGV: node id, node-entities prefix, listeners prefix: this node's entries, left from before an
+# outage (a listener that left while Redis was down), deleted before it registers its own again.
+CLEAR = _CLEAR_NODE + "return clear(ARGV[1], ARGV[2], ARGV[3])\n"
 
 
 def entity_key(path):
@@ -253,15 +266,25 @@ class Registry:
 
     # -- Redis back --------------------------------------------------------------------------
 
+    def remember(self, entity_path, listener_id):
+        """A listener admitted while Redis was down (the cap counted on this node only): it is
+        registered when Redis is back."""
+        self.local[(entity_key(entity_path), listener_id)] = entity_path
+
     def _redis_up(self):
-        """Heartbeat first, then every local listener again (they are connected: no cap check)."""
+        """Heartbeat, this node's stale entries cleared, then every local listener registered
+        again (they are connected: no cap check)."""
         self.beat()
-        for (key, listener_id), path in list(self.local.items()):
-            d = self.link.eval(REGISTER, [LISTENERS + key, NODE_ENTITIES + self.node_id],
-                               [self._field(listener_id), self.node_id, 0, NODE_KEY, key])
-            d.addErrback(self._beat_failed)
-        if self.local:
-            self.log.info("cluster: re-registered {n} listeners of this node", n=len(self.local))
+        d = self.link.eval(CLEAR, [], [self.node_id, NODE_ENTITIES, LISTENERS])
+
+        def again(_):
+            for (key, listener_id), path in list(self.local.items()):
+                self.link.eval(REGISTER, [LISTENERS + key, NODE_ENTITIES + self.node_id],
+                               [self._field(listener_id), self.node_id, 0, NODE_KEY, key]).addErrback(self._beat_failed)
+            if self.local:
+                self.log.info("cluster: re-registered {n} listeners of this node", n=len(self.local))
+
+        d.addCallback(again).addErrback(self._beat_failed)
 
 
 def _url(value):

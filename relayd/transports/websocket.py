@@ -162,22 +162,33 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
     def onConnect(self, request):
         try:
             subprotocol = self._route(request)
+            if isinstance(subprotocol, defer.Deferred):  # a listener the cluster's registry admits
+                return subprotocol.addErrback(self._denied_later, request)
             self._log.debug("HC handshake on {path} from {peer} accepted", path=request.path, peer=self.peer)
             return subprotocol
         except Denied as e:
-            tracking = access.tracking_id()
-            action = request.params.get("sb-hc-action", ["?"])[0]
-            self._refusal_logged = True
-            self.factory.refusals.refused(
-                ("HC " + action[:20], e.status, peer_host(self.peer)),
-                "HC {action} on {path} from {peer} denied: {status} {message} (tracking {tracking})",
-                action=action, path=request.path,
-                peer=self.peer, status=e.status, message=e.message, tracking=tracking,
-            )
-            raise ConnectionDeny(e.status, access.with_tracking(e.message, tracking))
+            self._deny(e, request)
         except Exception:
             self._log.failure("HC handshake failed unexpectedly")
             raise ConnectionDeny(500, access.with_tracking("internal error in the relay"))
+
+    def _denied_later(self, failure, request):
+        if failure.check(Denied):
+            self._deny(failure.value, request)
+        return failure  # a sender's own refusals (ConnectionDeny) go on to Autobahn as before
+
+    def _deny(self, e, request):
+        """Log and count a refused handshake: ConnectionDeny with the status and a tracking id."""
+        tracking = access.tracking_id()
+        action = request.params.get("sb-hc-action", ["?"])[0]
+        self._refusal_logged = True
+        self.factory.refusals.refused(
+            ("HC " + action[:20], e.status, peer_host(self.peer)),
+            "HC {action} on {path} from {peer} denied: {status} {message} (tracking {tracking})",
+            action=action, path=request.path,
+            peer=self.peer, status=e.status, message=e.message, tracking=tracking,
+        )
+        raise ConnectionDeny(e.status, access.with_tracking(e.message, tracking))
 
     _deny_headers = None
     _refusal_logged = False
@@ -227,7 +238,10 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
             raise Denied(404, "no hybrid connection at '%s'" % rel.strip("/"))
         self._counted = (action == "listen", entity.path)
         if action == "listen":
-            self._take_role(ControlChannel.listen(self, request, entity, token))
+            channel = ControlChannel.listen(self, request, entity, token)
+            if isinstance(channel, defer.Deferred):  # clustered: the registry decides (relayd.cluster)
+                return channel.addCallback(self._take_role)
+            self._take_role(channel)
             return None
         policy = f.event_policies.get(entity.kind)
         if policy is not None:  # an event entity: a publishing channel (events_ws), no rendezvous

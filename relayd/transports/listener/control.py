@@ -41,6 +41,11 @@ EVENT_SENT, EVENT_NOT_SENT, SUBSCRIBER_CUT = "sent", "not sent", "cut"
 SUBSCRIBER_BEHIND_CODE = 1008
 
 
+def _denied(failure):
+    failure.trap(SwitchboardError)
+    raise Denied(failure.value.status, failure.value.message)
+
+
 @implementer(IListenerChannel)
 class ControlChannel(Role):
     """The ``listen`` role: registered with the switchboard as a listener of one entity."""
@@ -71,14 +76,27 @@ class ControlChannel(Role):
         protocol.autoPingInterval = f.limits.control_ping_interval
         protocol.autoPingTimeout = f.limits.control_ping_timeout
         try:
-            f.switchboard.add_listener(entity.path, channel, entity.max_listeners)
+            pending = f.switchboard.admit_listener(entity.path, channel, entity.max_listeners)
         except SwitchboardError as e:
             raise Denied(e.status, e.message)
-        channel._arm_token_timer(verified.expires)
-        f.namespace.grants.hold(channel, entity, verified)  # closed if its rule or key is revoked
-        cls._log.info("listener {id} online on {path} from {peer}",
-                      id=channel.listener_id, path=entity.path, peer=protocol.peer)
-        return channel
+        if pending is None:
+            return channel._online(verified)
+        # clustered: the registry counts the cap cluster-wide (relayd.cluster); a Deferred
+        return pending.addCallbacks(lambda _: channel._admitted(verified), _denied)
+
+    def _admitted(self, verified):
+        protocol = self.protocol
+        if protocol.state == protocol.STATE_CLOSED:  # gone while the registry decided
+            self.factory.switchboard.remove_listener(self.entity_path, self)
+            raise Denied(400, "the listener's connection closed during its handshake")
+        return self._online(verified)
+
+    def _online(self, verified):
+        self._arm_token_timer(verified.expires)
+        self.factory.namespace.grants.hold(self, self.entity, verified)  # closed if its rule or key is revoked
+        self._log.info("listener {id} online on {path} from {peer}",
+                       id=self.listener_id, path=self.entity_path, peer=self.protocol.peer)
+        return self
 
     @property
     def factory(self):

@@ -1,0 +1,194 @@
+"""The shared namespace of a cluster: dynamic entities and SAS rules (keys included) in Redis.
+
+:class:`RedisStore` has the embedded store's interface (:class:`relayd.store.SqliteStore` as
+:class:`relayd.namespace.Namespace` uses it), so the namespace works unchanged: its reads at
+construction find nothing (the namespace starts with the config file's entities and rules, and
+:class:`NamespaceSync` loads the rest from Redis once connected), and its writes -- through
+``Namespace.write``, which is plain ``maybeDeferred`` here -- return the Deferred of the Redis
+commands.  Each write is then announced on the bus (kind ``"namespace"``); every other node reads
+the changed thing back from Redis (read-through: a lost or reordered notification cannot leave a
+node with stale data for longer than the next change or reconnection) and applies it to its
+in-memory namespace: a deleted entity's channels close there with 1001 (the namespace's removal
+observers).  When Redis comes back after an outage, each node reloads the whole namespace.
+
+Keys: ``relayd:ns:entities`` (hash: entity key -> JSON of the entity's fields), and
+``relayd:ns:rules`` / ``relayd:ns:rules:{entity key}`` (hash: rule name -> JSON of key,
+secondary key, rights, origin).
+"""
+
+import json
+
+from twisted.internet import defer
+from twisted.logger import Logger
+
+from relayd.cluster.redis_link import RedisDown, dumps
+from relayd.namespace import Entity
+from relayd.store import API, ENTITY_COLUMNS
+from relayd.wire import sas
+
+ENTITIES = "relayd:ns:entities"
+RULES = "relayd:ns:rules"
+NAMESPACE_EVENT = "namespace"  # the bus kind of change notifications
+
+
+def rules_key(entity):
+    return RULES + (":" + entity.strip("/").lower() if entity else "")
+
+
+def rule_json(rule, origin):
+    return dumps({"key": rule.key, "secondary_key": rule.secondary_key, "rights": sorted(rule.rights),
+                  "origin": origin})
+
+
+def as_dict(reply):
+    """HGETALL's reply (a flat list of field, value, ...) as a dict."""
+    if isinstance(reply, dict):
+        return reply
+    reply = reply or []
+    return {reply[i]: reply[i + 1] for i in range(0, len(reply), 2)}
+
+
+def rules_from(mapping):
+    """``[Rule]`` (sorted by name) from a rules hash as HGETALL returns it."""
+    out = []
+    for name, text in sorted(as_dict(mapping).items()):
+        value = json.loads(text)
+        out.append(sas.Rule(name, value["key"], frozenset(value["rights"]), value.get("secondary_key")))
+    return out
+
+
+def entity_from(text, rules):
+    fields = json.loads(text)
+    fields = {c: fields[c] for c in ENTITY_COLUMNS if c in fields}
+    return Entity(rules=rules, **fields)
+
+
+class RedisStore:
+    """The namespace's store when clustered (see the module docstring)."""
+
+    def __init__(self, link, bus, where):
+        self.link, self.bus = link, bus
+        self.path = where  # shown in log lines, as the SQLite file's path is
+
+    # -- reads at construction: the namespace starts from the config file --------------------
+
+    def rules(self, entity="", origin=None):
+        return []
+
+    def entities(self):
+        return []
+
+    def close(self):
+        pass
+
+    # -- writes ------------------------------------------------------------------------------
+
+    def _announce(self, result, **what):
+        self.bus.broadcast(NAMESPACE_EVENT, what).addErrback(lambda f: None)
+        return result
+
+    def put_entity(self, entity):
+        fields = {c: getattr(entity, c) for c in ENTITY_COLUMNS}
+        key = entity.path.lower()
+        d = self.link.command("HSET", ENTITIES, key, dumps(fields))
+        if entity.rules:
+            args = []
+            for rule in entity.rules:
+                args += [rule.name, rule_json(rule, API)]
+            d.addCallback(lambda _: self.link.command("HSET", rules_key(key), *args))
+        return d.addCallback(self._announce, what="entity", path=entity.path)
+
+    def delete_entity(self, path):
+        key = path.lower()
+        d = self.link.command("HDEL", ENTITIES, key)
+        d.addCallback(lambda _: self.link.command("DEL", rules_key(key)))
+        return d.addCallback(self._announce, what="entity", path=path)
+
+    def put_rule(self, rule, entity="", origin=API):
+        d = self.link.command("HSET", rules_key(entity), rule.name, rule_json(rule, origin))
+        return d.addCallback(self._announce, what="rules", path=entity or None)
+
+    def delete_rule(self, name, entity=""):
+        d = self.link.command("HDEL", rules_key(entity), name)
+        return d.addCallback(self._announce, what="rules", path=entity or None)
+
+    def delete_rules(self, entity):
+        d = self.link.command("DEL", rules_key(entity))
+        return d.addCallback(self._announce, what="rules", path=entity or None)
+
+
+class NamespaceSync:
+    """Keeps a node's :class:`~relayd.namespace.Namespace` in step with Redis: a full load at
+    start and after each outage (:meth:`load`), and each change another node announces."""
+
+    log = Logger()
+
+    def __init__(self, namespace, link, bus):
+        self.namespace, self.link, self.bus = namespace, link, bus
+        self.loaded = 0  # full loads done
+        bus.on(NAMESPACE_EVENT, self._changed)
+        link.on_up.append(self.load)
+
+    def _changed(self, payload, from_node):
+        if from_node == self.bus.node_id:
+            return  # made here: already in memory
+        what, path = payload.get("what"), payload.get("path")
+        if what == "entity" and isinstance(path, str):
+            d = self._read_entity(path)
+        elif what == "rules" and (path is None or isinstance(path, str)):
+            d = self._read_rules(path)
+        else:
+            self.bus.dropped["malformed"] += 1
+            return
+        d.addErrback(self._failed, "%s %s" % (what, path))
+
+    def _read_entity(self, path):
+        key = path.lower()
+        d = defer.gatherResults([self.link.command("HGET", ENTITIES, key),
+                                 self.link.command("HGETALL", rules_key(key))], consumeErrors=True)
+
+        def apply(replies):
+            text, rules = replies
+            if text is None:
+                self.namespace.apply_removed(path)
+            else:
+                self.namespace.apply_entity(entity_from(text, rules_from(rules)))
+
+        return d.addCallback(apply)
+
+    def _read_rules(self, path):
+        d = self.link.command("HGETALL", rules_key(path))
+        return d.addCallback(lambda rules: self.namespace.apply_rules(path, rules_from(rules)))
+
+    def load(self):
+        """Read every entity and rule from Redis and make the namespace match (entities deleted
+        meanwhile are removed, their channels closed)."""
+        d = self.link.command("HGETALL", ENTITIES)
+
+        def entities(stored):
+            stored = as_dict(stored)
+            keys = sorted(stored)
+            reads = [self.link.command("HGETALL", rules_key(k)) for k in keys]
+            reads.append(self.link.command("HGETALL", rules_key(None)))
+            return defer.gatherResults(reads, consumeErrors=True).addCallback(
+                lambda rules: self._apply_all(stored, keys, rules))
+
+        d.addCallback(entities)
+        d.addErrback(self._failed, "the namespace")
+        return d
+
+    def _apply_all(self, stored, keys, rules):
+        ns = self.namespace
+        ns.apply_rules(None, rules_from(rules[-1]))
+        for key, entity_rules in zip(keys, rules):
+            ns.apply_entity(entity_from(stored[key], rules_from(entity_rules)))
+        for entity in ns.entities():
+            if not entity.static and entity.path.lower() not in stored:
+                ns.apply_removed(entity.path)
+        self.loaded += 1
+        self.log.info("cluster: namespace loaded from Redis ({n} entities)", n=len(keys))
+
+    def _failed(self, failure, what):
+        if failure.check(RedisDown):
+            return  # reloaded when Redis is back
+        self.log.failure("cluster: cannot read {what} from Redis", failure, what=what)
