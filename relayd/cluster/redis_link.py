@@ -108,7 +108,7 @@ class RedisLink:
             self._conns[role] = None
             if conn is not None and conn.transport is not None:
                 conn.transport.abortConnection()
-        self._set(DOWN)
+        self._set(DOWN, quiet=True)
 
     def _endpoint(self):
         a = self.address
@@ -163,9 +163,10 @@ class RedisLink:
 
     def _failed(self, failure, role, factory):
         reason = factory.refused or (failure.getErrorMessage() if hasattr(failure, "getErrorMessage") else failure)
-        if role not in self._delays:
-            self.log.debug("cannot reach Redis at {host}:{port} ({role}): {reason}", host=self.address.host,
-                           port=self.address.port, role=role, reason=reason)
+        if role not in self._delays:  # the first failure of a series: once, not at every retry
+            log = self.log.debug if self.transitions else self.log.warn  # at start: nothing said it is down
+            log("cluster: cannot reach Redis at {host}:{port} ({role} connection): {reason}; retrying",
+                host=self.address.host, port=self.address.port, role=role, reason=reason)
         self._schedule(role)
 
     def _lost(self, role, conn):
@@ -183,13 +184,15 @@ class RedisLink:
     def _update(self):
         self._set(UP if all(c is not None for c in self._conns.values()) else DOWN)
 
-    def _set(self, state):
+    def _set(self, state, quiet=False):
         if state == self.state:
             return
         self.state, self.since = state, self.reactor.seconds()
         self.transitions += 1
         a = self.address
-        if state == UP:
+        if quiet:  # stopped: not an outage
+            pass
+        elif state == UP:
             self.log.info("cluster: Redis at {host}:{port} is up", host=a.host, port=a.port)
         else:
             self.log.warn("cluster: Redis at {host}:{port} is down; serving listeners and senders that meet "

@@ -4,8 +4,8 @@ when the config has ``[cluster]``, started before the doors and stopped after th
 It holds the Redis link, the bus, the registry and the namespace sync
 (:mod:`relayd.cluster.store`), and the switchboard's :class:`ListenerGate`: a listener's
 handshake waits (at most ``ADMIT_TIMEOUT``) for the registry to count the entity's listeners
-cluster-wide.  While Redis is down (or does not answer in time) the cap is counted on this node
-only, and the listener is registered once Redis is back.  :meth:`ClusterService.status` is the
+cluster-wide.  While Redis is down (or does not answer in time, or fails) the cap is counted on
+this node only, and the listener is registered once Redis is back.  :meth:`ClusterService.status` is the
 ``cluster`` member of ``GET /$relayd/status``.
 """
 
@@ -52,7 +52,9 @@ class ListenerGate:
                 raise
 
         def unanswered(failure):
-            failure.trap(RedisDown, defer.TimeoutError)
+            if not failure.check(RedisDown, defer.TimeoutError):
+                self.log.failure("cluster: the registry failed; {path}'s cap counted on this node", failure,
+                                 path=path)
             return self._locally(switchboard, path, channel, max_listeners)
 
         return asked.addCallbacks(decided, unanswered)

@@ -15,23 +15,31 @@ START_TIMEOUT = 10.0
 
 
 class RedisServer:
-    def __init__(self, directory, port=None, password=None):
+    def __init__(self, directory, port=None, password=None, tls=None):
+        """``tls``: the paths of :func:`tests.support.tls.make_ca_and_server` -- TLS only (rediss://)."""
         path = shutil.which("redis-server")
         require(path is not None, "redis-server not found (apt-get install redis-server): the cluster needs it")
         self.directory = str(directory)
         os.makedirs(self.directory, exist_ok=True)
         self.port = port or free_port()
         self.password = password
+        self.tls = tls
         self.binary = path
         self.proc = None
         self.start()
 
     @property
     def url(self):
-        return "redis://%s127.0.0.1:%d/0" % (":%s@" % self.password if self.password else "", self.port)
+        return "redis%s://%s127.0.0.1:%d/0" % ("s" if self.tls else "", ":%s@" % self.password if self.password else "",
+                                               self.port)
 
     def start(self):
-        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+        ports = ["--port", str(self.port)]
+        if self.tls:
+            ports = ["--port", "0", "--tls-port", str(self.port), "--tls-cert-file", self.tls["server-cert.pem"],
+                     "--tls-key-file", self.tls["server-key.pem"], "--tls-ca-cert-file", self.tls["ca.pem"],
+                     "--tls-auth-clients", "no"]
+        args = [self.binary, *ports, "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
                 "--dir", self.directory, "--logfile", os.path.join(self.directory, "redis.log")]
         if self.password:
             args += ["--requirepass", self.password]
@@ -57,7 +65,13 @@ class RedisServer:
     def command(self, *args, timeout=5.0):
         """One command over RESP on a fresh socket (AUTH first when there is a password); the
         reply decoded: str, int, None or a list of them."""
-        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as sock:
+        with socket.create_connection(("127.0.0.1", self.port), timeout=timeout) as plain:
+            sock = plain
+            if self.tls:
+                import ssl
+
+                sock = ssl.create_default_context(cafile=self.tls["ca.pem"]).wrap_socket(plain,
+                                                                                         server_hostname="127.0.0.1")
             reader = sock.makefile("rb")
             if self.password:
                 sock.sendall(_encode(("AUTH", self.password)))

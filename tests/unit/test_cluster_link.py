@@ -122,3 +122,27 @@ def test_the_cap_is_counted_cluster_wide_and_a_dead_nodes_entries_expire(redis):
             if registry._loop is not None and registry._loop.running:
                 registry._loop.stop()
             link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_rediss_with_a_password_checks_the_servers_certificate(tmp_path, monkeypatch):
+    from tests.support.tls import make_ca_and_server
+
+    paths = make_ca_and_server(tmp_path)
+    server = RedisServer(tmp_path / "redis", password="pw-over-tls", tls=paths)
+    untrusted = RedisLink(reactor, parse_redis_url(server.url))
+    untrusted.start()  # the test CA is not trusted: never up
+    yield task.deferLater(reactor, 0.5, lambda: None)
+    assert untrusted.state == "down"
+    untrusted.stop()
+    # the server's certificate is checked against the platform's trust store; this CA joins it
+    monkeypatch.setenv("SSL_CERT_FILE", paths["ca.pem"])
+    link = RedisLink(reactor, parse_redis_url(server.url))
+    try:
+        link.start()
+        yield _up(link)
+        yield link.command("SET", "over", "tls")
+        assert server.command("GET", "over") == "tls"
+    finally:
+        link.stop()
+        server.stop()
