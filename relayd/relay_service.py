@@ -216,6 +216,10 @@ class RelayService(service.MultiService):
         self.health = Health()
         self.site.management.managed["metrics"] = MetricsPage(self.metrics)
         self.site.management.open_paths["/$relayd/healthz"] = self.health
+        if self.cluster is not None:  # relayd_cluster_redis_up, relayd_cluster_nodes, ...
+            from relayd.cluster.metrics import ClusterCollector
+
+            self.metrics.registry.register(ClusterCollector(self.cluster))
         # One connection budget (limits.max_connections) for the HTTP port and every TCP door.
         self.budget = ConnectionBudget(reactor, settings.limits.max_connections)
         self.front = FrontDoorFactory(

@@ -14,6 +14,7 @@ from tests.support.rawws import Closed, RawWS, hc_url, pair
 from tests.support.redis_server import RedisServer
 from tests.support.relay import ROOT_KEY, RelayProcess, relay_status, stop_process, write_config
 from tests.support.waits import wait_until
+from tests.integration.test_metrics import scrape, value
 
 EXPIRY = 1.5
 HEARTBEAT = 0.25
@@ -151,9 +152,13 @@ def test_redis_outage_keeps_same_node_traffic_and_recovers(nodes, redis):
     for ws in (sender2, leg2):
         ws.close()
     assert "cluster: Redis at 127.0.0.1:%d is down" % redis.port in one.log_text()
+    assert value(scrape(one), "relayd_cluster_redis_up") == 0
     redis.start()  # the same port, empty: every node re-registers what it holds
     wait_until(lambda: cluster_status(one)["redis"] == "up", 15)
     wait_until(lambda: list(registry_entries(redis, "echo").values()) == ["n1"], 10)
     wait_until(lambda: list(registry_entries(redis, "open").values()) == ["n1"], 10)
     wait_until(lambda: cluster_status(one)["nodes"] == 2, 10)
+    samples = scrape(one)
+    assert (value(samples, "relayd_cluster_redis_up"), value(samples, "relayd_cluster_nodes")) == (1, 2)
+    assert "cluster: Redis at 127.0.0.1:%d is up" % redis.port in one.log_text()
     ctl.close(), fresh.close()
