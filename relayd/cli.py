@@ -176,7 +176,9 @@ def _add_connection_args(p):
     p.add_argument("-x", "--connection-string",
                    help="Endpoint=sb://host:port/;SharedAccessKeyName=..;SharedAccessKey=.. "
                         "(or $RELAYD_CONNECTION_STRING)")
-    p.add_argument("--url", help="relay base URL, e.g. ws://127.0.0.1:9090 (default from -x)")
+    p.add_argument("--url", action="append",
+                   help="relay base URL, e.g. ws://127.0.0.1:9090 (default from -x); repeat it for several "
+                        "endpoints a listener fails over among (the others use the first)")
     p.add_argument("--rule", help="SAS rule name")
     p.add_argument("--key", help="SAS key (or $RELAYD_KEY)")
 

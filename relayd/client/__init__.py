@@ -6,7 +6,8 @@
   relay, on either side; :mod:`relayd.client.handshake` opens one (:class:`RelayConnectError`);
 * :mod:`relayd.client.sender` -- :func:`connect`: the sender side;
 * :mod:`relayd.client.listener` -- :class:`HybridListener`: the listener side (control channel),
-  with :mod:`relayd.client.accept` (:class:`AcceptRequest`, an offered sender);
+  with :mod:`relayd.client.accept` (:class:`AcceptRequest`, an offered sender) and
+  :mod:`relayd.client.endpoints` (failover among relay endpoints, :class:`Backoff`);
 * :mod:`relayd.client.http`, :mod:`relayd.client.http_body` -- the HTTP side of a listener;
 * :mod:`relayd.client.events` -- :func:`publish` and :func:`subscribe`: events (docs/events.rst);
 * :mod:`relayd.client.netcat` -- ``relayd listen`` / ``relayd connect``;
@@ -20,7 +21,7 @@ _EXPORTS = {
     "AcceptRequest": "relayd.client.accept",
     "ConnectionInfo": "relayd.client.connection_string",
     "RelayConnectError": "relayd.client.handshake",
-    "Backoff": "relayd.client.listener",
+    "Backoff": "relayd.client.endpoints",
     "ChannelClosed": "relayd.client.listener",
     "HybridListener": "relayd.client.listener",
     "connect": "relayd.client.sender",

@@ -26,13 +26,22 @@ How the ``Endpoint`` scheme maps onto the WebSocket scheme:
 
 Tokens are signed for ``http(s)://host[:port]/{entity path}`` (:meth:`ConnectionInfo.token_for`),
 the audience form relayd and Azure both accept.
+
+Several endpoints (relayd only; a listener fails over among them, see
+:mod:`relayd.client.endpoints`): ``Endpoint=`` may list several URLs separated by commas,
+``Endpoint=sb://10.0.0.1:9090/,sb://10.0.0.2:9090/`` (and ``--url`` may be repeated); one
+endpoint is the Azure connection string unchanged.  They share the credentials, the entity
+path and ``UseTls``.  Tokens are signed per endpoint (the audience is the endpoint a token goes
+to, which each node accepts as its own host), so a key works on every node; a ready-made
+``SharedAccessSignature`` is sent as is to each, so it must name a host every node accepts:
+their common ``public_url``.
 """
 
 import ipaddress
 import math
 import os
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from urllib.parse import quote, urlsplit
 
 ENV_KEY = "RELAYD_KEY"
@@ -66,6 +75,28 @@ def _flag(name, value):
     if v in _FALSE:
         return False
     raise ValueError("connection string: %s must be true or false, got %r" % (name, value))
+
+
+def _endpoint(url, use_tls, number=None):
+    """One relay URL -> (host, port, secure, entity path or ""); ``number``: its place in a list."""
+    where = "relay URL %r" % url if number is None else "endpoint %d of the list (%r)" % (number, url)
+    parts = urlsplit(url.strip())
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ValueError("%s: the scheme must be ws, wss, http, https or sb" % where)
+    if not parts.hostname:
+        raise ValueError("%s has no host name" % where)
+    try:
+        explicit_port = parts.port
+    except ValueError:
+        raise ValueError("%s has a bad port number" % where)
+    secure = _SCHEMES[scheme][0]
+    if scheme == "sb" and _is_loopback(parts.hostname):
+        secure = False
+    if use_tls is not None:
+        secure = use_tls
+    port = (443 if secure else 80) if explicit_port is None else explicit_port
+    return parts.hostname, port, secure, (parts.path or "").strip("/")
 
 
 def parse_connection_string(text):
@@ -104,43 +135,35 @@ class ConnectionInfo:
     token: str | None = None
     entity_path: str | None = None
     trust_root: object = None  # for wss: e.g. twisted.internet.ssl.Certificate; None = platform trust
+    alternates: tuple = ()  # further endpoints, ((host, port, secure), ...): see endpoints()
 
     # -- construction -------------------------------------------------------------------
 
     @classmethod
     def from_url(cls, url, rule=None, key=None, token=None, entity_path=None, use_tls=None):
-        """From a ``ws://``, ``wss://``, ``http://``, ``https://`` or ``sb://`` base URL."""
-        if not url or not isinstance(url, str):
-            raise ValueError("relay URL is empty; expected e.g. ws://127.0.0.1:9090")
-        parts = urlsplit(url.strip())
-        scheme = parts.scheme.lower()
-        if scheme not in _SCHEMES:
-            raise ValueError("relay URL %r: the scheme must be ws, wss, http, https or sb" % url)
-        if not parts.hostname:
-            raise ValueError("relay URL %r has no host name" % url)
-        try:
-            explicit_port = parts.port
-        except ValueError:
-            raise ValueError("relay URL %r has a bad port number" % url)
-        secure, default_port = _SCHEMES[scheme]
-        host = parts.hostname
-        if scheme == "sb" and _is_loopback(host):
-            secure = False
-        if use_tls is not None:
-            secure = use_tls
-        if explicit_port is None:
-            port = 443 if secure else 80
-        else:
-            port = explicit_port
-        path = (parts.path or "").strip("/")
-        if path and not entity_path:
-            entity_path = path
+        """From a ``ws://``, ``wss://``, ``http://``, ``https://`` or ``sb://`` base URL, or
+        several (a list, or one string with commas): the first is the endpoint, the others its
+        :attr:`alternates` (see :meth:`endpoints`)."""
+        urls = url if isinstance(url, (list, tuple)) else [url]
+        if len(urls) == 1 and isinstance(urls[0], str) and "," in urls[0]:
+            urls = urls[0].split(",")
+        if not urls or not all(u and isinstance(u, str) and u.strip() for u in urls):
+            which = "" if len(urls) < 2 else " (an empty one in the list %r)" % ",".join(map(str, urls))
+            raise ValueError("relay URL is empty%s; expected e.g. ws://127.0.0.1:9090" % which)
+        parsed = [_endpoint(u, use_tls, i + 1 if len(urls) > 1 else None) for i, u in enumerate(urls)]
+        paths = {p for *_, p in parsed if p}
+        if len(paths) > 1:
+            raise ValueError("the relay URLs %s name different entity paths (%s); give the entity path "
+                             "once (EntityPath= or PATH)" % (", ".join(urls), ", ".join(sorted(paths))))
+        if paths and not entity_path:
+            entity_path = paths.pop()
         if (rule is None) != (key is None):
             missing = "SAS key (SharedAccessKey / --key / $%s)" % ENV_KEY if key is None else \
                 "SAS rule name (SharedAccessKeyName / --rule)"
             raise ValueError("a SAS rule name and a key go together: the %s is missing" % missing)
+        (host, port, secure, _), rest = parsed[0], parsed[1:]
         return cls(host=host, port=port, secure=secure, rule=rule, key=key, token=token,
-                   entity_path=entity_path or None)
+                   entity_path=entity_path or None, alternates=tuple(e[:3] for e in rest))
 
     @classmethod
     def parse(cls, connection_string):
@@ -202,9 +225,16 @@ class ConnectionInfo:
             return cls.from_url(url, rule=rule, key=key, token=token,
                                 entity_path=base.entity_path if base else None)
         return cls(host=base.host, port=base.port, secure=base.secure, rule=rule, key=key,
-                   token=token, entity_path=base.entity_path)
+                   token=token, entity_path=base.entity_path, alternates=base.alternates)
 
     # -- addresses ----------------------------------------------------------------------
+
+    def endpoints(self):
+        """One ConnectionInfo per relay endpoint, this one's first, each with the same
+        credentials and entity path.  Listeners fail over among them
+        (:mod:`relayd.client.endpoints`); everything else uses the first."""
+        first = replace(self, alternates=())
+        return [first] + [replace(first, host=h, port=p, secure=s) for h, p, s in self.alternates]
 
     def _netloc(self):
         host = "[%s]" % self.host if ":" in self.host else self.host
@@ -257,4 +287,5 @@ class ConnectionInfo:
 
     def __repr__(self):
         return "ConnectionInfo(%r, rule=%r, key=%s, entity_path=%r)" % (
-            self.ws_base(), self.rule, "***" if self.key else None, self.entity_path)
+            ",".join(e.ws_base() for e in self.endpoints()) if self.alternates else self.ws_base(),
+            self.rule, "***" if self.key else None, self.entity_path)

@@ -74,18 +74,25 @@ class HandshakeFactory(WebSocketClientFactory):
     def clientConnectionFailed(self, connector, reason):
         if not self.deferred.called:
             self.deferred.errback(RelayConnectError(
-                None, "cannot reach the relay at %s:%s: %s" % (self.host, self.port, reason.getErrorMessage())))
+                None, "cannot reach the relay at %s:%s: %s" % (self._where(connector), self.port,
+                                                               reason.getErrorMessage())))
+
+    def _where(self, connector):
+        address = getattr(connector, "host", None)
+        return self.host if address in (None, self.host) else "%s (%s)" % (self.host, address)
 
 
 def open_websocket(reactor, url, protocol_class=RelayedConnection, *, headers=None, protocols=None,
-                   timeout=DEFAULT_TIMEOUT, options=None, tls_options=None, trust_root=None):
+                   timeout=DEFAULT_TIMEOUT, options=None, tls_options=None, trust_root=None, address=None):
     """Open a WebSocket to ``url``; fires with the open ``protocol_class`` instance or fails
     with :class:`RelayConnectError`.  Cancelling the Deferred drops the attempt.
 
     For ``wss://`` the server certificate is checked against ``trust_root`` (e.g. a
     :class:`twisted.internet.ssl.Certificate`), by default the platform's trust store
     (OpenSSL honours ``$SSL_CERT_FILE`` / ``$SSL_CERT_DIR``), unless ``tls_options`` gives
-    the whole client TLS configuration."""
+    the whole client TLS configuration.  ``address``: the IP address to connect to instead of
+    the URL's host (a name resolved beforehand); the URL's host is still the Host header and
+    the name the certificate is checked for."""
     d = defer.Deferred(lambda d: _cancel(factory))
     factory = HandshakeFactory(url, d, headers=dict(headers or {}), protocols=list(protocols or []),
                        useragent=USER_AGENT, reactor=reactor)
@@ -99,9 +106,10 @@ def open_websocket(reactor, url, protocol_class=RelayedConnection, *, headers=No
             from twisted.internet.ssl import optionsForClientTLS
 
             tls_options = optionsForClientTLS(factory.host, trustRoot=trust_root)
-        factory.connector = reactor.connectSSL(factory.host, factory.port, factory, tls_options, timeout=timeout)
+        factory.connector = reactor.connectSSL(address or factory.host, factory.port, factory, tls_options,
+                                               timeout=timeout)
     else:
-        factory.connector = reactor.connectTCP(factory.host, factory.port, factory, timeout=timeout)
+        factory.connector = reactor.connectTCP(address or factory.host, factory.port, factory, timeout=timeout)
     return d
 
 

@@ -7,7 +7,6 @@
             return False                 # reject with 403
         d = request.accept()             # Deferred[RelayedConnection]
         d.addCallback(lambda conn: setattr(conn, "on_message", conn.send))   # echo
-        # (returning None or True leaves the answer to the code above)
 
     listener = HybridListener(reactor, ConnectionInfo.parse(cs), "echo", on_accept,
                               on_status=lambda status, detail: print(status, detail))
@@ -18,11 +17,16 @@
 The control channel is ``ws(s)://host/$hc/{path}?sb-hc-action=listen&sb-hc-id=...`` with a
 Listen token in the ``ServiceBusAuthorization`` header.  The listener
 
-* reconnects whenever the channel fails or closes (the relay closes it with 1008 when the
-  token expires, 1001 when the entity is deleted) or cannot be opened (401, 404, refused,
-  ...), after a delay drawn with "full jitter" from ``[0, min(cap, base * 2**n))`` where
-  ``(base, cap) = backoff`` and ``n`` counts the failures since the channel was last
-  online (see :class:`Backoff`);
+* reconnects whenever the channel fails or closes (1008: the token expired, 1001: the entity
+  was deleted, 1006: the node died) or cannot be opened (401, 404, refused, ...), after a delay around ``min(cap, base * 2**n)`` where ``n`` counts
+  the failures since the channel was last online: ``backoff=(base, cap, jitter)``, by default
+  ``(0.1, 5, 0.5)`` (+-50%); a pair ``(base, cap)`` draws from ``[0, step)`` (see
+  :class:`~relayd.client.endpoints.Backoff`).  A status in ``give_up_on`` (e.g. 401, 403,
+  404) stops the listener instead (status ``stopped``; ``start()`` fails with it);
+* fails over among the relay endpoints of ``info`` (several in the connection string, or a
+  name with several addresses): each attempt goes to the next one, skipping those that just
+  failed (:mod:`relayd.client.endpoints`); ``target`` (``.describe()``), ``endpoint`` and
+  ``address`` say which, ``online`` whether the channel is up;
 * renews its token with ``{"renewToken": {"token": ...}}`` at 80% of ``token_ttl`` (only
   when it has a key to sign with; a fixed ``SharedAccessSignature`` cannot be renewed);
 * pings the relay every ``keepalive`` seconds and drops (then reconnects) a channel on
@@ -34,12 +38,13 @@ Listen token in the ``ServiceBusAuthorization`` header.  The listener
 ``on_status(status, detail)`` is called with:
 
 =============  ==========================================================================
-``connecting`` an attempt starts; detail: the control channel URL (no token in it)
+``connecting`` an attempt starts; detail: the control channel URL (no token) of the endpoint
 ``online``     the channel is open; detail: the listener id (``sb-hc-id``)
 ``error``      an attempt failed; detail: a :class:`RelayConnectError` (``.status`` is the
                HTTP status, None when no HTTP answer came; ``.description``)
 ``offline``    an open channel closed; detail: :class:`ChannelClosed` ``(code, reason)``
 ``retry``      the next attempt is scheduled; detail: the delay in seconds
+``stopped``    a status in ``give_up_on`` stopped the listener; detail: the RelayConnectError
 ``renewed``    a renewToken was sent; detail: the new token's expiry (Unix seconds)
 =============  ==========================================================================
 
@@ -49,7 +54,6 @@ the reactor), so all of it is tested on a fake clock.
 """
 
 import math
-import random
 import uuid
 from collections import namedtuple
 
@@ -58,6 +62,7 @@ from twisted.logger import Logger
 
 from relayd import states
 from relayd.client.accept import Accepted, AcceptRequest
+from relayd.client.endpoints import DEFAULT_BACKOFF, Backoff, EndpointRotation, resolve_targets
 from relayd.client.handshake import RelayConnectError, open_websocket
 from relayd.client.websocket import RelayedConnection
 from relayd.wire import hc
@@ -67,42 +72,13 @@ CONTROL_MESSAGE_MAX = 1024 * 1024
 
 ChannelClosed = namedtuple("ChannelClosed", "code reason")
 
-
-class Backoff:
-    """Capped exponential backoff with full jitter.
-
-    The n-th delay (n = 0, 1, ...) since the last :meth:`reset` is uniform in
-    ``[0, min(cap, base * 2**n))``.  ``rng`` is any object with ``random()``.
-    """
-
-    def __init__(self, base=1.0, cap=60.0, rng=None):
-        if base <= 0 or cap < base:
-            raise ValueError("backoff needs 0 < base <= cap, got base=%r cap=%r" % (base, cap))
-        self.base = float(base)
-        self.cap = float(cap)
-        self.rng = rng or random.SystemRandom()
-        self.attempt = 0
-
-    def ceiling(self, attempt=None):
-        n = self.attempt if attempt is None else attempt
-        return min(self.cap, self.base * 2 ** min(n, 64))
-
-    def next(self):
-        delay = self.rng.random() * self.ceiling()
-        self.attempt += 1
-        return delay
-
-    def reset(self):
-        self.attempt = 0
-
-
 # listener states (:data:`TRANSITIONS`); each timer belongs to the state that arms it
 STOPPED, CONNECTING, ONLINE, RECONNECT_WAIT = "stopped", "connecting", "online", "waiting"
 TRANSITIONS = {
     STOPPED: {CONNECTING, STOPPED},  # start() (stop() again does nothing)
     CONNECTING: {ONLINE, RECONNECT_WAIT, STOPPED},  # the channel opened / the attempt failed / stop()
     ONLINE: {RECONNECT_WAIT, STOPPED},  # the channel closed (or was dropped) / stop()
-    RECONNECT_WAIT: {CONNECTING, STOPPED},  # the backoff delay passed / stop()
+    RECONNECT_WAIT: {CONNECTING, STOPPED},  # the backoff delay passed / stop() or a give_up_on status
 }
 RETRY, RENEW, KEEPALIVE = "retry", "renew", "keepalive"
 TIMERS = {STOPPED: set(), CONNECTING: set(), ONLINE: {RENEW, KEEPALIVE}, RECONNECT_WAIT: {RETRY}}
@@ -119,16 +95,16 @@ class HybridListener:
                            retry |      v                   v
                                  +--- RECONNECT_WAIT <------+
 
-    and any state goes to STOPPED on :meth:`stop`.  The timers (:data:`TIMERS`) belong to a
-    state: RECONNECT_WAIT arms the backoff delay, ONLINE the token renewal and the keepalive
-    ping; every transition cancels the timers of the state it leaves.
+    and any state goes to STOPPED on :meth:`stop` (RECONNECT_WAIT also on a ``give_up_on``
+    status).  The timers (:data:`TIMERS`) belong to a state: RECONNECT_WAIT arms the backoff
+    delay, ONLINE the renewal and the keepalive ping; each transition cancels the old ones.
     """
 
     _log = Logger()
 
     def __init__(self, reactor, info, path, on_accept, *, on_status=None, token_ttl=3600,
-                 keepalive=30, backoff=(1, 60), clock=None, rng=None, listener_id=None,
-                 connect_timeout=30, accept_timeout=30, http_handler=None):
+                 keepalive=30, backoff=DEFAULT_BACKOFF, clock=None, rng=None, listener_id=None,
+                 connect_timeout=30, accept_timeout=30, http_handler=None, give_up_on=()):
         if token_ttl <= 0:
             raise ValueError("token_ttl must be a positive number of seconds")
         self.reactor = reactor
@@ -141,7 +117,11 @@ class HybridListener:
         self.on_status = on_status
         self.token_ttl = token_ttl
         self.keepalive = keepalive
-        self.backoff = Backoff(backoff[0], backoff[1], rng)
+        self.backoff = Backoff.from_spec(backoff, rng)
+        self.give_up_on = frozenset(give_up_on)
+        self.endpoints = info.endpoints()
+        self.endpoint, self.address = self.endpoints[0], None  # of the current or last attempt
+        self.rotation, self.target = EndpointRotation(rng), None  # (a Target of the rotation)
         self.listener_id = listener_id or str(uuid.uuid4())
         self.connect_timeout = connect_timeout
         self.accept_timeout = accept_timeout
@@ -151,9 +131,7 @@ class HybridListener:
         self.token_expires = None
         self._attempt = None  # the Deferred of the channel being opened, while CONNECTING
         self._timers = {}  # {timer name: DelayedCall} of the current state's armed timers
-        self._last_heard = None
-        self._ping_sent = None
-        self._token_time = None
+        self._last_heard = self._ping_sent = self._token_time = None
         self._online_waiters = []
         self.accepted = Accepted()  # what on_accept's answers opened
 
@@ -187,10 +165,18 @@ class HybridListener:
         if channel is not None:
             waiting.append(channel.close(1000, "the listener stopped"))
         waiting += self.accepted.close(1001, "the listener stopped")
+        self._fail_waiters(defer.CancelledError("the listener was stopped before it was online"))
+        return defer.gatherResults(waiting).addCallback(lambda _: None)
+
+    def _fail_waiters(self, err):
         waiters, self._online_waiters = self._online_waiters, []
         for d in waiters:
-            d.errback(defer.CancelledError("the listener was stopped before it was online"))
-        return defer.gatherResults(waiting).addCallback(lambda _: None)
+            d.errback(err)
+
+    @property
+    def online(self):
+        """True while the control channel is open."""
+        return self.state == ONLINE
 
     @property
     def timers(self):
@@ -232,17 +218,26 @@ class HybridListener:
     # -- CONNECTING ------------------------------------------------------------------------
 
     def control_url(self):
-        return self.info.hc_url(self.path, query=[("sb-hc-action", "listen"), ("sb-hc-id", self.listener_id)])
+        return self.endpoint.hc_url(self.path, query=[("sb-hc-action", "listen"), ("sb-hc-id", self.listener_id)])
 
     def _fresh_token(self):
         now = self.clock.seconds()
-        token = self.info.token_for(self.path, self.token_ttl, now=now)
+        token = self.endpoint.token_for(self.path, self.token_ttl, now=now)  # its audience: this endpoint
         self._token_time = now
         self.token_expires = int(math.ceil(now + self.token_ttl)) if self.info.key else None
         return token
 
     def _connect(self):
         self._to(CONNECTING)
+        d = self._attempt = resolve_targets(self.reactor, self.endpoints)
+        d.addCallbacks(self._resolved, self._attempt_failed, callbackArgs=(d,), errbackArgs=(d,))
+
+    def _resolved(self, targets, attempt):
+        if attempt is not self._attempt:
+            return
+        self.rotation.update(targets)
+        target = self.target = self.rotation.pick()
+        self.endpoint, self.address = target.endpoint, target.address
         url = self.control_url()
         self._set_status("connecting", url)
         if self.state != CONNECTING:  # on_status stopped the listener
@@ -256,7 +251,7 @@ class HybridListener:
         if token:
             headers["ServiceBusAuthorization"] = token
         options = {"maxMessagePayloadSize": CONTROL_MESSAGE_MAX, "maxFramePayloadSize": CONTROL_MESSAGE_MAX}
-        d = open_websocket(self.reactor, url, RelayedConnection, headers=headers,
+        d = open_websocket(self.reactor, url, RelayedConnection, headers=headers, address=target.address,
                            timeout=self.connect_timeout, options=options, trust_root=self.info.trust_root)
         self._attempt = d
         d.addCallbacks(self._connected, self._attempt_failed, callbackArgs=(d,), errbackArgs=(d,))
@@ -274,6 +269,7 @@ class HybridListener:
         self._heard()
         self._ping_sent = None
         self.backoff.reset()
+        self.rotation.succeeded()
         self._set_status("online", self.listener_id)
         if self.state != ONLINE:  # on_status stopped the listener
             return
@@ -294,9 +290,16 @@ class HybridListener:
         self._attempt_failed_with(err)
         return None
 
-    def _attempt_failed_with(self, err):  # CONNECTING -> RECONNECT_WAIT
+    def _attempt_failed_with(self, err):  # CONNECTING -> RECONNECT_WAIT (or STOPPED: give_up_on)
+        if self.target is not None:
+            self.rotation.failed(self.target)
         self._to(RECONNECT_WAIT)
         self._set_status("error", err)
+        if err.status in self.give_up_on and self.state == RECONNECT_WAIT:
+            self._to(STOPPED)
+            self._set_status("stopped", err)
+            self._fail_waiters(err)
+            return
         self._retry_later()
 
     # -- ONLINE -> RECONNECT_WAIT ------------------------------------------------------------
@@ -305,6 +308,7 @@ class HybridListener:
         current = conn is self.channel  # (not one that stop() closed)
         if current:
             self.channel = None
+            self.rotation.failed(self.target)  # the next attempt goes to another endpoint
             self._to(RECONNECT_WAIT)
         self._set_status("offline", ChannelClosed(code, reason))
         if current:

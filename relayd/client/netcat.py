@@ -9,7 +9,9 @@ it is busy are rejected with 503), pipes stdin/stdout over it the same way, and 
 that connection has closed.  Loop it in the shell to serve several in turn.  It reports on
 stderr when it is online (``relayd listen: online on PATH``), and keeps reconnecting its
 control channel with backoff, except that a 401, 403 or 404 before it was ever online
-ends it (a wrong key, rule or path will not fix itself).
+ends it (a wrong key, rule or path will not fix itself).  Given several relay endpoints
+(``Endpoint=a,b`` or repeated ``--url``) it fails over among them, with a line per attempt
+(``connecting to ws://host:port (attempt N)``; the first attempt's only with -v).
 
 End of file is a half-close, as with TCP: at the end of stdin (``</dev/null`` included) the
 command sends an empty binary message (the end-of-data marker ``relayd bridge`` uses too)
@@ -187,15 +189,19 @@ async def run_connect(reactor, info, path, stdin=0, stdout=1, err=None, timeout=
 
 
 async def run_listen(reactor, info, path, stdin=0, stdout=1, err=None):
-    state = {"online_once": False, "busy": False}
+    state = {"online_once": False, "busy": False, "attempts": 0}
     fatal = defer.Deferred()
     accepted = defer.Deferred()
 
     def on_status(status, detail):
-        if status == "online":
-            if not state["online_once"]:
-                _info("listen", "online on %s" % listener.path, err)
-            state["online_once"] = True
+        if status == "connecting":  # one line per attempt, the very first one with -v only
+            (_info if state["attempts"] or state["online_once"] else _debug)("listen", "connecting to %s (attempt %d)" % (
+                listener.target.describe(), state["attempts"] + 1), err)
+            state["attempts"] += 1
+        elif status == "online":
+            _info("listen", "online %son %s via %s" % ("again " if state["online_once"] else "", listener.path,
+                                                      listener.target.describe()), err)
+            state["online_once"], state["attempts"] = True, 0
         elif status == "error":
             if not state["online_once"] and detail.status in FATAL_BEFORE_ONLINE:
                 if not fatal.called:

@@ -249,6 +249,7 @@ def make_listener(clock, **kw):
     events = []
     kw.setdefault("keepalive", 0)  # Autobahn's ping timers run on the global reactor
     kw.setdefault("rng", FixedRng(0.5))
+    kw.setdefault("backoff", (1, 60))  # full jitter, steps of 1 s (the default before issue 13)
     listener = HybridListener(clock, info, "echo", kw.pop("on_accept", lambda r: None),
                               on_status=lambda s, d: events.append((s, d)), **kw)
     return listener, events

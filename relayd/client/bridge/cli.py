@@ -138,7 +138,9 @@ def parse_http(spec):
 def build_parser():
     p = argparse.ArgumentParser(prog="relayd bridge", description=__doc__.split("\n\n")[0])
     p.add_argument("-x", "--connection-string", help="Endpoint=sb://host:port/;SharedAccessKeyName=..;SharedAccessKey=..")
-    p.add_argument("--url", help="relay base URL (overrides the connection string's endpoint)")
+    p.add_argument("--url", action="append",
+                   help="relay base URL (overrides the connection string's endpoint); repeat it for several "
+                        "endpoints: -R and -H fail over among them, -L uses the first")
     p.add_argument("--rule", help="SAS rule name")
     p.add_argument("--key", help="SAS key (or RELAYD_KEY)")
     p.add_argument("-R", dest="remote", action="append", default=[], metavar="ENTITY:[HOST:]PORT",
