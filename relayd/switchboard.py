@@ -204,6 +204,7 @@ class Switchboard:
         self._closables = {}  # entity key -> set of IClosable (data legs)
         self._observers = []
         self._accept_observers = []
+        self.gate = None  # clustered: relayd.cluster.service.ListenerGate (listeners counted cluster-wide)
 
     @staticmethod
     def _entity_key(path):
@@ -248,8 +249,6 @@ class Switchboard:
         self._notify("online", path)
         self.report(cx.NEW_LISTENER, path, listener=_listener_id(channel))
 
-    gate = None  # clustered: relayd.cluster.service.ListenerGate, the cap counted cluster-wide
-
     def admit_listener(self, path, channel, max_listeners=DEFAULT_MAX_LISTENERS):
         """:meth:`add_listener` (None, or TooManyListeners raised); with a :attr:`gate`, a Deferred
         that fires once the gate admitted and added the channel, or fails with TooManyListeners."""
@@ -278,6 +277,14 @@ class Switchboard:
 
     def listener_counts(self):
         return {key: len(live) for key, live in self._listeners.items()}
+
+    def cluster_listener_count(self, path):
+        """:meth:`listener_count` on every node of a cluster (with a :attr:`gate`)."""
+        return self.listener_count(path) + (self.gate.remote_count(path) if self.gate is not None else 0)
+
+    def cluster_listener_counts(self):
+        """:meth:`listener_counts` on every node of a cluster (with a :attr:`gate`)."""
+        return self.gate.with_remote(self.listener_counts()) if self.gate is not None else self.listener_counts()
 
     # -- rendezvous --------------------------------------------------------------------
 

@@ -118,6 +118,28 @@ return removed
 CLEAR = _CLEAR_NODE + "return clear(ARGV[1], ARGV[2], ARGV[3])\n"
 
 
+# KEYS[1] the nodes set; ARGV: node key prefix, node-entities prefix, listeners prefix, this node.
+# The entries of every other live node as a flat [entity key, field, node, ...].
+OTHERS = """
+local out = {}
+for _, node in ipairs(redis.call('SMEMBERS', KEYS[1])) do
+  if node ~= ARGV[4] and redis.call('EXISTS', ARGV[1] .. node) == 1 then
+    for _, entity in ipairs(redis.call('SMEMBERS', ARGV[2] .. node)) do
+      local entries = redis.call('HGETALL', ARGV[3] .. entity)
+      for i = 1, #entries, 2 do
+        if entries[i + 1] == node then
+          out[#out + 1] = entity
+          out[#out + 1] = entries[i]
+          out[#out + 1] = node
+        end
+      end
+    end
+  end
+end
+return out
+"""
+
+
 def entity_key(path):
     return path.strip("/").lower()
 
@@ -136,6 +158,7 @@ class Registry:
         self.started = clock.seconds()
         self.local = {}  # (entity key, listener id) -> entity path: this node's listeners
         self.live_nodes = {}  # node id -> url, as of the last heartbeat
+        self.remote = {}  # entity key -> {(node id, listener id)} on the other live nodes
         self._observers = []
         self._loop = None
         self.swept = 0  # entries of dead nodes this node deleted
@@ -204,7 +227,32 @@ class Registry:
 
     def _note_nodes(self, nodes):
         self.live_nodes = nodes
+        for key, held in list(self.remote.items()):  # a dead node's listeners are gone
+            held.difference_update({entry for entry in held if entry[0] not in nodes})
+            if not held:
+                del self.remote[key]
         return nodes
+
+    def remote_count(self, entity_path):
+        """The entity's listeners on the other live nodes, as this node knows them now (the bus's
+        online/offline notifications, node deaths, a full read whenever Redis comes back)."""
+        return len(self.remote.get(entity_key(entity_path), ()))
+
+    def remote_counts(self):
+        return {key: len(held) for key, held in self.remote.items()}
+
+    def refresh_remote(self):
+        """Read every other live node's listeners from Redis (start, and Redis back)."""
+        d = self.link.eval(OTHERS, [NODES], [NODE_KEY, NODE_ENTITIES, LISTENERS, self.node_id])
+
+        def read(flat):
+            remote = {}
+            flat = flat or []
+            for i in range(0, len(flat), 3):
+                remote.setdefault(flat[i], set()).add((flat[i + 2], flat[i + 1].split("/", 1)[1]))
+            self.remote = remote
+
+        return d.addCallback(read).addErrback(self._beat_failed)
 
     # -- listeners ---------------------------------------------------------------------------
 
@@ -258,6 +306,11 @@ class Registry:
         if event not in ("online", "offline") or not isinstance(path, str) or not isinstance(listener, str):
             self.bus.dropped["malformed"] += 1
             return
+        if from_node != self.node_id:
+            held = self.remote.setdefault(entity_key(path), set())
+            (held.add if event == "online" else held.discard)((from_node, listener))
+            if not held:
+                del self.remote[entity_key(path)]
         for callback in list(self._observers):
             try:
                 callback(event, path, from_node, listener)
@@ -285,6 +338,7 @@ class Registry:
                 self.log.info("cluster: re-registered {n} listeners of this node", n=len(self.local))
 
         d.addCallback(again).addErrback(self._beat_failed)
+        self.refresh_remote()
 
 
 def _url(value):

@@ -64,6 +64,17 @@ class ListenerGate:
         self.local_decisions += 1
         self.registry.remember(path, channel.listener_id)
 
+    def remote_count(self, path):
+        """The entity's listeners on the other nodes (see Registry.remote_count)."""
+        return self.registry.remote_count(path)
+
+    def with_remote(self, counts):
+        """``counts`` ({entity key: listeners here}) plus the other nodes' listeners."""
+        counts = dict(counts)
+        for key, n in self.registry.remote_counts().items():
+            counts[key] = counts.get(key, 0) + n
+        return counts
+
     def release(self, path, listener_id):
         d = self.registry.unregister(path, listener_id)
         d.addErrback(lambda f: self.registry.forget(path, listener_id))

@@ -144,7 +144,7 @@ class Discovery:
 
     def _public_feed(self, base, page):
         listed = []
-        for key, count in sorted(self.switchboard.listener_counts().items()):
+        for key, count in sorted(self.switchboard.cluster_listener_counts().items()):
             entity = self.namespace.get(key)
             if count > 0 and entity is not None and entity.discovery == "public":
                 listed.append((entity.display_name or entity.path, entity.path, entity.kind, count))
@@ -166,12 +166,13 @@ class Discovery:
         children, more = self._page_of([e for e in self.namespace.entities()
                                         if e.path.lower().startswith(prefix) and e.path.count("/") + 1 == depth], page)
         return self._feed(base + path, atom.CHILDREN_TITLE % path, page, more, [
-            atom.Listing(e.display_name or e.path, base + e.path, e.kind, self.switchboard.listener_count(e.path),
+            atom.Listing(e.display_name or e.path, base + e.path, e.kind,
+                         self.switchboard.cluster_listener_count(e.path),
                          self._description(e)) for e in children])
 
     def _description(self, entity):
         return atom.Description(entity.created_at, entity.updated_at, entity.requires_client_authorization,
-                                entity.user_metadata, self.switchboard.listener_count(entity.path))
+                                entity.user_metadata, self.switchboard.cluster_listener_count(entity.path))
 
     def _base(self, headers, secure):
         """The relay's base URL with a trailing slash: ``public_url``, else the scheme and the

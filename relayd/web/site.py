@@ -111,7 +111,7 @@ class Management(resource.Resource):
 
     def _describe(self, entity):
         d = entity.describe()
-        d["listeners"] = self.switchboard.listener_count(entity.path)
+        d["listeners"] = self.switchboard.cluster_listener_count(entity.path)  # every node of a cluster
         d.update(self.connectivity.describe(entity))  # online, online_since / offline_since
         return d
 

@@ -162,3 +162,18 @@ def test_redis_outage_keeps_same_node_traffic_and_recovers(nodes, redis):
     assert (value(samples, "relayd_cluster_redis_up"), value(samples, "relayd_cluster_nodes")) == (1, 2)
     assert "cluster: Redis at 127.0.0.1:%d is up" % redis.port in one.log_text()
     ctl.close(), fresh.close()
+
+
+def test_listener_counts_are_cluster_wide(nodes):
+    one, two = nodes
+    ctl, status = try_listen(one, "echo")
+    assert status == 101
+    wait_until(lambda: call(two, "GET", "entities/echo")[1]["listeners"] == 1, 5)
+    assert call(one, "GET", "entities/echo")[1]["listeners"] == 1
+    other, status = try_listen(two, "echo")
+    assert status == 101
+    wait_until(lambda: call(one, "GET", "entities/echo")[1]["listeners"] == 2, 5)
+    ctl.close()
+    wait_until(lambda: call(two, "GET", "entities/echo")[1]["listeners"] == 1, 5)
+    other.close()
+    wait_until(lambda: call(one, "GET", "entities/echo")[1]["listeners"] == 0, 5)
