@@ -64,7 +64,7 @@ def nodes(tmp_path, redis):
         for i in (1, 2):
             started.append(start_node(tmp_path, redis, "node%d" % i, "n%d" % i))
         for node in started:
-            wait_until(lambda: cluster_status(node)["redis"] == "up" and cluster_status(node)["nodes"] == 2, 15)
+            assert wait_until(lambda: cluster_status(node)["redis"] == "up" and cluster_status(node)["nodes"] == 2, 15)
         yield started
     finally:
         for node in started:
@@ -74,7 +74,7 @@ def nodes(tmp_path, redis):
 def test_entity_and_rule_changes_reach_every_node_at_once(nodes):
     one, two = nodes
     assert call(one, "PUT", "entities/made-on-one", {"max_listeners": 3})[0] == 201
-    wait_until(lambda: call(two, "GET", "entities/made-on-one")[0] == 200, 5)
+    assert wait_until(lambda: call(two, "GET", "entities/made-on-one")[0] == 200, 5)
     assert call(two, "GET", "entities/made-on-one")[1]["max_listeners"] == 3
     # a rule made on node 2 signs tokens node 1 accepts
     status, rule = call(two, "PUT", "entities/made-on-one/$rules/ops", {"rights": ["Listen"]})
@@ -85,7 +85,7 @@ def test_entity_and_rule_changes_reach_every_node_at_once(nodes):
         ctl.close()
         return status == 101
 
-    wait_until(accepted, 5)
+    assert wait_until(accepted, 5)
 
 
 def test_the_listener_cap_holds_across_nodes(nodes, redis):
@@ -97,7 +97,7 @@ def test_the_listener_cap_holds_across_nodes(nodes, redis):
     third, status3 = try_listen(two, "few")
     assert status3 == 403
     first.close()
-    wait_until(lambda: len(registry_entries(redis, "few")) == 1, 5)
+    assert wait_until(lambda: len(registry_entries(redis, "few")) == 1, 5)
     fourth, status4 = try_listen(two, "few")  # room again, cluster-wide
     assert status4 == 101
     assert sorted(registry_entries(redis, "few").values()) == ["n1", "n2"]
@@ -108,7 +108,7 @@ def test_the_listener_cap_holds_across_nodes(nodes, redis):
 def test_an_entity_deleted_through_one_node_closes_its_listener_on_the_other_with_1001(nodes):
     one, two = nodes
     assert call(one, "PUT", "entities/doomed", {})[0] == 201
-    wait_until(lambda: call(two, "GET", "entities/doomed")[0] == 200, 5)
+    assert wait_until(lambda: call(two, "GET", "entities/doomed")[0] == 200, 5)
     ctl, status = try_listen(one, "doomed")
     assert status == 101
     assert call(two, "DELETE", "entities/doomed")[0] == 200
@@ -127,10 +127,10 @@ def test_a_killed_nodes_registry_entries_are_gone_within_the_expiry(tmp_path, re
     os.kill(two.proc.pid, signal.SIGKILL)
     two.proc.wait()
     killed = time.monotonic()
-    wait_until(lambda: not registry_entries(redis, "echo"), EXPIRY + 5 * HEARTBEAT + 2)
+    assert wait_until(lambda: not registry_entries(redis, "echo"), EXPIRY + 5 * HEARTBEAT + 2)
     assert time.monotonic() - killed <= EXPIRY + 5 * HEARTBEAT + 1
     assert redis.command("EXISTS", "relayd:node:n2") == 0
-    wait_until(lambda: cluster_status(one)["nodes"] == 1, 5)
+    assert wait_until(lambda: cluster_status(one)["nodes"] == 1, 5)
     ctl.close()
 
 
@@ -140,7 +140,7 @@ def test_redis_outage_keeps_same_node_traffic_and_recovers(nodes, redis):
     sender.close(), leg.close()
     assert list(registry_entries(redis, "echo").values()) == ["n1"]
     redis.stop()
-    wait_until(lambda: cluster_status(one)["redis"] == "down", 10)
+    assert wait_until(lambda: cluster_status(one)["redis"] == "down", 10)
     down = cluster_status(one)
     assert down["since"] <= time.time() and down["node_id"] == "n1"
     # a listener and a sender that meet on node 1 still work
@@ -154,10 +154,10 @@ def test_redis_outage_keeps_same_node_traffic_and_recovers(nodes, redis):
     assert "cluster: Redis at 127.0.0.1:%d is down" % redis.port in one.log_text()
     assert value(scrape(one), "relayd_cluster_redis_up") == 0
     redis.start()  # the same port, empty: every node re-registers what it holds
-    wait_until(lambda: cluster_status(one)["redis"] == "up", 15)
-    wait_until(lambda: list(registry_entries(redis, "echo").values()) == ["n1"], 10)
-    wait_until(lambda: list(registry_entries(redis, "open").values()) == ["n1"], 10)
-    wait_until(lambda: cluster_status(one)["nodes"] == 2, 10)
+    assert wait_until(lambda: cluster_status(one)["redis"] == "up", 15)
+    assert wait_until(lambda: list(registry_entries(redis, "echo").values()) == ["n1"], 10)
+    assert wait_until(lambda: list(registry_entries(redis, "open").values()) == ["n1"], 10)
+    assert wait_until(lambda: cluster_status(one)["nodes"] == 2, 10)
     samples = scrape(one)
     assert (value(samples, "relayd_cluster_redis_up"), value(samples, "relayd_cluster_nodes")) == (1, 2)
     assert "cluster: Redis at 127.0.0.1:%d is up" % redis.port in one.log_text()
@@ -168,12 +168,36 @@ def test_listener_counts_are_cluster_wide(nodes):
     one, two = nodes
     ctl, status = try_listen(one, "echo")
     assert status == 101
-    wait_until(lambda: call(two, "GET", "entities/echo")[1]["listeners"] == 1, 5)
+    assert wait_until(lambda: call(two, "GET", "entities/echo")[1]["listeners"] == 1, 5)
     assert call(one, "GET", "entities/echo")[1]["listeners"] == 1
     other, status = try_listen(two, "echo")
     assert status == 101
-    wait_until(lambda: call(one, "GET", "entities/echo")[1]["listeners"] == 2, 5)
+    assert wait_until(lambda: call(one, "GET", "entities/echo")[1]["listeners"] == 2, 5)
     ctl.close()
-    wait_until(lambda: call(two, "GET", "entities/echo")[1]["listeners"] == 1, 5)
+    assert wait_until(lambda: call(two, "GET", "entities/echo")[1]["listeners"] == 1, 5)
     other.close()
-    wait_until(lambda: call(one, "GET", "entities/echo")[1]["listeners"] == 0, 5)
+    assert wait_until(lambda: call(one, "GET", "entities/echo")[1]["listeners"] == 0, 5)
+
+
+def test_a_key_regenerated_on_one_node_closes_what_it_opened_on_the_other(nodes):
+    one, two = nodes
+    status, rule = call(one, "PUT", "rules/rot", {"rights": ["Listen"]})
+    assert status == 201, rule
+
+    def listening():
+        ctl, status = try_listen(two, "echo", "rot", rule["primary_key"])
+        if status != 101:
+            ctl.close()
+            return None
+        return ctl
+
+    ctl = wait_until(listening, 5)
+    assert ctl is not None, "the rule made on node 1 never worked on node 2"
+    assert call(one, "POST", "rules/rot/regenerate", {"key_type": "primary"})[0] == 200
+    with pytest.raises(Closed) as closed:
+        while True:
+            ctl.recv_message(5)
+    assert closed.value.code == 1008  # revoked, as on one node
+    refused, status = try_listen(two, "echo", "rot", rule["primary_key"])
+    assert status == 401 or status == 403
+    refused.close()
