@@ -184,6 +184,7 @@ class RelayService(service.MultiService):
 
             self.cluster = ClusterService(settings.cluster, reactor)  # started first, stopped last
             self.store = self.cluster.store
+            os.makedirs(settings.data_dir, mode=0o700, exist_ok=True)  # the endpoint file (no SQLite store)
         else:
             try:
                 self.store = SqliteStore(settings.data_dir)

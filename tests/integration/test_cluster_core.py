@@ -201,3 +201,30 @@ def test_a_key_regenerated_on_one_node_closes_what_it_opened_on_the_other(nodes)
     refused, status = try_listen(two, "echo", "rot", rule["primary_key"])
     assert status == 401 or status == 403
     refused.close()
+
+
+def test_a_node_started_later_loads_the_namespace_and_one_started_without_redis_serves(tmp_path, redis, nodes):
+    one, _ = nodes
+    assert call(one, "PUT", "entities/before-three", {"max_listeners": 4})[0] == 201
+    three = start_node(tmp_path, redis, "node3", "n3")
+    try:
+        assert wait_until(lambda: call(three, "GET", "entities/before-three")[0] == 200, 10)
+        assert call(three, "GET", "entities/before-three")[1]["max_listeners"] == 4
+    finally:
+        three.stop()
+    redis.stop()
+    four = start_node(tmp_path, redis, "node4", "n4")  # Redis down from its start
+    try:
+        assert wait_until(lambda: cluster_status(four)["redis"] == "down", 5)
+        assert four.wait_log(r"cluster: cannot reach Redis at 127\.0\.0\.1:%d" % redis.port, 5)
+        assert "cannot record the relay's endpoint" not in four.log_text()  # data_dir made without SQLite
+        ctl, sender, leg = pair(four, "open")  # the config's entities, served on the node
+        sender.send_message(b"alone")
+        assert leg.recv_message(5) == (2, b"alone")
+        redis.start()
+        assert wait_until(lambda: cluster_status(four)["redis"] == "up", 15)
+        assert wait_until(lambda: list(registry_entries(redis, "open").values()) == ["n4"], 10)
+        for ws in (ctl, sender, leg):
+            ws.close()
+    finally:
+        four.stop()
