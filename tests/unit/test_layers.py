@@ -9,6 +9,7 @@ level, inside functions, under ``if``/``try``.  The rules:
 * ``relayd.switchboard``, ``relayd.interfaces`` and ``relayd.wire`` import no transport, web or
   client module;
 * ``relayd.client`` (the SDK) imports no ``relayd.transports`` or ``relayd.web`` module;
+* ``relayd.cluster`` imports no transport, web or client module;
 * the model (``switchboard``, ``namespace``, ``access``, ``pipe``, ``limits``, ``interfaces``,
   ``wire``) imports neither the config parser (``relayd.config``) nor the wiring (``relayd.tap``,
   ``relayd.cli``), and ``namespace``, ``access``, ``pipe``, ``limits`` no door, web or client
@@ -107,6 +108,8 @@ RULES = [
     ("relayd.interfaces", _any_of(*_SERVER_SIDE), "the interfaces know no door, web or client module"),
     ("relayd.client", _any_of("relayd.transports", "relayd.web"),
      "the client SDK imports no server code (relayd.transports, relayd.web)"),
+    ("relayd.cluster", _any_of(*_SERVER_SIDE),
+     "the cluster (Redis store, registry, bus) knows no door, web or client module"),
 ]
 # (relayd.wire is covered by its own rule: it imports nothing of relayd outside itself.)
 _MODEL = ("relayd.switchboard", "relayd.namespace", "relayd.access", "relayd.pipe", "relayd.limits",
