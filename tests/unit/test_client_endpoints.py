@@ -280,3 +280,15 @@ def test_resolution_keeps_literals_as_they_are_and_names_it_cannot_resolve():
     ((literal, unresolved),) = got
     assert literal.address == "127.0.0.1" and unresolved.address is None  # connect by name: its error
     assert clock.nameResolver.asked == ["nowhere.test"]
+
+
+def test_the_commands_take_url_several_times():
+    from relayd.cli import build_parser
+    from relayd.client.bridge.cli import build_parser as bridge_parser
+
+    args = build_parser().parse_args(["listen", "echo", "--url", "ws://127.0.0.1:9090", "--url",
+                                      "ws://127.0.0.1:9091", "--rule", "root", "--key", KEY])
+    assert [e.port for e in ConnectionInfo.from_args(args, environ={}).endpoints()] == [9090, 9091]
+    args = bridge_parser().parse_args(["--url", "ws://127.0.0.1:9090", "--url", "ws://127.0.0.1:9091",
+                                       "--rule", "root", "--key", KEY, "-R", "echo:22"])
+    assert [e.port for e in ConnectionInfo.from_args(args, environ={}).endpoints()] == [9090, 9091]
