@@ -25,6 +25,7 @@ BACKOFF_FIRST = 0.1  # seconds before the first reconnection attempt
 BACKOFF_MAX = 2.0  # the longest wait between attempts
 CONNECT_TIMEOUT = 2.0
 COMMAND_TIMEOUT = 2.0  # a command unanswered this long: the link is taken down and reconnected
+READY_TIMEOUT = CONNECT_TIMEOUT + COMMAND_TIMEOUT  # a new connection's AUTH, SELECT and first answer
 UP, DOWN = "up", "down"
 
 
@@ -40,19 +41,18 @@ class _Factory(protocol.Factory):
     def __init__(self, link, role, build):
         self.link, self.role, self.build = link, role, build
         self.refused = None
+        self.conn = None
 
     def buildProtocol(self, addr):
         p = self.build()
         p.factory = self
         return p
 
-    def stopTrying(self):  # AUTH or SELECT failed: reported by connectionError
+    def stopTrying(self):  # AUTH or SELECT failed (reported by connectionError): the link retries anyway
         pass
 
     def connectionError(self, message):
-        self.refused = message
-        self.link.log.warn("cluster: Redis refused the connection: {reason}; check cluster.redis", reason=message)
-        self.link._schedule(self.role)  # the protocol drops the connection; its whenConnected never fires
+        self.refused = message  # logged by RedisLink._failed with the attempt's other failures
 
 
 class _Subscriber(txredisapi.SubscriberProtocol):
@@ -132,15 +132,26 @@ class RedisLink:
             return
         factory = _Factory(self, role, lambda: self._build(role))
         d = self._endpoint().connect(factory)
-        d.addCallback(lambda p: p.whenConnected())
-        d.addCallbacks(self._connected, self._failed, callbackArgs=(role, factory), errbackArgs=(role, factory))
+        d.addCallback(self._ready, role, factory)
+        d.addCallbacks(self._connected, self._failed, callbackArgs=(role,), errbackArgs=(role, factory))
 
-    def _connected(self, conn, role, factory):
-        if not self.running:
+    def _ready(self, conn, role, factory):
+        """A connection counts once Redis has answered on it -- after AUTH and SELECT, a PING or
+        (pub/sub) the SUBSCRIBE -- within READY_TIMEOUT: a TLS handshake or AUTH that fails, or
+        a Redis that accepts but never answers, is a failed attempt, not an up and a down."""
+        factory.conn = conn
+        d = conn.whenConnected()
+        if role == "pubsub" and self.channels:
+            d.addCallback(lambda _: conn.subscribe(sorted(self.channels)))
+        else:
+            d.addCallback(lambda _: conn.execute_command("PING"))
+        d.addTimeout(READY_TIMEOUT, self.reactor)
+        return d.addCallback(lambda _: conn)
+
+    def _connected(self, conn, role):
+        if not self.running or self._conns[role] is not None:
             conn.transport.abortConnection()
             return
-        if factory.refused:  # AUTH / SELECT refused: the protocol drops the connection itself
-            return self._failed(RedisDown(factory.refused), role, factory)
         self._conns[role] = conn
         self._delays.pop(role, None)
         lost = conn.connectionLost
@@ -152,17 +163,18 @@ class RedisLink:
                 self._lost(role, conn)
 
         conn.connectionLost = connection_lost
-        if role == "pubsub" and self.channels:
-            conn.subscribe(sorted(self.channels)).addErrback(self._subscribe_failed, conn)
         self._update()
 
     def _subscribe_failed(self, failure, conn):
-        self.log.warn("cannot subscribe to the cluster's channels: {error}", error=failure.getErrorMessage())
+        self.log.warn("cluster: cannot subscribe to the cluster's channels: {error}", error=failure.getErrorMessage())
         if conn.transport is not None:
             conn.transport.loseConnection()
 
     def _failed(self, failure, role, factory):
-        reason = factory.refused or (failure.getErrorMessage() if hasattr(failure, "getErrorMessage") else failure)
+        conn = factory.conn
+        if conn is not None and conn.connected and conn.transport is not None:  # (not once lost)
+            conn.transport.abortConnection()
+        reason = factory.refused or failure.getErrorMessage()
         if role not in self._delays:  # the first failure of a series: once, not at every retry
             log = self.log.debug if self.transitions else self.log.warn  # at start: nothing said it is down
             log("cluster: cannot reach Redis at {host}:{port} ({role} connection): {reason}; retrying",

@@ -124,25 +124,38 @@ def test_the_cap_is_counted_cluster_wide_and_a_dead_nodes_entries_expire(redis):
             link.stop()
 
 
+@pytest.mark.parametrize("password", ["pw-over-tls", None])
 @pytest_twisted.inlineCallbacks
-def test_rediss_with_a_password_checks_the_servers_certificate(tmp_path, monkeypatch):
+def test_rediss_checks_the_servers_certificate(tmp_path, monkeypatch, password):
     from tests.support.tls import make_ca_and_server
 
     paths = make_ca_and_server(tmp_path)
-    server = RedisServer(tmp_path / "redis", password="pw-over-tls", tls=paths)
-    untrusted = RedisLink(reactor, parse_redis_url(server.url))
-    untrusted.start()  # the test CA is not trusted: never up
-    yield task.deferLater(reactor, 0.5, lambda: None)
-    assert untrusted.state == "down"
-    untrusted.stop()
-    # the server's certificate is checked against the platform's trust store; this CA joins it
-    monkeypatch.setenv("SSL_CERT_FILE", paths["ca.pem"])
+    server = RedisServer(tmp_path / "redis", password=password, tls=paths)
     link = RedisLink(reactor, parse_redis_url(server.url))
     try:
-        link.start()
+        link.start()  # the test CA is not trusted yet: every attempt fails its TLS handshake
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        assert link.state == "down" and link.transitions == 0  # never up, not flapping
+        # the server's certificate is checked against the platform's trust store; this CA joins
+        # it, and the link's next attempt succeeds
+        monkeypatch.setenv("SSL_CERT_FILE", paths["ca.pem"])
         yield _up(link)
         yield link.command("SET", "over", "tls")
         assert server.command("GET", "over") == "tls"
     finally:
         link.stop()
         server.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_refused_password_is_retried_until_redis_takes_it(redis):
+    link = RedisLink(reactor, parse_redis_url("redis://:not-yet@127.0.0.1:%d/0" % redis.port))
+    try:
+        link.start()
+        yield task.deferLater(reactor, 0.5, lambda: None)
+        assert link.state == "down" and link.transitions == 0  # never up, not flapping
+        redis.command("CONFIG", "SET", "requirepass", "not-yet")
+        yield _up(link, timeout=5)
+        assert (yield link.command("PING")) == "PONG"
+    finally:
+        link.stop()
