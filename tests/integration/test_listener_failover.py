@@ -20,7 +20,7 @@ from relayd.client import ConnectionInfo, HybridListener, RelayConnectError, con
 from tests.integration.test_client import Recorder
 from tests.support.cli import cli, cli_env
 from tests.support.net import free_port, serve_tcp
-from tests.support.relay import Bridge, RelayProcess, ROOT_KEY, write_config
+from tests.support.relay import Bridge, RelayProcess, ROOT_KEY, require, write_config
 from tests.support.waits import file_reader, sleep, wait_for
 
 # The functional bound of the issue: a listener is back within 5 s of its node's kill -9.
@@ -212,35 +212,42 @@ async def test_401_is_not_retried(tmp_path):
         relay.stop()
 
 
-def _localhost_addresses():
+# A name that resolves to two loopback addresses.  .ci/run adds it to /etc/hosts (two lines for one
+# name; glibc returns both with "multi on" in /etc/host.conf, Debian's default).
+MULTI_NAME = "relayd-failover.test"
+MULTI_ADDRESSES = {"127.0.0.1", "127.0.0.2"}
+
+
+def _addresses(name):
     try:
-        return {ai[4][0] for ai in socket.getaddrinfo("localhost", None, type=socket.SOCK_STREAM)}
+        return {ai[4][0] for ai in socket.getaddrinfo(name, None, type=socket.SOCK_STREAM)}
     except OSError:
         return set()
 
 
 @pytest_twisted.ensureDeferred
 async def test_a_name_with_two_addresses_fails_over_between_them(tmp_path):
-    addresses = _localhost_addresses()
-    if not {"127.0.0.1", "::1"} <= addresses:
-        pytest.skip("localhost resolves to %s on this machine, not to both 127.0.0.1 and ::1"
-                    % (sorted(addresses) or "nothing"))
+    addresses = _addresses(MULTI_NAME)
+    require(MULTI_ADDRESSES <= addresses,
+            "%s resolves to %s, not to both 127.0.0.1 and 127.0.0.2: add two lines to /etc/hosts, "
+            "'127.0.0.1 %s' and '127.0.0.2 %s' (.ci/run does)" % (MULTI_NAME, sorted(addresses) or "nothing",
+                                                              MULTI_NAME, MULTI_NAME))
     port = free_port()
-    v4 = start_relay(tmp_path / "v4", port)
-    v6 = start_relay(tmp_path / "v6", port, host="::1")
+    first_relay = start_relay(tmp_path / "first_relay", port)
+    second_relay = start_relay(tmp_path / "second_relay", port, host="127.0.0.2")
     status = Recorder()
-    listener = HybridListener(reactor, ConnectionInfo.parse(cs("ws://localhost:%d" % port)), "fo-sdk", echo,
+    listener = HybridListener(reactor, ConnectionInfo.parse(cs("ws://%s:%d" % (MULTI_NAME, port))), "fo-sdk", echo,
                               on_status=status)
     try:
         await listener.start()
         first = listener.address
-        killed = kill9(v4 if first == "127.0.0.1" else v6)
+        killed = kill9(first_relay if first == "127.0.0.1" else second_relay)
         await wait_for(lambda: len(status.of("online")) == 2, timeout=FAILOVER_BOUND * 2)
         assert status.of("online")[1][0] - killed < FAILOVER_BOUND
-        assert listener.address != first and listener.endpoint.host == "localhost"
-        survivor = ConnectionInfo.parse(cs("ws://localhost:%d" % port))
+        assert listener.address != first and listener.endpoint.host == MULTI_NAME
+        survivor = ConnectionInfo.parse(cs("ws://%s:%d" % (MULTI_NAME, port)))
         assert await echoes(survivor, "fo-sdk", "by name") == "by name"
     finally:
         await listener.stop()
-        v4.stop()
-        v6.stop()
+        first_relay.stop()
+        second_relay.stop()
