@@ -234,8 +234,12 @@ class RedisLink:
     def _command_failed(self, failure, conn):
         if failure.check(txredisapi.ResponseError):
             return failure  # Redis answered with an error: the link is fine
-        if conn.transport is not None and self._conns["command"] is conn:
-            conn.transport.abortConnection()  # unanswered: reconnect
+        if self._conns["command"] is conn:  # unanswered: down now, and reconnect
+            self._conns["command"] = None
+            self._update()
+            if conn.connected and conn.transport is not None:
+                conn.transport.abortConnection()
+            self._schedule("command")
         raise RedisDown("Redis did not answer: %s" % failure.getErrorMessage())
 
     def eval(self, script, keys, args):

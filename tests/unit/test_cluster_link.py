@@ -159,3 +159,28 @@ def test_a_refused_password_is_retried_until_redis_takes_it(redis):
         assert (yield link.command("PING")) == "PONG"
     finally:
         link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_a_redis_that_stops_answering_is_down_within_the_command_deadline(redis):
+    import os
+    import signal
+
+    from relayd.cluster.redis_link import COMMAND_TIMEOUT, RedisDown
+
+    link = RedisLink(reactor, parse_redis_url("redis://:pw-for-tests@127.0.0.1:%d/0" % redis.port))
+    try:
+        link.start()
+        yield _up(link)
+        os.kill(redis.proc.pid, signal.SIGSTOP)  # accepts connections (the kernel does), answers nothing
+        asked = reactor.seconds()
+        with pytest.raises(RedisDown):
+            yield link.command("GET", "k")
+        assert reactor.seconds() - asked < COMMAND_TIMEOUT + 1
+        assert link.state == "down"
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        yield _up(link, timeout=10)
+        assert (yield link.command("PING")) == "PONG"
+    finally:
+        os.kill(redis.proc.pid, signal.SIGCONT)
+        link.stop()
