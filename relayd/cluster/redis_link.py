@@ -30,7 +30,10 @@ UP, DOWN = "up", "down"
 
 
 class RedisDown(Exception):
-    """Redis cannot be reached now; the node works on its own until it can."""
+    """Redis cannot be reached now; the node works on its own until it can.  ``status``: a
+    management API call that needs Redis answers 503 (relayd.web.replies.when_written)."""
+
+    status = 503
 
 
 class _Factory(protocol.Factory):

@@ -87,6 +87,17 @@ class RedisStore:
         self.bus.broadcast(NAMESPACE_EVENT, what).addErrback(lambda f: None)
         return result
 
+    def _written(self, d, **what):
+        """Announce the change once written; a write Redis is down for fails with a RedisDown
+        that says what happens to the change."""
+        def down(failure):
+            failure.trap(RedisDown)
+            raise RedisDown("the cluster's Redis is down: the change holds on this node only, and is undone "
+                            "when Redis is back and the namespace is read from it again; retry once "
+                            "GET /$relayd/status shows cluster.redis up")
+
+        return d.addCallbacks(self._announce, down, callbackKeywords=what)
+
     def put_entity(self, entity):
         fields = {c: getattr(entity, c) for c in ENTITY_COLUMNS}
         key = entity.path.lower()
@@ -96,25 +107,25 @@ class RedisStore:
             for rule in entity.rules:
                 args += [rule.name, rule_json(rule, API)]
             d.addCallback(lambda _: self.link.command("HSET", rules_key(key), *args))
-        return d.addCallback(self._announce, what="entity", path=entity.path)
+        return self._written(d, what="entity", path=entity.path)
 
     def delete_entity(self, path):
         key = path.lower()
         d = self.link.command("HDEL", ENTITIES, key)
         d.addCallback(lambda _: self.link.command("DEL", rules_key(key)))
-        return d.addCallback(self._announce, what="entity", path=path)
+        return self._written(d, what="entity", path=path)
 
     def put_rule(self, rule, entity="", origin=API):
         d = self.link.command("HSET", rules_key(entity), rule.name, rule_json(rule, origin))
-        return d.addCallback(self._announce, what="rules", path=entity or None)
+        return self._written(d, what="rules", path=entity or None)
 
     def delete_rule(self, name, entity=""):
         d = self.link.command("HDEL", rules_key(entity), name)
-        return d.addCallback(self._announce, what="rules", path=entity or None)
+        return self._written(d, what="rules", path=entity or None)
 
     def delete_rules(self, entity):
         d = self.link.command("DEL", rules_key(entity))
-        return d.addCallback(self._announce, what="rules", path=entity or None)
+        return self._written(d, what="rules", path=entity or None)
 
 
 class NamespaceSync:

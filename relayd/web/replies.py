@@ -44,6 +44,9 @@ def when_written(request, written, reply, status=200):
         answer(json_reply(request, reply(), status))
 
     def failed(failure):
+        if getattr(failure.value, "status", None) == 503:  # the store is away for now (a cluster's Redis)
+            log.warn("management API: {error}", error=failure.getErrorMessage())
+            return answer(json_error(request, 503, failure.getErrorMessage()))
         log.failure("management API: a store write failed", failure)
         answer(json_error(request, 500, "the change applies now but could not be written to the store (%s); "
                                         "it will be lost at restart: check the data directory and retry"

@@ -153,11 +153,14 @@ def test_redis_outage_keeps_same_node_traffic_and_recovers(nodes, redis):
         ws.close()
     assert "cluster: Redis at 127.0.0.1:%d is down" % redis.port in one.log_text()
     assert value(scrape(one), "relayd_cluster_redis_up") == 0
+    status, body = call(one, "PUT", "entities/made-while-down", {})  # cannot be stored: said so
+    assert status == 503 and "Redis is down" in body["error"]["message"], body
     redis.start()  # the same port, empty: every node re-registers what it holds
     assert wait_until(lambda: cluster_status(one)["redis"] == "up", 15)
     assert wait_until(lambda: list(registry_entries(redis, "echo").values()) == ["n1"], 10)
     assert wait_until(lambda: list(registry_entries(redis, "open").values()) == ["n1"], 10)
     assert wait_until(lambda: cluster_status(one)["nodes"] == 2, 10)
+    assert wait_until(lambda: call(one, "GET", "entities/made-while-down")[0] == 404, 5)  # Redis is the truth
     samples = scrape(one)
     assert (value(samples, "relayd_cluster_redis_up"), value(samples, "relayd_cluster_nodes")) == (1, 2)
     assert "cluster: Redis at 127.0.0.1:%d is up" % redis.port in one.log_text()
