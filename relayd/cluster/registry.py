@@ -162,6 +162,7 @@ class Registry:
         self._observers = []
         self._loop = None
         self.swept = 0  # entries of dead nodes this node deleted
+        self.twin = None  # the URL of another node seen with this node_id
         bus.on(LISTENER_EVENT, self._listener_event)
         link.on_up.append(self._redis_up)
 
@@ -194,12 +195,22 @@ class Registry:
         if not self.link.up:
             return
         value = dumps({"url": self.node_url, "started": self.started})
-        d = self.link.command("SET", NODE_KEY + self.node_id, value, "PX", int(self.expiry * 1000))
+        d = self.link.command("SET", NODE_KEY + self.node_id, value, "PX", int(self.expiry * 1000), "GET")
+        d.addCallback(self._check_twin)
         d.addCallback(lambda _: self.link.command("SADD", NODES, self.node_id))
         d.addCallback(lambda _: self.link.eval(SWEEP, [NODES], [NODE_KEY, NODE_ENTITIES, LISTENERS]))
         d.addCallback(self._swept)
         d.addCallback(lambda _: self.nodes())
         d.addErrback(self._beat_failed)
+
+    def _check_twin(self, previous):
+        """Another live node with this node_id (its key holds another URL): said once, loudly --
+        the two would take each other's listeners for their own."""
+        url = _url(previous) if previous is not None else None
+        if url is not None and url != self.node_url and url != self.twin:
+            self.twin = url
+            self.log.error("cluster: another node ({url}) uses node_id {node}: give each node its own "
+                           "cluster.node_id", url=url, node=self.node_id)
 
     def _swept(self, removed):
         if removed:
@@ -344,5 +355,5 @@ class Registry:
 def _url(value):
     try:
         return json.loads(value).get("url")
-    except (ValueError, AttributeError):
+    except (TypeError, ValueError, AttributeError):
         return None

@@ -15,7 +15,7 @@ class RecordingLink:
 
     def command(self, *args):
         self.sent.append(args)
-        return defer.succeed([] if args[0] in ("SMEMBERS", "MGET") else 0)
+        return defer.succeed([] if args[0] in ("SMEMBERS", "MGET") else None)
 
     def eval(self, script, keys, args):
         self.sent.append(("EVAL",) + tuple(keys))
@@ -41,7 +41,7 @@ def test_a_heartbeat_every_period_with_the_expiry_while_redis_is_up():
     clock, link = Clock(), RecordingLink()
     registry = Registry(link, Bus(), clock, "n1", "ws://a:1", heartbeat=1.0, expiry=3.0)
     registry.start()
-    assert heartbeats(link) == [("SET", NODE_KEY + "n1", heartbeats(link)[0][2], "PX", 3000)]
+    assert heartbeats(link) == [("SET", NODE_KEY + "n1", heartbeats(link)[0][2], "PX", 3000, "GET")]
     clock.advance(0.99)
     assert len(heartbeats(link)) == 1
     clock.advance(0.01)

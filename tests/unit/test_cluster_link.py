@@ -184,3 +184,26 @@ def test_a_redis_that_stops_answering_is_down_within_the_command_deadline(redis)
     finally:
         os.kill(redis.proc.pid, signal.SIGCONT)
         link.stop()
+
+
+@pytest_twisted.inlineCallbacks
+def test_two_nodes_with_one_node_id_are_told(redis):
+    address = parse_redis_url("redis://:pw-for-tests@127.0.0.1:%d/0" % redis.port)
+    links = [RedisLink(reactor, address) for _ in range(2)]
+    registries = []
+    try:
+        for i, link in enumerate(links):
+            link.start()
+            yield _up(link)
+            registries.append(Registry(link, Bus(link, "same"), reactor, "same", "ws://node%d:1" % i,
+                                       heartbeat=0.05, expiry=1))
+            registries[-1].start()
+        deadline = reactor.seconds() + 3
+        while not all(r.twin for r in registries) and reactor.seconds() < deadline:
+            yield task.deferLater(reactor, 0.05, lambda: None)
+        assert [r.twin for r in registries] == ["ws://node1:1", "ws://node0:1"]
+    finally:
+        for registry, link in zip(registries, links):
+            if registry._loop is not None and registry._loop.running:
+                registry._loop.stop()
+            link.stop()
