@@ -3,6 +3,7 @@
     relayd [-v|-q] COMMAND ...
     relayd serve [twistd options] [twistd relayd options]   run the relay in the foreground
                                                (= twistd -n --pidfile= relayd ...)
+    relayd serve --workers N|auto ...          N relay processes sharing the port (relayd.supervisor)
     relayd token [PATH] [-x CONN | --url URL --rule R --key K] [--uri URI] [--ttl SECONDS]
     relayd key show [--data-dir DIR]           the namespace rules and keys of the embedded store
     relayd key new                             a fresh random key for a config file
@@ -152,9 +153,16 @@ def split_serve_args(rest):
 
 
 def _serve(rest):
+    from relayd import workers
+
+    count, rest = workers.take_count(rest)
+    twistd, relayd = split_serve_args(rest)
+    if count is not None:  # N node processes under a supervisor (relayd.supervisor)
+        from relayd import supervisor
+
+        return supervisor.main(count, twistd, relayd)
     from twisted.scripts.twistd import run
 
-    twistd, relayd = split_serve_args(rest)
     sys.argv = ["twistd", "-n", *twistd, "relayd", *relayd]
     try:
         run()

@@ -13,11 +13,12 @@ DEFAULT_LISTEN_BACKLOG = 1024
 MAX_BACKLOG = 65535
 
 # The keys each endpoint type accepts (Twisted's server endpoint syntax); sslmethod is refused:
-# relayd's TLS context always speaks TLS 1.2 or later.
+# relayd's TLS context always speaks TLS 1.2 or later.  reuseport=1 is relayd's own: the port is
+# bound with SO_REUSEPORT (relayd.reuseport), shared by the workers of ``relayd serve --workers``.
 _ENDPOINT_KEYS = {
-    "tcp": {"port", "interface", "backlog"},
-    "tcp6": {"port", "interface", "backlog"},
-    "ssl": {"port", "interface", "backlog", "privateKey", "certKey", "extraCertChain", "dhParameters"},
+    "tcp": {"port", "interface", "backlog", "reuseport"},
+    "tcp6": {"port", "interface", "backlog", "reuseport"},
+    "ssl": {"port", "interface", "backlog", "privateKey", "certKey", "extraCertChain", "dhParameters", "reuseport"},
     "unix": {"address", "mode", "backlog", "lockfile"},
 }
 _ENDPOINT_EXAMPLES = {
@@ -45,6 +46,10 @@ class ListenSpec:
         if self.backlog is not None:
             return self.description
         return "%s:backlog=%d" % (self.description, default)
+
+    @property
+    def reuseport(self):
+        return self.options.get("reuseport") == "1"
 
     def display(self):
         """host:port (or the socket path) for messages."""
@@ -132,6 +137,9 @@ def parse_listen(description):
             int(kwargs["mode"], 8)
         except ValueError:
             raise ValueError("%s: mode=%s is not an octal file mode such as 660" % (description, kwargs["mode"]))
+    if kwargs.get("reuseport", "1") != "1":
+        raise ValueError("%s: reuseport= must be 1 (SO_REUSEPORT: processes of the same user share the port); "
+                         "leave it out for a port of this process alone" % description)
     if kind == "unix" and kwargs.get("lockfile", "1") not in ("0", "1"):
         raise ValueError("%s: lockfile= must be 0 or 1" % description)
     spec.options = kwargs

@@ -74,6 +74,11 @@ def server_endpoint(reactor, description, default_backlog):
     ValueError when a key or certificate file changed since the config was read."""
     spec = endpoint_strings.parse_listen(description)
     backlog = spec.backlog or default_backlog
+    if spec.reuseport:  # shared with the other workers of relayd serve --workers
+        from relayd.reuseport import ReusePortEndpoint
+
+        tls = endpoint_strings.tls_options(spec) if spec.kind == "ssl" else None
+        return ReusePortEndpoint(reactor, spec, backlog, tls)
     if spec.kind == "ssl":
         return endpoints.SSL4ServerEndpoint(reactor, spec.port, endpoint_strings.tls_options(spec),
                                             backlog=backlog, interface=spec.interface or "")

@@ -24,6 +24,7 @@ class Options(usage.Options):
         ["data-dir", "d", None, "state directory (default: $RELAYD_DATA_DIR or ~/.local/share/relayd)"],
         ["public-url", None, None, "base URL clients use to reach the relay, e.g. wss://relay.example.com"],
         ["log-format", None, "text", "text (twistd's lines) or json (one object per line); see docs/operations.rst"],
+        ["worker", None, None, "set by relayd serve --workers: run as its worker I (relayd.workers)"],
     ]
     optFlags = [
         ["create-on-listen", None, "create an unknown hybrid connection when a listener with a Manage token listens on it"],
@@ -63,6 +64,10 @@ class Options(usage.Options):
                 settings.data_dir = self["data-dir"]
             if self["create-on-listen"]:
                 settings.create_on_listen = True
+            if self["worker"] is not None:  # one of relayd serve --workers N: its own node port and id
+                from relayd.workers import worker_settings
+
+                settings = worker_settings(settings, self["worker"])
         except config.ConfigError as e:
             # The message and status 1 here rather than a UsageError: twistd 24.3 (still supported) exits
             # with status 0 after a UsageError, and the option listing would bury the message.

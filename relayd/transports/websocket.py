@@ -332,6 +332,9 @@ class HybridFactory(WebSocketServerFactory):
         self.settings = settings
         self.limits = settings.limits
         self.public_url = settings.public_url
+        # clustered: rendezvous legs go to this node's own address, not to a shared one (a load
+        # balancer, relayd serve --workers' port) that could hand them to another node
+        self.node_url = settings.cluster.node_url if getattr(settings, "cluster", None) else None
         self.clock = clock
         self.refusals = access.RefusalLog(HybridProtocol._log, clock, self.limits.refusal_log_burst,
                                           self.limits.refusal_log_interval)
@@ -356,6 +359,8 @@ class HybridFactory(WebSocketServerFactory):
         super().stopFactory()
 
     def base_url(self, host, secure=False):
+        if self.node_url:
+            return self.node_url
         if self.public_url:
             return self.public_url
         return "%s://%s" % ("wss" if secure else "ws", host or "localhost")
