@@ -217,6 +217,8 @@ class RelayService(service.MultiService):
             uptime=lambda: round(reactor.seconds() - self.started, 3))
         if self.cluster is not None:
             self.site.management.status_extras["cluster"] = self.cluster.status
+            from relayd.cluster.routing import install  # senders and events across nodes
+            install(self.cluster, self.switchboard, self.http)
         # GET /$relayd/metrics (Manage token) and /$relayd/healthz (none): relayd.web.metrics
         self.metrics = Metrics(self.namespace, self.switchboard, self.traffic, self.http.event_counts)
         self.health = Health()

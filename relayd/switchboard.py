@@ -1,12 +1,12 @@
 """The rendezvous switchboard: listeners per entity, pending rendezvous, deadlines, balancing.
 
 No socket code lives here.  Transports register listener control channels
-(:class:`relayd.interfaces.IListenerChannel`) and ask for a rendezvous when a sender
-arrives; the switchboard picks a live listener at random (fair over time), hands it the
-rendezvous through ``offer()`` (the door's :class:`relayd.interfaces.IOffer`, carried
-opaquely: it builds its own control message), and resolves the sender's Deferred when the listener
-accepts, rejects, or the accept deadline passes.  Time comes from an injected
-``IReactorTime`` so that every deadline is tested with ``twisted.internet.task.Clock``.
+(:class:`relayd.interfaces.IListenerChannel`) and ask for a rendezvous when a sender arrives; the
+switchboard picks a live listener at random (fair over time; with none here, clustered, one on
+another node: :mod:`relayd.cluster.routing`), hands it the rendezvous through ``offer()`` (the door's
+:class:`relayd.interfaces.IOffer`: it builds its own control message), and resolves the sender's
+Deferred when the listener accepts, rejects, or the accept deadline passes.  Time comes from an
+injected ``IReactorTime`` so that every deadline is tested with ``twisted.internet.task.Clock``.
 """
 
 import random
@@ -102,6 +102,15 @@ class Rendezvous:
         self._timer = None
         self.offer = None
         self._switchboard._remove_pending(self)
+        if hasattr(self.listener, "rendezvous_ended"):  # a listener on another node (relayd.cluster)
+            self.listener.rendezvous_ended(self)
+
+    def fail(self, error):
+        """End the rendezvous with ``error`` (a SwitchboardError): no listener took it after all."""
+        if not self.done:
+            self._finish()
+            if self.result is not None:
+                self.result.errback(error)
 
     def accept(self, leg):
         """The listener connected its rendezvous leg: fire the sender's Deferred with it."""
@@ -127,12 +136,8 @@ class Rendezvous:
             return
         self._finish()
         self._report(cx.ACCEPT_TIMEOUT if self.kind == "accept" else cx.REQUEST_TIMEOUT)
-        self.result.errback(
-            AcceptTimeout(
-                "the listener did not accept the connection within %d seconds"
-                % (self._switchboard.accept_timeout,)
-            )
-        )
+        self.result.errback(AcceptTimeout("the listener did not accept the connection within %d seconds"
+                                          % (self._switchboard.accept_timeout,)))
 
     def _report(self, name, **details):
         # the key is spent by now (rendezvous ended), so its id may be shown to watchers
@@ -140,20 +145,18 @@ class Rendezvous:
                                  tracking_id=self.id, **details)
 
     def withdraw(self):
-        """The sender needs the rendezvous no more and will not look at ``result`` (an HTTP
-        request answered on the control channel): end it without firing ``result`` (no failure
-        made and handled per request)."""
+        """The sender will not look at ``result`` (an HTTP request answered on the control
+        channel): end it without firing ``result`` (no failure made and handled per request)."""
         if not self.done:
             self._finish()
             self.result = None  # and its callbacks with it (they hold the sender)
 
     def cancel(self):
         """The sender went away before the listener accepted."""
-        if self.done:
-            return
-        self._finish()
-        if not self.result.called:
-            self.result.errback(SenderGone("the sender disconnected before the listener accepted"))
+        if not self.done:
+            self._finish()
+            if not self.result.called:
+                self.result.errback(SenderGone("the sender disconnected before the listener accepted"))
 
 
 def _listener_id(channel):
@@ -205,6 +208,7 @@ class Switchboard:
         self._observers = []
         self._accept_observers = []
         self.gate = None  # clustered: relayd.cluster.service.ListenerGate (listeners counted cluster-wide)
+        self.router = None  # clustered: relayd.cluster.routing.Router (listeners on other nodes)
 
     @staticmethod
     def _entity_key(path):
@@ -300,13 +304,13 @@ class Switchboard:
         Raises :class:`NoListener` when no live listener takes the offer.
         """
         if sender_id is not None and len(sender_id) > MAX_SENDER_ID:
-            raise SwitchboardError(
-                "sb-hc-id is longer than %d characters" % (MAX_SENDER_ID,), status=400
-            )
+            raise SwitchboardError("sb-hc-id is longer than %d characters" % (MAX_SENDER_ID,), status=400)
         entity_key = self._entity_key(path)
         candidates = list(self._listeners.get(entity_key, ()))
         if listener is not None:
             candidates = [listener] if listener in candidates else []
+        elif not candidates and self.router is not None:  # none here: one on another node
+            candidates = self.router.candidates(path)
         if candidates:
             self._check_caps(path, entity_key)
         while candidates:
@@ -343,9 +347,8 @@ class Switchboard:
                 "(limits.max_pending_rendezvous_per_entity); retry later, or add listeners that accept "
                 "faster" % (waiting, path), self.retry_after)
         if self.max_pending and len(self._pending) >= self.max_pending:
-            raise Overloaded(
-                "%d senders are waiting for listeners to accept, the relay's maximum "
-                "(limits.max_pending_rendezvous); retry later" % (len(self._pending),), self.retry_after)
+            raise Overloaded("%d senders are waiting for listeners to accept, the relay's maximum (limits."
+                             "max_pending_rendezvous); retry later" % (len(self._pending),), self.retry_after)
 
     def _add_pending(self, rv):
         self._pending[rv.key] = rv
@@ -364,9 +367,7 @@ class Switchboard:
         """The pending rendezvous with this key, or raise :class:`RendezvousGone`."""
         rv = self._pending.get(key)
         if rv is None:
-            raise RendezvousGone(
-                "the rendezvous id is unknown, already used, or its accept deadline passed"
-            )
+            raise RendezvousGone("the rendezvous id is unknown, already used, or its accept deadline passed")
         return rv
 
     def pending_count(self, path=None):

@@ -8,28 +8,13 @@ import time
 import pytest
 
 from relayd.wire import sas
+from tests.support.cluster_nodes import EXPIRY, HEARTBEAT, cluster_status, start_node
 from tests.support.manage import call
-from tests.support.net import free_port
 from tests.support.rawws import Closed, RawWS, hc_url, pair
 from tests.support.redis_server import RedisServer
-from tests.support.relay import ROOT_KEY, RelayProcess, relay_status, stop_process, write_config
+from tests.support.relay import ROOT_KEY
 from tests.support.waits import wait_until
 from tests.integration.test_metrics import scrape, value
-
-EXPIRY = 1.5
-HEARTBEAT = 0.25
-
-
-def start_node(tmp_path, redis, name, node_id=None):
-    work = tmp_path / name
-    work.mkdir(exist_ok=True)
-    port = free_port()
-    extra = '\n[cluster]\nredis = "%s"\nnode_url = "ws://127.0.0.1:%d"\nheartbeat = %s\nexpiry = %s\n' % (
-        redis.url, port, HEARTBEAT, EXPIRY)
-    if node_id:
-        extra += 'node_id = "%s"\n' % node_id
-    return RelayProcess(work, write_config(work, extra=extra, listen='["tcp:%d:interface=127.0.0.1"]' % port))
-
 
 def token_for(relay, path, rule="root", key=ROOT_KEY):
     return sas.make_token("%s/%s" % (relay.http_url, path), rule, key, int(time.time()) + 3600)
@@ -39,10 +24,6 @@ def try_listen(relay, path, rule="root", key=ROOT_KEY):
     ctl = RawWS(relay.port).start(hc_url(relay, path, "listen"),
                                   {"ServiceBusAuthorization": token_for(relay, path, rule, key)})
     return ctl, ctl.finish()
-
-
-def cluster_status(relay):
-    return relay_status(relay)["cluster"]
 
 
 def registry_entries(redis, path):

@@ -128,10 +128,27 @@ class EventPolicy:
 
     def deliver(self, switchboard, path, frames):
         """Write one event, ``frames`` (:func:`event_frames`), to the subscribers of the entity at
-        ``path``: all of them (multicast) or one picked by ``switchboard.choose`` (oneway).
+        ``path``: all of them (multicast) or one picked by ``switchboard.choose`` (oneway); in a
+        cluster (``switchboard.router``) those of every node (:mod:`relayd.cluster.events`).
         Returns to how many it was handed; counts what happened."""
         counts = self.counts
         counts.published += 1
+        router = getattr(switchboard, "router", None)
+        if router is not None and self.kind == ONEWAY:
+            delivered = router.events.oneway(self, path, frames)
+        else:
+            delivered = self.hand_here(switchboard, path, frames)
+            if router is not None:
+                delivered += router.events.multicast(self.kind, path, frames)
+        counts.deliveries += delivered
+        if not delivered:
+            counts.dropped += 1
+        return delivered
+
+    def hand_here(self, switchboard, path, frames, listener_id=None):
+        """Write ``frames`` to this node's subscribers of ``path``: all (multicast) or one (oneway:
+        ``listener_id`` when it is here, else one picked by ``switchboard.choose``); returns how many."""
+        counts = self.counts
 
         def hand(channel):
             outcome = channel.send_event(frames)
@@ -140,13 +157,11 @@ class EventPolicy:
             return outcome == EVENT_SENT
 
         if self.kind == MULTICAST:
-            delivered = sum(hand(channel) for channel in switchboard.listeners(path))
-        else:
-            delivered = 1 if switchboard.choose(path, hand) is not None else 0
-        counts.deliveries += delivered
-        if not delivered:
-            counts.dropped += 1
-        return delivered
+            return sum(hand(channel) for channel in switchboard.listeners(path))
+        chosen = [c for c in switchboard.listeners(path) if c.listener_id == listener_id] if listener_id else ()
+        if chosen and hand(chosen[0]):
+            return 1
+        return 1 if switchboard.choose(path, hand) is not None else 0
 
 
 @implementer(IRequestPolicy)

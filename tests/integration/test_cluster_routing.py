@@ -1,0 +1,214 @@
+"""Sender-node rendezvous and events across nodes (issue 13 items 4, 5): a real redis-server and
+three ``twistd -n relayd`` nodes on loopback; listeners on one node, senders and publishers on
+another; the listener's node relays no data byte (its traffic counters)."""
+
+import hashlib
+import http.client
+import os
+import signal
+import time
+from urllib.parse import urlsplit
+
+import pytest
+
+from tests.interop.test_hyco_https import HttpsListener
+from tests.interop.test_hyco_ws import NODE_DIR, NodeListener, run_node
+from tests.support.cluster_nodes import start_node, wait_joined
+from tests.support.manage import call
+from tests.support.rawws import RawWS, hc_url, listen, token
+from tests.support.redis_server import RedisServer
+from tests.support.relay import relay_status, require_tool
+from tests.support.waits import wait_until
+
+ACCEPT_TIMEOUT = 3
+
+
+@pytest.fixture
+def cluster(tmp_path):
+    redis = RedisServer(tmp_path / "redis")
+    nodes = []
+    try:
+        for i in (1, 2, 3):
+            nodes.append(start_node(tmp_path, redis, "node%d" % i, "n%d" % i,
+                                    relay_extra="accept_timeout = %d" % ACCEPT_TIMEOUT))
+        wait_joined(nodes)
+        yield nodes
+    finally:
+        for node in nodes:
+            node.stop()
+        redis.stop()
+
+
+def make(node, path, **fields):
+    """The entity, made through ``node`` unless the config declares it (echo)."""
+    if call(node, "GET", "entities/" + path)[0] == 200 and not fields:
+        return
+    status, body = call(node, "PUT", "entities/" + path, fields)
+    assert status == 201, body
+
+
+def wait_known(node, path, n=1):
+    """``node`` counts ``n`` listeners of ``path`` (its own and the other nodes')."""
+    assert wait_until(lambda: call(node, "GET", "entities/" + path)[1]["listeners"] == n, 10), \
+        call(node, "GET", "entities/" + path)
+
+
+def traffic(node):
+    t = relay_status(node)["traffic"]
+    return t["bytes_up"] + t["bytes_down"]
+
+
+def node_env():
+    require_tool("node", "the cluster interop tests need Node.js")
+    for package in ("hyco-ws", "hyco-https"):
+        require_tool(os.path.join(NODE_DIR, "node_modules", package),
+                     "run: cd tests/interop/node && npm ci --no-audit --no-fund")
+    return dict(os.environ)
+
+
+def request(node, method, target, body=None, headers=None):
+    conn = http.client.HTTPConnection("127.0.0.1", node.port, timeout=20)
+    try:
+        conn.request(method, target, body=body, headers=headers or {})
+        response = conn.getresponse()
+        return response.status, response.read(), {k.lower(): v for k, v in response.getheaders()}
+    finally:
+        conn.close()
+
+
+def test_hyco_ws_listener_on_node1_echoes_a_sender_on_node3_and_node1_relays_no_byte(cluster):
+    env = node_env()
+    one, _two, three = cluster
+    make(one, "echo")
+    listener = NodeListener(one.url, "echo", env)
+    try:
+        listener.wait_listening()
+        wait_known(three, "echo")
+        before = traffic(one)
+        out = run_node("sender.js", three.url, "echo", env, "--count=3", "--size=200000")
+        assert out.returncode == 0 and out.stdout.strip() == "OK", (out.stdout, out.stderr, three.log_text()[-3000:])
+        assert traffic(three) >= 2 * 3 * 200000  # the echo went both ways through node 3
+        assert traffic(one) == before  # and not one byte of it through node 1
+    finally:
+        listener.stop()
+
+
+def test_http_requests_through_node2_are_answered_by_hyco_https_on_node1(cluster):
+    env = node_env()
+    one, two, _three = cluster
+    make(one, "web", requires_client_authorization=False)
+    listener = HttpsListener(one.url, "web", env)
+    try:
+        listener.wait_listening()
+        wait_known(two, "web")
+        before = traffic(one)
+        status, body, _ = request(two, "GET", "/web/hello?x=cluster")  # small: inline, across the bus
+        assert (status, body) == (200, b"hello cluster")
+        small = os.urandom(1000)  # small with a body: request + body forwarded, response body back
+        status, body, headers = request(two, "POST", "/web/echo", small, {"Content-Type": "application/octet-stream"})
+        assert (status, body) == (200, small)
+        large = os.urandom(300000)  # over the inline limit: a rendezvous at node 2
+        status, body, headers = request(two, "POST", "/web/echo", large, {"Content-Type": "application/octet-stream"})
+        assert status == 200 and body == large
+        assert headers["x-body-sha256"] == hashlib.sha256(large).hexdigest()
+        status, body, _ = request(two, "GET", "/web/big?n=200000")  # a large response over the leg to node 2
+        assert status == 200 and body == bytes(i % 251 for i in range(200000))
+        assert traffic(one) == before
+    finally:
+        listener.stop()
+
+
+def subscriber(node, path):
+    return listen(node, path)
+
+
+def read_events(ctl, n):
+    bodies = []
+    for _ in range(n):
+        message = ctl.recv_json()["request"]
+        assert message["method"] == "POST"
+        opcode, body = ctl.recv_message()
+        assert opcode == 2
+        bodies.append(body)
+    return bodies
+
+
+def publish(node, path, body):
+    status, reply, headers = request(node, "POST", "/" + path, body,
+                                     {"ServiceBusAuthorization": token(node, path),
+                                      "Content-Type": "application/octet-stream"})
+    return status, headers.get("x-relayd-delivered"), reply
+
+
+def test_a_multicast_event_published_on_node2_reaches_subscribers_on_nodes_1_and_3_in_order(cluster):
+    one, two, three = cluster
+    make(one, "bus", kind="multicast")
+    subs = [subscriber(one, "bus"), subscriber(three, "bus")]
+    wait_known(two, "bus", 2)
+    events = [b"event %03d" % i for i in range(100)]
+    for event in events:
+        status, delivered, _ = publish(two, "bus", event)
+        assert (status, delivered) == (202, "2")
+    for ctl in subs:
+        assert read_events(ctl, 100) == events
+        ctl.close()
+
+
+def test_oneway_reaches_the_one_listener_on_another_node(cluster):
+    one, two, _three = cluster
+    make(one, "one", kind="oneway")
+    ctl = subscriber(one, "one")
+    wait_known(two, "one")
+    for i in range(5):
+        assert publish(two, "one", b"to the only one %d" % i)[:2] == (202, "1")
+    assert read_events(ctl, 5) == [b"to the only one %d" % i for i in range(5)]
+    ctl.close()
+
+
+def test_the_accept_address_points_at_the_senders_node_and_a_rejection_reaches_the_sender(cluster):
+    one, _two, three = cluster
+    make(one, "picky")
+    ctl = listen(one, "picky")
+    wait_known(three, "picky")
+    sender = RawWS(three.port).start(hc_url(three, "picky", "connect"),
+                                     {"ServiceBusAuthorization": token(three, "picky")})
+    address = ctl.recv_json()["accept"]["address"]
+    assert urlsplit(address).port == three.port  # the leg goes to node 3, where the sender is
+    leg = RawWS(three.port).start(address + "&sb-hc-statusCode=403&sb-hc-statusDescription=not+today")
+    assert leg.finish() == 410
+    assert sender.finish() == 403
+    for ws in (ctl, sender, leg):
+        ws.close()
+
+
+def connect_status(node, path, timeout):
+    sender = RawWS(node.port, timeout=timeout).start(hc_url(node, path, "connect"),
+                                                     {"ServiceBusAuthorization": token(node, path)})
+    try:
+        return sender.finish(timeout=timeout)
+    finally:
+        sender.close()
+
+
+def test_a_lost_offer_ends_as_the_senders_timeout_and_a_killed_node_as_404_never_a_hang(cluster):
+    one, two, three = cluster
+    make(one, "lost")
+    make(one, "gone")
+    ctls = [listen(one, "lost"), listen(two, "gone")]
+    wait_known(three, "lost")
+    wait_known(three, "gone")
+    # node 1 frozen: Redis still takes node 3's offer for it, node 1 never answers
+    os.kill(one.proc.pid, signal.SIGSTOP)
+    try:
+        started = time.monotonic()
+        assert connect_status(three, "lost", ACCEPT_TIMEOUT + 10) == 504
+        assert ACCEPT_TIMEOUT - 0.5 < time.monotonic() - started < ACCEPT_TIMEOUT + 2
+    finally:
+        os.kill(one.proc.pid, signal.SIGCONT)
+    os.kill(two.proc.pid, signal.SIGKILL)  # node 3 still has node 2's listener in its registry
+    two.proc.wait(10)
+    started = time.monotonic()
+    assert connect_status(three, "gone", ACCEPT_TIMEOUT + 10) in (404, 504)
+    assert time.monotonic() - started < ACCEPT_TIMEOUT + 2
+    for ctl in ctls:
+        ctl.close()
