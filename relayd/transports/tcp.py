@@ -55,6 +55,9 @@ PREAMBLE_SLACK = 1024
 # message, so this is also the largest message a listener gets from a TCP door.
 READ_SIZE = 256 * 1024
 
+# A refusal's HTTP equivalent, for the metrics' outcome (4xx client error, 5xx server error).
+REFUSAL_STATUS = {"EndpointAccessDenied": 401, "EndpointUnavailable": 404, "ServerTooBusy": 503}
+
 # connection states
 CONNECTING, PREAMBLE, ROUTING, PAIRED, HALF_CLOSED, PUBLISHING, CLOSED = (
     "connecting", "preamble", "routing", "paired", "half-closed", "publishing", "closed")
@@ -85,6 +88,7 @@ class TcpDoorProtocol(Protocol):
     publisher = None  # an events_nettcp.NetTcpPublisher in PUBLISHING
     state = CONNECTING
     conn = None  # the relayd.traffic.Connection once paired (bytes counted as they flow)
+    routed_entity = None  # the entity's path once resolved: a refusal is counted for it (metrics)
 
     def __init__(self, door):
         self.door = door
@@ -167,6 +171,8 @@ class TcpDoorProtocol(Protocol):
         self.transport.loseConnection()
 
     def _refuse(self, name, detail):
+        if self.routed_entity is not None and self.door.traffic is not None:
+            self.door.traffic.refused(False, self.routed_entity, REFUSAL_STATUS.get(name, 500))
         if self.door.mode == "nettcp":
             self.fault(name, detail)
         else:
@@ -183,6 +189,7 @@ class TcpDoorProtocol(Protocol):
         entity, _ = door.namespace.resolve(path or "")
         if entity is None:
             return self._refuse("EndpointNotFound", "no entity at %r" % (path,))
+        self.routed_entity = entity.path
         if entity.requires_client_authorization and not door.allow_anonymous:
             try:
                 via_host = urlsplit(via).netloc if via else None  # the host the client addressed

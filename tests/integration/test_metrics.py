@@ -332,6 +332,21 @@ def test_a_tcp_door_stream_is_counted_as_it_flows_and_logged(relay):
                 s.close()
 
 
+def test_a_refused_tcp_door_connection_is_a_sender_client_error(relay):
+    """No listener on the port door's entity: the connection is refused (closed), counted."""
+    port = relay.door_port("port door (tcp)")
+    before = scrape(relay)
+    client = socket.create_connection(("127.0.0.1", port), timeout=10)
+    try:
+        client.settimeout(10)
+        assert client.recv(100) == b""  # closed by the relay
+    finally:
+        client.close()
+    samples = scrape(relay)
+    assert value(samples, "relayd_sender_connections_total", entity="tcp", outcome="client_error") \
+        - value(before, "relayd_sender_connections_total", entity="tcp", outcome="client_error") == 1
+
+
 def recv_exactly(sock, n):
     out = b""
     while len(out) < n:
