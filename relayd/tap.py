@@ -24,7 +24,7 @@ class Options(usage.Options):
         ["data-dir", "d", None, "state directory (default: $RELAYD_DATA_DIR or ~/.local/share/relayd)"],
         ["public-url", None, None, "base URL clients use to reach the relay, e.g. wss://relay.example.com"],
         ["log-format", None, "text", "text (twistd's lines) or json (one object per line); see docs/operations.rst"],
-        ["worker", None, None, "set by relayd serve --workers: run as its worker I (relayd.workers)"],
+        ["worker", None, None, "worker I of relayd serve --workers: shared ports, node_url's port + I"],
     ]
     optFlags = [
         ["create-on-listen", None, "create an unknown hybrid connection when a listener with a Manage token listens on it"],
