@@ -155,7 +155,7 @@ def test_page_without_targets_has_no_targets_table():
 
 def test_every_scenario_declares_targets():
     names = [s.NAME for s in scenarios.load()]
-    assert names == ["stream", "pingpong", "rendezvous", "http", "soap", "tcp", "fanout"]
+    assert names == ["stream", "pingpong", "rendezvous", "http", "soap", "tcp", "fanout", "cluster"]
 
 
 def test_profile_text_lists_every_profile(tmp_path):
