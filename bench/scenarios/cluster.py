@@ -78,8 +78,8 @@ def _free(port):
 
 
 def deploy(harness, name, workers):
-    """redis-server + ``relayd serve --workers N`` + the listeners; (supervisor Proc, redis Proc,
-    node ports)."""
+    """redis-server + ``relayd serve --workers N`` + the listeners; (their Procs, the supervisor's
+    first, the node ports)."""
     from tests.support.redis_server import RedisServer
     from tests.support.relay import relay_status
     from tests.support.waits import wait_until
@@ -106,10 +106,10 @@ def deploy(harness, name, workers):
     for port in ports:
         if not wait_until(lambda: serving(port), START_TIMEOUT):
             raise RuntimeError("%s: node %d not serving within %d s:\n%s" % (name, port, START_TIMEOUT, proc.text()[-2000:]))
-    for port in ports:
-        for role, entity in (("hold", "hold"), ("sink", "stream")):
-            nodejs.start_peer(harness, "peer.js %s (%s :%d)" % (role, name, port), role, nodejs.Entity(Node(port), entity))
-    return proc, redis_proc, ports
+    peers = [nodejs.start_peer(harness, "peer.js %s (%s, node %d)" % (role, name, i), role,
+                               nodejs.Entity(Node(port), entity))
+             for i, port in enumerate(ports) for role, entity in (("hold", "hold"), ("sink", "stream"))]
+    return [proc, redis_proc] + peers, ports
 
 
 @contextlib.contextmanager
@@ -187,9 +187,9 @@ def run(harness, args):
     if not shutil.which("redis-server"):
         return {"skipped": "redis-server is not installed (apt-get install redis-server)"}
     routing = importlib.util.find_spec("relayd.cluster.routing") is not None
-    one, redis1, ports1 = deploy(harness, "one", 1)
-    two, redis2, ports2 = deploy(harness, "two", 2)
-    nodejs.start_peer(harness, "peer.js hold (two, solo)", "hold", nodejs.Entity(Node(ports2[0]), "solo"))
+    one, ports1 = deploy(harness, "one", 1)
+    two, ports2 = deploy(harness, "two", 2)
+    solo = nodejs.start_peer(harness, "peer.js hold (two, solo)", "hold", nodejs.Entity(Node(ports2[0]), "solo"))
     count, inflight, nbytes = args.cluster_count, args.cluster_inflight, args.cluster_stream_mib << 20
     setup = args.cluster_setup_count
 
@@ -197,12 +197,12 @@ def run(harness, args):
         return [(ports[i % len(ports)], path) for i in range(CLIENTS)]
 
     cases = {
-        "rate-1node": Case([one, redis1], lambda: rendezvous(spread(ports1, "hold"), count, inflight)),
-        "rate-2nodes": Case([two, redis2], lambda: rendezvous(spread(ports2, "hold"), count, inflight)),
-        "stream-1node": Case([one, redis1], lambda: streams([ports1[0]] * CLIENTS, nbytes)),
-        "stream-2nodes": Case([two, redis2], lambda: streams([ports2[i % 2] for i in range(CLIENTS)], nbytes)),
-        "setup-same": Case([two, redis2], lambda: rendezvous([(ports2[0], "solo")], setup, 1)),
-        "setup-cross": Case([two, redis2], lambda: rendezvous([(ports2[1], "solo")], setup, 1)),
+        "rate-1node": Case(one, lambda: rendezvous(spread(ports1, "hold"), count, inflight)),
+        "rate-2nodes": Case(two, lambda: rendezvous(spread(ports2, "hold"), count, inflight)),
+        "stream-1node": Case(one, lambda: streams([ports1[0]] * CLIENTS, nbytes)),
+        "stream-2nodes": Case(two, lambda: streams([ports2[i % 2] for i in range(CLIENTS)], nbytes)),
+        "setup-same": Case(two[:2] + [solo], lambda: rendezvous([(ports2[0], "solo")], setup, 1)),
+        "setup-cross": Case(two[:2] + [solo], lambda: rendezvous([(ports2[1], "solo")], setup, 1)),
     }
     if not routing:
         log("cluster: relayd/cluster/routing.py is absent: no cross-node case")
@@ -222,7 +222,7 @@ def run(harness, args):
 
     failures = []
     samples = harness.alternate(cases, "node clients", show, failures=failures)
-    return {"settings": {"rounds": args.rounds, "count": count, "inflight": inflight, "clients": CLIENTS,
+    return {"settings": {"rounds": args.rounds, "cores": os.cpu_count(), "count": count, "inflight": inflight, "clients": CLIENTS,
                          "stream_mib": args.cluster_stream_mib, "message_kib": MESSAGE >> 10, "setup_count": setup},
             "samples": samples, "failures": failures, "cpu_percent": harness.cpu_percent(),
             "versions": nodejs.versions(), "routing": routing}
@@ -290,9 +290,11 @@ def report(section):
         "``stream.js`` at once, %d MiB each in %d KiB messages, stream i on node i mod N, the bytes of"
         % (s["stream_mib"], s["message_kib"]),
         "both over the longer one's time.  Relay CPU is the relayd processes' and redis-server's share",
-        "of one core.  This machine has %s cores, shared with the load generators and listeners, so"
-        % (os.cpu_count(),),
-        "the second node competes with them for the second core.",
+        "of one core.  This machine has %d cores, shared with the load generators and listeners (every"
+        % s.get("cores", 2),
+        "process measured in ``rate-2nodes`` used %.0f%% of the %d%% there are), so a second node has"
+        % (sum(cpu.get("rate-2nodes", {}).values()), 100 * s.get("cores", 2)),
+        "little idle CPU to add.",
         "",
         *rst.table(("Deployment", "Rendezvous/s", "Range", "Handshake p99", "Relay CPU", "Aggregate stream",
                     "Range (MB/s)", "Relay CPU"), rows),
