@@ -6,6 +6,7 @@ import hashlib
 import http.client
 import os
 import signal
+import socket
 import time
 from urllib.parse import urlsplit
 
@@ -17,10 +18,22 @@ from tests.support.cluster_nodes import start_node, wait_joined
 from tests.support.manage import call
 from tests.support.rawws import RawWS, hc_url, listen, token
 from tests.support.redis_server import RedisServer
-from tests.support.relay import relay_status, require_tool
+from tests.support.relay import Bridge, relay_status, require_tool
 from tests.support.waits import wait_until
 
 ACCEPT_TIMEOUT = 3
+TCP_ENTITY = """
+[[hybrid_connections]]
+path = "tcp"
+requires_client_authorization = false
+"""
+TCP_DOOR = """
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "port"
+entity = "tcp"
+allow_anonymous = true
+"""
 
 
 @pytest.fixture
@@ -30,7 +43,8 @@ def cluster(tmp_path):
     try:
         for i in (1, 2, 3):
             nodes.append(start_node(tmp_path, redis, "node%d" % i, "n%d" % i,
-                                    relay_extra="accept_timeout = %d" % ACCEPT_TIMEOUT))
+                                    relay_extra="accept_timeout = %d" % ACCEPT_TIMEOUT,
+                                    extra=TCP_ENTITY + (TCP_DOOR if i == 2 else "")))  # a port door on node 2
         wait_joined(nodes)
         yield nodes
     finally:
@@ -116,6 +130,42 @@ def test_http_requests_through_node2_are_answered_by_hyco_https_on_node1(cluster
         assert traffic(one) == before
     finally:
         listener.stop()
+
+
+def test_a_port_mapped_tcp_door_on_node2_reaches_a_bridge_on_node1(cluster, tmp_path):
+    one, two, _three = cluster
+    service = socket.socket()
+    service.bind(("127.0.0.1", 0))
+    service.listen(1)
+    service.settimeout(10)
+    bridge = Bridge(tmp_path, one, "-R", "tcp:127.0.0.1:%d" % service.getsockname()[1])
+    try:
+        bridge.wait(r"online")
+        wait_known(two, "tcp")
+        before = traffic(one)
+        client = socket.create_connection(("127.0.0.1", two.door_port("port door (tcp)")), timeout=10)
+        server, _ = service.accept()
+        server.settimeout(10)
+        data = os.urandom(100000)
+        client.sendall(data)
+        assert recv_exactly(server, len(data)) == data
+        server.sendall(data[::-1])
+        assert recv_exactly(client, len(data)) == data[::-1]
+        client.close()
+        server.close()
+        assert traffic(one) == before  # the bytes went through node 2 only
+    finally:
+        bridge.stop()
+        service.close()
+
+
+def recv_exactly(sock, n):
+    got = bytearray()
+    while len(got) < n:
+        chunk = sock.recv(n - len(got))
+        assert chunk, "closed after %d of %d bytes" % (len(got), n)
+        got += chunk
+    return bytes(got)
 
 
 def subscriber(node, path):
