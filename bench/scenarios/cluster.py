@@ -40,7 +40,7 @@ ORDER = 60
 OPTIONS = (
     Option("--cluster-count", type=int, default=2000, help="cluster: rendezvous per round and deployment (default 2000)"),
     Option("--cluster-inflight", type=int, default=64, help="cluster: handshakes in flight (default 64)"),
-    Option("--cluster-stream-mib", type=int, default=256, help="cluster: MiB per stream, two streams (default 256)"),
+    Option("--cluster-stream-mib", type=int, default=1024, help="cluster: MiB per stream, two streams (default 1024)"),
     Option("--cluster-setup-count", type=int, default=300, help="cluster: one-at-a-time rendezvous per setup case"),
 )
 
