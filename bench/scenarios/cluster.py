@@ -187,6 +187,7 @@ def run(harness, args):
     if not shutil.which("redis-server"):
         return {"skipped": "redis-server is not installed (apt-get install redis-server)"}
     routing = importlib.util.find_spec("relayd.cluster.routing") is not None
+    load_start = os.getloadavg()
     one, ports1 = deploy(harness, "one", 1)
     two, ports2 = deploy(harness, "two", 2)
     solo = nodejs.start_peer(harness, "peer.js hold (two, solo)", "hold", nodejs.Entity(Node(ports2[0]), "solo"))
@@ -225,7 +226,8 @@ def run(harness, args):
     return {"settings": {"rounds": args.rounds, "cores": os.cpu_count(), "count": count, "inflight": inflight, "clients": CLIENTS,
                          "stream_mib": args.cluster_stream_mib, "message_kib": MESSAGE >> 10, "setup_count": setup},
             "samples": samples, "failures": failures, "cpu_percent": harness.cpu_percent(),
-            "versions": nodejs.versions(), "routing": routing}
+            "versions": nodejs.versions(), "routing": routing,
+            "loadavg": [round(x, 2) for x in load_start + os.getloadavg()]}
 
 
 def figures(section):
@@ -294,7 +296,9 @@ def report(section):
         % s.get("cores", 2),
         "process measured in ``rate-2nodes`` used %.0f%% of the %d%% there are), so a second node has"
         % (sum(cpu.get("rate-2nodes", {}).values()), 100 * s.get("cores", 2)),
-        "little idle CPU to add.",
+        "little idle CPU to add.%s" % (
+            "  Load average (1, 5, 15 min) at the section's start: %.2f, %.2f, %.2f; at its end: %.2f, %.2f,"
+            " %.2f (other work on the machine)." % tuple(section["loadavg"]) if section.get("loadavg") else ""),
         "",
         *rst.table(("Deployment", "Rendezvous/s", "Range", "Handshake p99", "Relay CPU", "Aggregate stream",
                     "Range (MB/s)", "Relay CPU"), rows),

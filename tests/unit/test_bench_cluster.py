@@ -46,6 +46,7 @@ def test_report_rows_and_the_cross_node_cost():
     assert "+1.10 ms p50, +3.50 ms p99" in text
     assert "98%" in text  # relayd and redis-server CPU of rate-1node, not the load generator's
     assert "Measured D at commit abc." in text
+    assert "at its end: 3.00, 2.00, 1.00" in "\n".join(cluster.report(dict(section(), loadavg=[1, 2, 3, 3, 2, 1])))
     without = "\n".join(cluster.report(section(cross=False)))
     assert cluster.figures(section(cross=False))["cross"] is None
     assert "cross-node (sender" not in without and "routing.py was absent" in without
