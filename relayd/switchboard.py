@@ -307,8 +307,8 @@ class Switchboard:
             raise SwitchboardError("sb-hc-id is longer than %d characters" % (MAX_SENDER_ID,), status=400)
         entity_key = self._entity_key(path)
         candidates = list(self._listeners.get(entity_key, ()))
-        if listener is not None:
-            candidates = [listener] if listener in candidates else []
+        if listener is not None:  # one of the entity's channels here, or on another node (router.pinned)
+            candidates = [listener] if listener in candidates or hasattr(listener, "rendezvous_ended") else []
         elif not candidates and self.router is not None:  # none here: one on another node
             candidates = self.router.candidates(path)
         if candidates:

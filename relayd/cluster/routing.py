@@ -57,6 +57,7 @@ class RemoteListener:
         self.rendezvous = None
         self.payload = None  # the last offer sent (offered again to the next listener on failure)
         self.tried = set()  # (node id, listener id) that could not take it
+        self.pinned = False  # True: no other listener instead (Router.pinned)
 
     def offer(self, rendezvous):
         self.rendezvous = rendezvous
@@ -90,7 +91,7 @@ class RemoteListener:
         if rv is None or rv.done:
             return
         self.tried.add((self.node_id, self.listener_id))
-        left = [entry for entry in self.router.remote(self.entity_path) if entry not in self.tried]
+        left = [] if self.pinned else [e for e in self.router.remote(self.entity_path) if e not in self.tried]
         if not left:  # as one node answers with no listener: 404 to a sender, 502 to an HTTP request
             why = "no listener of '%s' took it on any node of the cluster" % self.entity_path
             rv.fail(SwitchboardError(why, 502) if rv.kind == "request" else NoListener(why))
@@ -147,6 +148,14 @@ class Router:
     def candidates(self, path):
         """Stand-ins for the switchboard, one per listener on another node."""
         return [RemoteListener(self, path, node, listener) for node, listener in self.remote(path)]
+
+    def pinned(self, path):
+        """Stand-ins for ``open_rendezvous(listener=...)``: each for its own listener only (a
+        net.tcp event session replayed to every subscriber); one that cannot take it fails."""
+        stand_ins = self.candidates(path)
+        for stand_in in stand_ins:
+            stand_in.pinned = True
+        return stand_ins
 
     def send_offer(self, stand_in):
         payload = dict(stand_in.payload, listener=stand_in.listener_id)

@@ -21,6 +21,9 @@ the session itself:
   half-close marker (an empty message).  A ``relayd bridge -R`` in front of a WCF service
   therefore delivers every message unchanged.  What the service sends back (PreambleAck,
   End, a Fault) is read and dropped, at most :data:`READBACK_MAX` bytes per leg.
+* In a cluster the subscribers on other nodes get the session too, each over a rendezvous leg
+  to this node (:meth:`relayd.cluster.routing.Router.pinned`); a oneway session prefers a
+  listener of this node.
 * Listeners that connect during a session get the next session, not the rest of this one:
   envelopes of WCF's binary session encoding refer to strings sent in earlier ones.
 * Each leg holds at most ``limits.leg_buffer`` bytes: queued until the listener accepts, or
@@ -258,12 +261,14 @@ class NetTcpPublisher:
                 return True
             return False
 
-        if self.policy.kind == ONEWAY:
-            if door.switchboard.choose(path, attempt) is None:
+        router = getattr(door.switchboard, "router", None)  # clustered: subscribers on other nodes too
+        remote = router.pinned(path) if router is not None else []
+        if self.policy.kind == ONEWAY:  # one of this node's listeners, else one of another node's
+            if door.switchboard.choose(path, attempt) is None and not any(map(attempt, remote)):
                 return self.fault(nmf.ENDPOINT_UNAVAILABLE, "no listener of the oneway entity '%s' took the "
                                                             "session" % path)
         else:
-            for channel in door.switchboard.listeners(path):
+            for channel in door.switchboard.listeners(path) + remote:
                 attempt(channel)
         self.protocol.transport.write(nmf.PREAMBLE_ACK)
 

@@ -12,6 +12,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+from relayd.wire import nmf
+from tests.integration.test_events_nettcp import Recorder, envelope
+from tests.integration.test_events_nettcp import publish as publish_nettcp
 from tests.interop.test_hyco_https import HttpsListener
 from tests.interop.test_hyco_ws import NODE_DIR, NodeListener, run_node
 from tests.support.cluster_nodes import start_node, wait_joined
@@ -33,6 +36,10 @@ listen = "tcp:0:interface=127.0.0.1"
 mode = "port"
 entity = "tcp"
 allow_anonymous = true
+
+[[tcp_ports]]
+listen = "tcp:0:interface=127.0.0.1"
+mode = "nettcp"
 """
 
 
@@ -202,6 +209,31 @@ def test_a_multicast_event_published_on_node2_reaches_subscribers_on_nodes_1_and
     for ctl in subs:
         assert read_events(ctl, 100) == events
         ctl.close()
+
+
+def test_a_net_tcp_event_session_on_node2_reaches_bridge_subscribers_on_nodes_1_and_3(cluster, tmp_path):
+    one, two, three = cluster
+    make(one, "news", kind="multicast", requires_client_authorization=False)
+    recorders = [Recorder(), Recorder()]
+    bridges = [Bridge(tmp_path, node, "-R", "news:net.tcp://127.0.0.1:%d/svc%d" % (r.port, i))
+               for i, (node, r) in enumerate(zip((one, three), recorders))]
+    try:
+        for b in bridges:
+            b.wait("online")
+        wait_known(two, "news", 2)
+        port = two.door_port("nettcp door (routed by Via)")
+        records = [envelope(i) for i in range(100)]
+        assert publish_nettcp(port, "net.tcp://127.0.0.1:%d/news" % port, records) == b"\x0b\x07"
+        for i, r in enumerate(recorders):
+            assert r.done.wait(20), two.log_text()[-2000:]
+            preamble = (b"\x00\x01\x00\x01\x02" + nmf.encode_via("net.tcp://127.0.0.1:%d/svc%d" % (r.port, i))
+                        + b"\x03\x08\x0c")
+            assert [bytes(c) for c in r.connections] == [preamble + b"".join(records) + b"\x07"]
+    finally:
+        for b in bridges:
+            b.stop()
+        for r in recorders:
+            r.stop()
 
 
 def test_oneway_reaches_the_one_listener_on_another_node(cluster):

@@ -246,3 +246,13 @@ def test_malformed_messages_are_dropped_and_counted():
 def test_built_offer_is_written_as_built():
     assert BuiltOffer("text").message("ws://ignored", None) == "text"
     assert b64(None) is None
+
+
+def test_a_pinned_offer_fails_without_going_to_another_listener():
+    clock, network, a, b, (first, second) = two_nodes(("l1", "l2"))
+    first.takes = False
+    stand_in = [s for s in b.pinned("echo") if s.listener_id == "l1"][0]
+    rv = b.switchboard.open_rendezvous("echo", AcceptOffer("h", False, {}), listener=stand_in)
+    out = []
+    rv.result.addBoth(out.append)
+    assert out[0].check(NoListener) and second.texts == []  # l2 has its own leg: not this one too
