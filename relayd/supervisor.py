@@ -27,6 +27,7 @@ RESTART_DELAY_MAX = 30.0
 STABLE_AFTER = 30.0  # a worker that ran this long starts over from RESTART_DELAY
 STOP_TIMEOUT = 30.0  # seconds workers have to stop after SIGTERM before they are killed
 STARTUP_STATUS = 1  # the exit status of a worker that could not start (twistd relayd's)
+STARTUP_GRACE = 15.0  # a first run that exits with STARTUP_STATUS within this many seconds could not start
 FORWARDED = (signal.SIGTERM, signal.SIGINT, signal.SIGUSR1)
 
 
@@ -68,9 +69,9 @@ def _die_with_parent():
 class Supervisor:
     """Runs one process per command (``commands[i]``: worker i's argv) until stopped."""
 
-    def __init__(self, commands, clock=time.monotonic, log=_log):
+    def __init__(self, commands, clock=time.monotonic, log=_log, popen=subprocess.Popen):
         self.commands = commands
-        self.clock, self.log = clock, log
+        self.clock, self.log, self.popen = clock, log, popen
         n = len(commands)
         self.procs = [None] * n
         self.started = [0.0] * n
@@ -82,8 +83,7 @@ class Supervisor:
         self.pending = []  # signals received, handled in the loop
 
     def spawn(self, i):
-        proc = subprocess.Popen(self.commands[i], stdin=subprocess.DEVNULL, process_group=0,
-                                preexec_fn=_die_with_parent())
+        proc = self.popen(self.commands[i], stdin=subprocess.DEVNULL, process_group=0, preexec_fn=_die_with_parent())
         self.procs[i], self.started[i], self.restart_at[i] = proc, self.clock(), None
         return proc
 
@@ -108,7 +108,7 @@ class Supervisor:
             if self.stopping is not None:
                 self.log("worker %d (pid %d) stopped (%s)" % (i, proc.pid, _exit_text(proc.returncode)))
                 continue
-            if not self.ever_ran[i] and proc.returncode == STARTUP_STATUS:
+            if not self.ever_ran[i] and proc.returncode == STARTUP_STATUS and lived < STARTUP_GRACE:
                 self.log("worker %d (pid %d) could not start (%s; its lines above say why); stopping the others"
                          % (i, proc.pid, _exit_text(proc.returncode)))
                 self.stop(status=1)
