@@ -48,23 +48,25 @@ class ClusterEvents:
         bus.on(EVENT, self._received)
 
     def _send(self, node, payload):
+        """Send one event to ``node``: False when it is known at once not to go (too large, Redis
+        down, no such node), else True (a later failure is only counted)."""
         try:
             d = self.bus.send(node, EVENT, payload)
         except ValueError as e:
             self.lost += 1
             self.log.warn("cluster: an event of {path} cannot cross nodes: {e}", path=payload["entity"], e=e)
             return False
-        self.sent += 1
+        going = [True]
 
         def counted(receivers):
             if not receivers:
                 self.lost += 1
+                going[0] = False
 
-        def failed(failure):
-            self.lost += 1
-
-        d.addCallbacks(counted, failed)
-        return True
+        d.addCallbacks(counted, lambda failure: counted(0))
+        if going[0]:
+            self.sent += 1
+        return going[0]
 
     def multicast(self, kind, path, frames):
         """Send the event to every other node with subscribers of ``path``; returns how many

@@ -60,6 +60,8 @@ class RemoteListener:
         self.pinned = False  # True: no other listener instead (Router.pinned)
 
     def offer(self, rendezvous):
+        if rendezvous.offer is None:  # nothing to build a control message from
+            return False
         self.rendezvous = rendezvous
         self.router.pending[rendezvous.key] = self
         text = rendezvous.offer.message(self.router.node_url, rendezvous)

@@ -236,6 +236,22 @@ def test_a_net_tcp_event_session_on_node2_reaches_bridge_subscribers_on_nodes_1_
             r.stop()
 
 
+def test_a_websocket_publisher_on_node3_reaches_subscribers_on_nodes_1_and_2_in_order(cluster):
+    one, two, three = cluster
+    make(one, "wsbus", kind="multicast")
+    subs = [subscriber(one, "wsbus"), subscriber(two, "wsbus")]
+    wait_known(three, "wsbus", 2)
+    pub = RawWS(three.port).start(hc_url(three, "wsbus", "connect"), {"ServiceBusAuthorization": token(three, "wsbus")})
+    assert pub.finish() == 101
+    events = [b"ws event %03d" % i for i in range(100)]
+    for event in events:
+        pub.send_message(event)
+    for ctl in subs:
+        assert read_events(ctl, 100) == events
+        ctl.close()
+    pub.close()
+
+
 def test_oneway_reaches_the_one_listener_on_another_node(cluster):
     one, two, _three = cluster
     make(one, "one", kind="oneway")

@@ -256,3 +256,14 @@ def test_a_pinned_offer_fails_without_going_to_another_listener():
     out = []
     rv.result.addBoth(out.append)
     assert out[0].check(NoListener) and second.texts == []  # l2 has its own leg: not this one too
+
+
+def test_an_event_for_a_node_that_is_gone_or_with_redis_down_is_not_counted_delivered():
+    clock, network, a, b, _ = two_nodes(("s1", "s2"))
+    policy = b.events.policies[MULTICAST]
+    network.dead.add("a")
+    assert policy.deliver(b.switchboard, "echo", b"frames") == 0
+    network.dead.clear()
+    network.down = True
+    assert policy.deliver(b.switchboard, "echo", b"frames") == 0
+    assert b.events.lost == 2 and b.events.sent == 0 and policy.counts.dropped == 2
