@@ -212,7 +212,7 @@ async def test_401_is_not_retried(tmp_path):
         relay.stop()
 
 
-# A name that resolves to two loopback addresses.  .ci/run adds it to /etc/hosts (two lines for one
+# A name that resolves to two loopback addresses.  .ci/run adds it to the hosts file (two lines for one
 # name; glibc returns both with "multi on" in /etc/host.conf, Debian's default).
 MULTI_NAME = "relayd-failover.test"
 MULTI_ADDRESSES = {"127.0.0.1", "127.0.0.2"}
@@ -229,7 +229,7 @@ def _addresses(name):
 async def test_a_name_with_two_addresses_fails_over_between_them(tmp_path):
     addresses = _addresses(MULTI_NAME)
     require(MULTI_ADDRESSES <= addresses,
-            "%s resolves to %s, not to both 127.0.0.1 and 127.0.0.2: add two lines to /etc/hosts, "
+            "%s resolves to %s, not to both 127.0.0.1 and 127.0.0.2: add two lines to the hosts file, "
             "'127.0.0.1 %s' and '127.0.0.2 %s' (.ci/run does)" % (MULTI_NAME, sorted(addresses) or "nothing",
                                                               MULTI_NAME, MULTI_NAME))
     port = free_port()
