@@ -218,7 +218,7 @@ class RelayService(service.MultiService):
         if self.cluster is not None:
             self.site.management.status_extras["cluster"] = self.cluster.status
             from relayd.cluster.routing import install  # senders and events across nodes
-            install(self.cluster, self.switchboard, self.http)
+            self.site.management.status_extras["routing"] = install(self.cluster, self.switchboard, self.http).status
         # GET /$relayd/metrics (Manage token) and /$relayd/healthz (none): relayd.web.metrics
         self.metrics = Metrics(self.namespace, self.switchboard, self.traffic, self.http.event_counts)
         self.health = Health()

@@ -135,10 +135,18 @@ class Router:
         self.max_forwarded = switchboard.max_pending or 8192
         self.door = None  # the HTTP door (its exchanges by request id), from install()
         self.events = None  # relayd.cluster.events.ClusterEvents, from install()
+        # offers sent, offers a listener's node could not place, offers placed here, responses back here
         self.counts = {"offered": 0, "offer_failed": 0, "taken": 0, "responses": 0}
         bus.on(OFFER, self._offer)
         bus.on(OFFER_FAILED, self._offer_failed)
         bus.on(RESPONSE, self._response)
+
+    def status(self):
+        """``routing`` in ``GET /$relayd/status``: what crossed nodes since the start."""
+        events = self.events
+        return dict(self.counts, pending_offers=len(self.pending), forwarded_requests=len(self.forwarded),
+                    events_sent=events.sent if events else 0, events_received=events.received if events else 0,
+                    events_lost=events.lost if events else 0)
 
     # -- the sender's node ---------------------------------------------------------------------
 

@@ -110,6 +110,8 @@ def test_hyco_ws_listener_on_node1_echoes_a_sender_on_node3_and_node1_relays_no_
         assert out.returncode == 0 and out.stdout.strip() == "OK", (out.stdout, out.stderr, three.log_text()[-3000:])
         assert traffic(three) >= 2 * 3 * 200000  # the echo went both ways through node 3
         assert traffic(one) == before  # and not one byte of it through node 1
+        assert relay_status(three)["routing"]["offered"] >= 1  # node 3 offered it to node 1 ...
+        assert relay_status(one)["routing"]["taken"] >= 1  # ... which placed it on its listener
     finally:
         listener.stop()
 
