@@ -203,8 +203,8 @@ class Router:
         """A listener on ``from_node`` answered an HTTP request of this node on its control channel."""
         key, text = payload.get("key"), payload.get("text")
         exchange = self.door.exchanges.get(key) if self.door is not None and isinstance(key, str) else None
-        if exchange is None or not isinstance(text, str):
-            return  # ended meanwhile (e.g. its deadline passed): dropped, as on one node
+        if exchange is None or exchange.responding or not isinstance(text, str):
+            return  # ended or answered meanwhile (e.g. its deadline passed): dropped, as on one node
         try:
             response = hc.decode(text)
             body = unb64(payload.get("body"))

@@ -94,9 +94,11 @@ class Door:
 class Exchange:
     def __init__(self):
         self.got = []
+        self.responding = False
 
     def response_start(self, response, via_control):
         self.got.append((response.status_code, via_control))
+        self.responding = True
 
     def response_body_whole(self, payload):
         self.got.append(payload)
@@ -203,6 +205,8 @@ def test_a_small_request_and_its_response_cross_nodes_and_the_id_expires_with_th
     assert a.response(channel, response)  # a takes it off the door's hands
     a.body(channel, b"answer")
     assert exchange.got == [(201, True), b"answer"]
+    b.bus.handlers["response"]({"key": rv.key, "text": hc.encode_response(rv.key, 200), "body": None}, "a")
+    assert exchange.got == [(201, True), b"answer"]  # a second answer to the same request: dropped
     rv.withdraw()  # as the exchange does once answered
     assert b.pending == {}
     # a second request: no answer within the entity's response_timeout -> a forgets its id
