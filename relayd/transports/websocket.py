@@ -162,8 +162,6 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
     def onConnect(self, request):
         try:
             subprotocol = self._route(request)
-            if isinstance(subprotocol, defer.Deferred):  # a listener the cluster's registry admits
-                return subprotocol.addErrback(self._denied_later, request)
             self._log.debug("HC handshake on {path} from {peer} accepted", path=request.path, peer=self.peer)
             return subprotocol
         except Denied as e:
@@ -240,7 +238,9 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
         if action == "listen":
             channel = ControlChannel.listen(self, request, entity, token)
             if isinstance(channel, defer.Deferred):  # clustered: the registry decides (relayd.cluster)
-                return channel.addCallback(self._take_role)
+                # only here does the errback hold the request: a waiting sender's Deferred must not
+                # (its ConnectionRequest is let go once routed: tests/integration/test_rendezvous_memory.py)
+                return channel.addCallback(self._take_role).addErrback(self._denied_later, request)
             self._take_role(channel)
             return None
         policy = f.event_policies.get(entity.kind)
