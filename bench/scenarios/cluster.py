@@ -276,7 +276,7 @@ def report(section):
     if f["cross"]:
         setup_rows.append(("cross-node (sender on node 1, listener on node 0)", "%.2f ms" % f["cross"][0],
                            rst.rng(samples["setup-cross"], "p50_ms", 1, "%.2f"), "%.2f ms" % f["cross"][1],
-                           "+%.2f ms p50, +%.2f ms p99" % (f["cross"][0] - f["same"][0], f["cross"][1] - f["same"][1])))
+                           "%+.2f ms p50, %+.2f ms p99" % (f["cross"][0] - f["same"][0], f["cross"][1] - f["same"][1])))
     return [
         "%s  Two deployments side by side, each with its own redis-server on loopback and"
         % rst.measured(section),
@@ -292,11 +292,11 @@ def report(section):
         "``stream.js`` at once, %d MiB each in %d KiB messages, stream i on node i mod N, the bytes of"
         % (s["stream_mib"], s["message_kib"]),
         "both over the longer one's time.  Relay CPU is the relayd processes' and redis-server's share",
-        "of one core.  This machine has %d cores, shared with the load generators and listeners (every"
+        "of one core.  This machine has %d cores, shared by the nodes with the load generators and"
         % s.get("cores", 2),
-        "process measured in ``rate-2nodes`` used %.0f%% of the %d%% there are), so a second node has"
+        "listeners (every process measured in ``rate-2nodes`` used %.0f%% of the %d%% there are) and"
         % (sum(cpu.get("rate-2nodes", {}).values()), 100 * s.get("cores", 2)),
-        "little idle CPU to add.%s" % (
+        "with other work.%s" % (
             "  Load average (1, 5, 15 min) at the section's start: %.2f, %.2f, %.2f; at its end: %.2f, %.2f,"
             " %.2f (other work on the machine)." % tuple(section["loadavg"]) if section.get("loadavg") else ""),
         "",

@@ -44,6 +44,9 @@ def test_report_rows_and_the_cross_node_cost():
     text = "\n".join(cluster.report(section()))
     assert "2 nodes / 1 node  1.55x" in text and "1.56x" in text
     assert "+1.10 ms p50, +3.50 ms p99" in text
+    faster = section()
+    faster["samples"]["setup-cross"] = faster["samples"]["setup-same"][:1] * 3
+    assert "-0.10 ms p50, -0.50 ms p99" in "\n".join(cluster.report(faster))
     assert "98%" in text  # relayd and redis-server CPU of rate-1node, not the load generator's
     assert "Measured D at commit abc." in text
     assert "at its end: 3.00, 2.00, 1.00" in "\n".join(cluster.report(dict(section(), loadavg=[1, 2, 3, 3, 2, 1])))
