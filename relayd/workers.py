@@ -95,7 +95,8 @@ def worker_settings(settings, index):
     parts = urlsplit(cluster.node_url)
     port = (parts.port or (443 if parts.scheme in ("wss", "https") else 80)) + index
     if port > 65535:
-        raise config.ConfigError("cluster.node_url: worker %d's port %d is past 65535; choose a lower port" % (index, port))
+        raise config.ConfigError("cluster.node_url: worker %d's port %d is past 65535; choose a lower port"
+                                 % (index, port))
     taken = {spec.port for spec in public + doors}
     if port in taken:
         raise config.ConfigError("cluster.node_url: worker %d's node port %d is also a shared listen port; the "
