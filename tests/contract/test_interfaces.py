@@ -83,5 +83,7 @@ def test_live_objects_provide_their_interfaces(tmp_path, monkeypatch):
     check_live_objects(seen, broken)  # paired: the legs
     relay.stop()
     assert not broken, "objects that do not provide what they declare: %s" % broken
-    # every implementation was alive and checked
-    assert implementations() - seen == set()
+    # every implementation was alive and checked -- but relayd.cluster's, which live only on a
+    # clustered node (tests/unit/test_cluster_routing.py::test_the_routing_objects_provide_their_interfaces)
+    assert {(cls, iface) for cls, iface in implementations() - seen
+            if not cls.__module__.startswith("relayd.cluster.")} == set()

@@ -271,3 +271,20 @@ def test_an_event_for_a_node_that_is_gone_or_with_redis_down_is_not_counted_deli
     network.down = True
     assert policy.deliver(b.switchboard, "echo", b"frames") == 0
     assert b.events.lost == 2 and b.events.sent == 0 and policy.counts.dropped == 2
+
+
+def test_the_routing_objects_provide_their_interfaces():
+    """The single-node contract harness (tests/contract/test_interfaces.py) never makes these:
+    they live only on a clustered node.  verifyObject on live ones, as that harness does."""
+    from zope.interface.verify import verifyObject
+
+    from relayd.cluster.routing import ForwardingResponses, RemoteListener
+    from relayd.interfaces import IListenerChannel, IOffer, IResponseRouter
+
+    clock, network, a, b, channels = two_nodes(("l1", "l2"))
+    stand_ins = b.candidates("echo")
+    assert [type(s) for s in stand_ins] == [RemoteListener, RemoteListener]
+    for stand_in in stand_ins:
+        assert verifyObject(IListenerChannel, stand_in)
+    assert verifyObject(IOffer, BuiltOffer("text"))
+    assert verifyObject(IResponseRouter, ForwardingResponses(a.door, a))
