@@ -234,3 +234,48 @@ def test_workers_need_a_cluster(tmp_path):
     done = subprocess.run([sys.executable, "-m", "relayd.cli", "serve", "--workers", "none"],
                           cwd=str(tmp_path), capture_output=True, text=True, timeout=60)
     assert done.returncode == 2 and "--workers" in done.stderr, done.stderr
+
+
+def test_two_relays_share_an_ssl_port_with_reuseport(tmp_path):
+    """``reuseport=1`` on an ``ssl:`` address (relayd/reuseport.py: the socket bound with
+    SO_REUSEPORT, TLS through Twisted's TLSMemoryBIOFactory): two plain relays bind one port (the
+    second could not without it) and both answer over TLS with ALPN http/1.1 -- each has an entity
+    of its own, so the answers say which relay took the connection."""
+    import ssl
+
+    from relayd.wire import sas
+    from tests.support.relay import ROOT_KEY, RelayProcess
+    from tests.support.tls import make_ca_and_server
+
+    certs = make_ca_and_server(str(tmp_path))
+    port = free_ports(1)[0]
+    listen = '["ssl:%d:interface=127.0.0.1:privateKey=%s:certKey=%s:reuseport=1"]' % (
+        port, certs["server-key.pem"], certs["server-cert.pem"])
+    relays = []
+    try:
+        for name in ("a", "b"):
+            (tmp_path / name).mkdir()
+            config = write_config(tmp_path / name, listen=listen, extra='[[hybrid_connections]]\npath = "only-a"\n'
+                                  if name == "a" else "")
+            relays.append(RelayProcess(tmp_path / name, config))
+        assert [relay.port for relay in relays] == [port, port]
+        context = ssl.create_default_context(cafile=certs["ca.pem"])
+        context.set_alpn_protocols(["h2", "http/1.1"])
+        auth = sas.make_token("http://127.0.0.1:%d/" % port, "root", ROOT_KEY, int(time.time()) + 300)
+        statuses = set()
+        for _ in range(16):
+            with context.wrap_socket(socket.create_connection(("127.0.0.1", port), timeout=10),
+                                     server_hostname="localhost") as tls:
+                assert tls.selected_alpn_protocol() == "http/1.1"
+                tls.sendall(b"GET /$relayd/entities/only-a HTTP/1.1\r\nHost: 127.0.0.1:%d\r\nAuthorization: %s\r\n"
+                            b"Connection: close\r\n\r\n" % (port, auth.encode()))
+                reply = b""
+                while b"\r\n" not in reply:
+                    chunk = tls.recv(4096)
+                    assert chunk, reply
+                    reply += chunk
+                statuses.add(reply.split(b" ", 2)[1])
+        assert statuses == {b"200", b"404"}  # relay a has the entity, relay b not: both answered
+    finally:
+        for relay in relays:
+            relay.stop()
