@@ -28,8 +28,11 @@ API (what the switchboard hook and the cross-node rendezvous build on)::
 
 Every method but ``on_listener`` fails with :class:`relayd.cluster.redis_link.RedisDown` while
 Redis is down.  The registry remembers this node's listeners, so when Redis comes back (the
-link's ``on_up``) it writes its heartbeat and re-registers every one of them (no cap check: they
-are connected) -- nothing else is republished.
+link's ``on_up``) -- or when a heartbeat's ``SET ... GET`` finds this node's own key had expired
+(the process was stopped or starved past the expiry and the other nodes swept its entries) -- it
+re-registers every one of them (no cap check: they are connected), announces them "online" on the
+bus and reads the other nodes' listeners again (:meth:`Registry.rejoin`).  A node that sees
+another node live again after it was dead reads the other nodes' listeners again too.
 """
 
 import json
@@ -163,6 +166,8 @@ class Registry:
         self._loop = None
         self.swept = 0  # entries of dead nodes this node deleted
         self.twin = None  # the URL of another node seen with this node_id
+        self.beaten = False  # a heartbeat has been written: a missing key from now on means it expired
+        self.rejoined = 0  # times this node found its key expired and registered its listeners again
         bus.on(LISTENER_EVENT, self._listener_event)
         link.on_up.append(self._redis_up)
 
@@ -190,18 +195,31 @@ class Registry:
         calls.append(self.link.command("SREM", NODES, self.node_id))
         return defer.gatherResults(calls, consumeErrors=True).addErrback(lambda f: None)
 
-    def beat(self):
-        """Refresh this node's key, note the live nodes, sweep dead nodes' entries."""
+    def beat(self, rejoin=False):
+        """Refresh this node's key, note the live nodes, sweep dead nodes' entries; ``rejoin``
+        (or this node's key found expired) -- register this node's listeners again."""
         if not self.link.up:
             return
         value = dumps({"url": self.node_url, "started": self.started})
         d = self.link.command("SET", NODE_KEY + self.node_id, value, "PX", int(self.expiry * 1000), "GET")
-        d.addCallback(self._check_twin)
+        d.addCallback(self._check_key, rejoin)
         d.addCallback(lambda _: self.link.command("SADD", NODES, self.node_id))
         d.addCallback(lambda _: self.link.eval(SWEEP, [NODES], [NODE_KEY, NODE_ENTITIES, LISTENERS]))
         d.addCallback(self._swept)
         d.addCallback(lambda _: self.nodes())
         d.addErrback(self._beat_failed)
+
+    def _check_key(self, previous, rejoin):
+        self._check_twin(previous)
+        if previous is None and self.beaten and not rejoin:
+            self.rejoined += 1
+            self.log.warn("cluster: this node's heartbeat had expired (the process was stopped or starved "
+                          "longer than cluster.expiry, {expiry} s): the other nodes removed its listener "
+                          "entries; registering its {n} listeners again", expiry=self.expiry, n=len(self.local))
+            rejoin = True
+        self.beaten = True
+        if rejoin:
+            self.rejoin()
 
     def _check_twin(self, previous):
         """Another live node with this node_id (its key holds another URL): said once, loudly --
@@ -237,7 +255,10 @@ class Registry:
         return d
 
     def _note_nodes(self, nodes):
+        back = self.live_nodes and set(nodes) - set(self.live_nodes) - {self.node_id}
         self.live_nodes = nodes
+        if back:  # a node (re)joined: its listeners may have been dropped here while it looked dead
+            self.refresh_remote()
         for key, held in list(self.remote.items()):  # a dead node's listeners are gone
             held.difference_update({entry for entry in held if entry[0] not in nodes})
             if not held:
@@ -336,21 +357,24 @@ class Registry:
         self.local[(entity_key(entity_path), listener_id)] = entity_path
 
     def _redis_up(self):
-        """Heartbeat, this node's stale entries cleared, then every local listener registered
-        again (they are connected: no cap check)."""
-        self.beat()
+        self.beat(rejoin=True)
+
+    def rejoin(self):
+        """This node's stale entries cleared, then every local listener registered again (they
+        are connected: no cap check) and announced, and the other nodes' listeners read again."""
         d = self.link.eval(CLEAR, [], [self.node_id, NODE_ENTITIES, LISTENERS])
 
         def again(_):
             for (key, listener_id), path in list(self.local.items()):
-                self.link.eval(REGISTER, [LISTENERS + key, NODE_ENTITIES + self.node_id],
-                               [self._field(listener_id), self.node_id, 0, NODE_KEY, key]).addErrback(self._beat_failed)
+                d = self.link.eval(REGISTER, [LISTENERS + key, NODE_ENTITIES + self.node_id],
+                                   [self._field(listener_id), self.node_id, 0, NODE_KEY, key])
+                d.addCallback(lambda _, path=path, listener_id=listener_id: self._announce("online", path, listener_id))
+                d.addErrback(self._beat_failed)
             if self.local:
                 self.log.info("cluster: re-registered {n} listeners of this node", n=len(self.local))
 
         d.addCallback(again).addErrback(self._beat_failed)
         self.refresh_remote()
-
 
 def _url(value):
     try:

@@ -113,8 +113,9 @@ class ClusterService(service.Service):
         return d.addBoth(lambda _: self.link.stop())
 
     def status(self):
-        """``{"node_id", "redis": "up"|"down", "since", "nodes"}`` for GET /$relayd/status."""
+        """``{"node_id", "redis": "up"|"down", "since", "nodes", "rejoined"}`` for GET /$relayd/status."""
         return {"node_id": self.settings.node_id, "node_url": self.settings.node_url,
                 "redis": self.link.state, "since": self.link.since,
                 "nodes": len(self.registry.live_nodes) if self.link.state == UP else None,
-                "bus_dropped": dict(self.bus.dropped)}
+                "bus_dropped": dict(self.bus.dropped),
+                "rejoined": self.registry.rejoined}  # times this node's key had expired (a stopped process)
