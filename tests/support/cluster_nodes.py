@@ -9,11 +9,12 @@ HEARTBEAT = 0.25
 EXPIRY = 1.5
 
 
-def start_node(tmp_path, redis, name, node_id=None, relay_extra="", extra=""):
-    """One node in ``tmp_path/name``; ``relay_extra``: more ``[relay]`` keys; ``extra``: more config."""
+def start_node(tmp_path, redis, name, node_id=None, relay_extra="", extra="", port=None):
+    """One node in ``tmp_path/name``; ``relay_extra``: more ``[relay]`` keys; ``extra``: more config;
+    ``port``: its port (default: a free one), e.g. one a client was given before the node starts."""
     work = tmp_path / name
     work.mkdir(exist_ok=True)
-    port = free_port()
+    port = port or free_port()
     cluster = '\n[cluster]\nredis = "%s"\nnode_url = "ws://127.0.0.1:%d"\nheartbeat = %s\nexpiry = %s\n' % (
         redis.url, port, HEARTBEAT, EXPIRY)
     if node_id:
