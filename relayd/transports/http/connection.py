@@ -122,8 +122,9 @@ class HttpRelayProtocol(Protocol):
         except HttpError as e:
             self.exchange = None
             exchange._dispose_quietly()
-            exchange.send_error(e.status, e.message, close=e.close, headers=e.headers)
-            if not e.close and self.buf:
+            close = e.close or exchange.close_after  # the client's Connection: close (or HTTP/1.0) too
+            exchange.send_error(e.status, e.message, close=close, headers=e.headers)
+            if not close and self.buf:
                 self._read_request()
         except Exception:
             log.failure("HTTP relay request failed unexpectedly")
@@ -133,14 +134,15 @@ class HttpRelayProtocol(Protocol):
 
     # -- writing errors ----------------------------------------------------------------------
 
-    def send_error(self, status, message, close=False, headers=()):
+    def send_error(self, status, message, close=False, headers=(), head_only=False):
+        """``head_only``: the answer to a HEAD request (no body)."""
         write_error(self.transport, status, message, close=close, headers=headers,
-                    refusals=getattr(self.door, "refusals", None))
+                    refusals=getattr(self.door, "refusals", None), head_only=head_only)
         if close:
             self.closed = True
 
-    def send_fault(self, fault, close=True, headers=()):
-        write_fault(self.transport, fault, close=close, headers=headers)
+    def send_fault(self, fault, close=True, headers=(), head_only=False):
+        write_fault(self.transport, fault, close=close, headers=headers, head_only=head_only)
         if close:
             self.closed = True
 

@@ -312,9 +312,9 @@ class Exchange(Counted, RequestBody, ResponseSide):
         if self.fault_version is not None:
             addressing = self.policy.addressing() if self.policy is not None else {}
             fault = self.fault_policy.fault(self.fault_version, status, message, addressing)
-            self.client.send_fault(fault, close=close, headers=headers)
+            self.client.send_fault(fault, close=close, headers=headers, head_only=self.method == "HEAD")
         else:
-            self.client.send_error(status, message, close=close, headers=headers)
+            self.client.send_error(status, message, close=close, headers=headers, head_only=self.method == "HEAD")
 
     def abort(self):
         self._dispose()
@@ -351,7 +351,7 @@ class Exchange(Counted, RequestBody, ResponseSide):
         self.answered_with(fault.status)
         self.client.exchange = None
         self._dispose_quietly()
-        self.client.send_fault(fault, close=False)
+        self.client.send_fault(fault, close=False, head_only=self.method == "HEAD")
         self.client.exchange_done(self, close=self.close_after)
 
     def answer(self, status, content_type, body, headers=()):

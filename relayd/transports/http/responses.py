@@ -83,9 +83,10 @@ def _write_whole(transport, status, content_type, body, headers, close, head_onl
         pipe.close_after_flush(transport)
 
 
-def write_error(transport, status, message, close=False, headers=(), refusals=None):
+def write_error(transport, status, message, close=False, headers=(), refusals=None, head_only=False):
     """A relay-side error as ``{"error": {code, message, trackingId}}``; logged through
-    ``refusals`` (a relayd.logs.RateLimitedLog: a storm from one peer is summed up) when given."""
+    ``refusals`` (a relayd.logs.RateLimitedLog: a storm from one peer is summed up) when given.
+    ``head_only`` (the answer to a HEAD): the head GET would get, without the body."""
     tracking = access.tracking_id()
     body = json.dumps({"error": {"code": status, "message": message, "trackingId": tracking}}).encode()
     line, fields = "HTTP relay answered {status}: {message} (tracking {tracking})", dict(
@@ -94,13 +95,14 @@ def write_error(transport, status, message, close=False, headers=(), refusals=No
         log.info(line, **fields)
     else:
         refusals.emit(("HTTP %d" % status, getattr(transport.getPeer(), "host", "-")), line, **fields)
-    _write_whole(transport, status, "application/json", body, headers, close)
+    _write_whole(transport, status, "application/json", body, headers, close, head_only)
 
 
-def write_fault(transport, fault, close=True, headers=()):
-    """A relay-side error as a SOAP fault (:mod:`relayd.wire.soap.faults`)."""
+def write_fault(transport, fault, close=True, headers=(), head_only=False):
+    """A relay-side error as a SOAP fault (:mod:`relayd.wire.soap.faults`); ``head_only`` as
+    for :func:`write_error`."""
     log.info("SOAP relay answered a fault, HTTP {status}", status=fault.status)
-    _write_whole(transport, fault.status, fault.content_type, fault.body, headers, close)
+    _write_whole(transport, fault.status, fault.content_type, fault.body, headers, close, head_only)
 
 
 class ResponseSide:
