@@ -195,31 +195,29 @@ class Registry:
         calls.append(self.link.command("SREM", NODES, self.node_id))
         return defer.gatherResults(calls, consumeErrors=True).addErrback(lambda f: None)
 
-    def beat(self, rejoin=False):
-        """Refresh this node's key, note the live nodes, sweep dead nodes' entries; ``rejoin``
-        (or this node's key found expired) -- register this node's listeners again."""
+    def beat(self, after_outage=False):
+        """Refresh this node's key, note the live nodes, sweep dead nodes' entries; this node's
+        key found expired (not ``after_outage``: Redis may have restarted empty) -- :meth:`rejoin`."""
         if not self.link.up:
             return
         value = dumps({"url": self.node_url, "started": self.started})
         d = self.link.command("SET", NODE_KEY + self.node_id, value, "PX", int(self.expiry * 1000), "GET")
-        d.addCallback(self._check_key, rejoin)
+        d.addCallback(self._check_key, after_outage)
         d.addCallback(lambda _: self.link.command("SADD", NODES, self.node_id))
         d.addCallback(lambda _: self.link.eval(SWEEP, [NODES], [NODE_KEY, NODE_ENTITIES, LISTENERS]))
         d.addCallback(self._swept)
         d.addCallback(lambda _: self.nodes())
         d.addErrback(self._beat_failed)
 
-    def _check_key(self, previous, rejoin):
+    def _check_key(self, previous, after_outage):
         self._check_twin(previous)
-        if previous is None and self.beaten and not rejoin:
+        if previous is None and self.beaten and not after_outage:
             self.rejoined += 1
             self.log.warn("cluster: this node's heartbeat had expired (the process was stopped or starved "
                           "longer than cluster.expiry, {expiry} s): the other nodes removed its listener "
                           "entries; registering its {n} listeners again", expiry=self.expiry, n=len(self.local))
-            rejoin = True
-        self.beaten = True
-        if rejoin:
             self.rejoin()
+        self.beaten = True
 
     def _check_twin(self, previous):
         """Another live node with this node_id (its key holds another URL): said once, loudly --
@@ -357,24 +355,24 @@ class Registry:
         self.local[(entity_key(entity_path), listener_id)] = entity_path
 
     def _redis_up(self):
-        self.beat(rejoin=True)
+        """Heartbeat, this node's stale entries cleared (sent at once: before any new listener's
+        registration), then :meth:`rejoin`."""
+        self.beat(after_outage=True)
+        d = self.link.eval(CLEAR, [], [self.node_id, NODE_ENTITIES, LISTENERS])
+        d.addCallback(lambda _: self.rejoin()).addErrback(self._beat_failed)
 
     def rejoin(self):
-        """This node's stale entries cleared, then every local listener registered again (they
-        are connected: no cap check) and announced, and the other nodes' listeners read again."""
-        d = self.link.eval(CLEAR, [], [self.node_id, NODE_ENTITIES, LISTENERS])
-
-        def again(_):
-            for (key, listener_id), path in list(self.local.items()):
-                d = self.link.eval(REGISTER, [LISTENERS + key, NODE_ENTITIES + self.node_id],
-                                   [self._field(listener_id), self.node_id, 0, NODE_KEY, key])
-                d.addCallback(lambda _, path=path, listener_id=listener_id: self._announce("online", path, listener_id))
-                d.addErrback(self._beat_failed)
-            if self.local:
-                self.log.info("cluster: re-registered {n} listeners of this node", n=len(self.local))
-
-        d.addCallback(again).addErrback(self._beat_failed)
+        """Every local listener registered again (they are connected: no cap check) and announced
+        "online" (the other nodes may have dropped them), and the other nodes' listeners read again."""
+        for (key, listener_id), path in list(self.local.items()):
+            d = self.link.eval(REGISTER, [LISTENERS + key, NODE_ENTITIES + self.node_id],
+                               [self._field(listener_id), self.node_id, 0, NODE_KEY, key])
+            d.addCallback(lambda _, path=path, listener_id=listener_id: self._announce("online", path, listener_id))
+            d.addErrback(self._beat_failed)
+        if self.local:
+            self.log.info("cluster: re-registered {n} listeners of this node", n=len(self.local))
         self.refresh_remote()
+
 
 def _url(value):
     try:
