@@ -58,8 +58,16 @@ class StalledTransport:
             self.producer_paused = True
             self.producer.pauseProducing()
 
+    clock = None  # the channel's: what it gathered this turn is written when the turn ends
+
+    def end_turn(self):
+        if self.clock is not None:
+            self.clock.advance(0)
+
     def drain(self):
-        """The subscriber reads everything written so far; the producer is resumed (it may write more)."""
+        """The turn ends, and the subscriber reads everything written so far; the producer is
+        resumed (it may write more)."""
+        self.end_turn()
         while self.pending:
             self.read += b"".join(self.pending)
             self.pending, self.size = [], 0
@@ -84,6 +92,7 @@ class Protocol:
         self.state = self.STATE_OPEN
         self.factory = SimpleNamespace(limits=limits, clock=clock, switchboard=Switchboard(clock))
         self.transport = StalledTransport()
+        self.transport.clock = clock
         self.closed = None
 
     def sendData(self, data):
@@ -112,6 +121,7 @@ def fill_window(channel, protocol, size=100):
     n = 0
     while not protocol.transport.producer_paused:
         assert channel.send_event(event(n, size)) == EVENT_SENT
+        protocol.transport.end_turn()
         n += 1
     return n
 
@@ -249,3 +259,24 @@ def test_queue_limits_are_read_and_validated():
         with pytest.raises(config.ConfigError) as e:
             config.parse({"limits": {key: bad}}, "relayd.toml")
         assert "relayd.toml: limits.%s: must be an integer from" % key in str(e.value)
+
+
+def test_what_a_subscriber_is_sent_in_one_turn_is_written_once_at_its_end():
+    """Fan-out writes once per subscriber per turn of the reactor, not once per event: the
+    events of one turn are gathered, in order, and written together when the turn ends (or as
+    soon as they fill the write window)."""
+    channel, protocol = subscriber()
+    transport = protocol.transport
+    for i in range(10):
+        assert channel.send_event(event(i)) == EVENT_SENT
+    assert transport.pending == [] and channel.queued() == (0, 0)  # gathered, not queued
+    transport.end_turn()
+    assert transport.pending == [b"".join(event(i) for i in range(10))]  # one write
+    many = (EVENT_WRITE_WINDOW // len(event(0))) + 1
+    for i in range(many):  # a turn that gathers a whole window writes it at once
+        channel.send_event(event(i))
+    assert len(transport.pending) == 2 and len(transport.pending[1]) >= EVENT_WRITE_WINDOW
+    channel.close(1000, "bye")  # what this turn gathered still goes before the close frame
+    transport.drain()
+    got = [body[:6] for op, body in frames_of(transport.read) if op == wsframe.BINARY]
+    assert got == [b"%06d" % i for i in range(10)] + [b"%06d" % i for i in range(many)]

@@ -31,7 +31,7 @@ from relayd.interfaces import IListenerChannel
 from relayd.switchboard import SwitchboardError
 from relayd.transports.listener.roles import Denied, Role, authorize, param
 from relayd.transports.listener.subscriber_queue import (
-    EVENT_WRITE_WINDOW, REASONS, SubscriberQueue, message_frames)
+    EVENT_WRITE_WINDOW, REASONS, SubscriberQueue, flusher, message_frames)
 from relayd.wire import hc, sas
 
 # What ControlChannel.send_event did with an event (relayd.transports.http.events).
@@ -181,7 +181,8 @@ class ControlChannel(Role):
 
     def close(self, code, reason):
         if self._queue is not None:
-            self._queue.clear()  # nothing may follow the close frame: what waits is dropped
+            self._queue.flush()  # what was sent this turn goes before the close frame ...
+            self._queue.clear()  # ... but nothing queued may follow it: what waits is dropped
         self.protocol.close(code, reason)
 
     # -- Role -------------------------------------------------------------------------------
@@ -192,7 +193,7 @@ class ControlChannel(Role):
         if getattr(self.entity, "kind", None) in EVENT_KINDS:
             transport.bufferSize = EVENT_WRITE_WINDOW
             self._queue = SubscriberQueue(self.protocol.sendData, limits.subscriber_queue_messages,
-                                          limits.subscriber_queue_bytes)
+                                          limits.subscriber_queue_bytes, flusher(self.factory.clock))
             self._pressure = pipe.pause_when_full(transport, SubscriberPressure(self, self._queue))
             return
         transport.bufferSize = limits.control_queue_max

@@ -11,7 +11,15 @@ from the producer's ``resumeProducing``.  A message that would take the queue ov
 ``limits.subscriber_queue_messages`` messages or ``limits.subscriber_queue_bytes`` bytes is
 refused (:meth:`SubscriberQueue.put` names the limit): the channel then cuts the subscriber
 and :meth:`SubscriberQueue.clear` frees the queue at once.
+
+Within the window, what a subscriber is sent during one turn of the reactor (e.g. the events
+of one read from a publisher) is gathered and written once, at the end of the turn (a
+:class:`Flusher` per clock), or as soon as it reaches :data:`EVENT_WRITE_WINDOW`: one send
+per subscriber per turn instead of one per event (fan-out to 100 subscribers spent most of the
+relay's time in those sends; docs/performance.rst, "Event fan-out").
 """
+
+import weakref
 
 from collections import deque
 
@@ -44,9 +52,10 @@ class SubscriberQueue:
     """The frames waiting for one subscriber's transport.  ``write(data)`` hands bytes to the
     transport; :meth:`block` and :meth:`unblock` follow its producer callbacks."""
 
-    __slots__ = ("write", "max_messages", "max_bytes", "items", "messages", "bytes", "blocked")
+    __slots__ = ("write", "max_messages", "max_bytes", "items", "messages", "bytes", "blocked",
+                 "schedule", "pending", "pending_bytes", "__weakref__")
 
-    def __init__(self, write, max_messages, max_bytes):
+    def __init__(self, write, max_messages, max_bytes, schedule=None):
         self.write = write
         self.max_messages = max_messages
         self.max_bytes = max_bytes
@@ -54,12 +63,26 @@ class SubscriberQueue:
         self.messages = 0
         self.bytes = 0
         self.blocked = False  # the transport holds more than its window
+        # schedule(queue): have flush() called at the end of this turn (a Flusher); None: write at once
+        self.schedule = schedule
+        self.pending = []  # within the window, gathered this turn: written by flush()
+        self.pending_bytes = 0
 
     def put(self, data):
-        """Write ``data`` (one message's whole frames) now, or queue it behind the others.
-        Returns None, or -- nothing kept -- the name of the limit it would go over."""
+        """Write ``data`` (one message's whole frames) -- at the end of this turn, with the
+        others of the turn -- or queue it behind the others.  Returns None, or -- nothing
+        kept -- the name of the limit it would go over."""
         if not self.blocked and not self.items:
-            self.write(data)
+            if self.schedule is None:
+                self.write(data)
+                return None
+            pending = self.pending
+            pending.append(data)
+            self.pending_bytes += len(data)
+            if self.pending_bytes >= EVENT_WRITE_WINDOW:
+                self.flush()
+            elif len(pending) == 1:
+                self.schedule(self)
             return None
         if self.messages >= self.max_messages:
             return QUEUE_MESSAGES
@@ -69,6 +92,15 @@ class SubscriberQueue:
         self.messages += 1
         self.bytes += len(data)
         return None
+
+    def flush(self):
+        """Write what was gathered this turn, in one write."""
+        pending = self.pending
+        if not pending:
+            return
+        self.pending = []
+        self.pending_bytes = 0
+        self.write(pending[0] if len(pending) == 1 else b"".join(pending))  # may block() at once
 
     def block(self):
         self.blocked = True
@@ -97,3 +129,39 @@ class SubscriberQueue:
     def clear(self):
         self.items.clear()
         self.messages = self.bytes = 0
+        self.pending = []
+        self.pending_bytes = 0
+
+
+class Flusher:
+    """Calls :meth:`SubscriberQueue.flush` of the queues that gathered frames during this turn
+    of the reactor, once, at its end (``clock.callLater(0)``): one per clock, :func:`flusher`."""
+
+    def __init__(self, clock):
+        self.clock = clock
+        self.dirty = []
+        self.call = None
+
+    def __call__(self, queue):
+        self.dirty.append(weakref.ref(queue))
+        if self.call is None:
+            self.call = self.clock.callLater(0, self.flush)
+
+    def flush(self):
+        self.call = None
+        dirty, self.dirty = self.dirty, []
+        for ref in dirty:
+            queue = ref()
+            if queue is not None:
+                queue.flush()
+
+
+_flushers = weakref.WeakKeyDictionary()
+
+
+def flusher(clock):
+    """The :class:`Flusher` of ``clock`` (the reactor, or a test's Clock)."""
+    found = _flushers.get(clock)
+    if found is None:
+        found = _flushers[clock] = Flusher(clock)
+    return found
