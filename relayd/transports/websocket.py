@@ -146,6 +146,9 @@ class Sender(Role):
             rv.cancel()
 
 
+_handshake_log = Logger(namespace="relayd.transports.websocket.HybridProtocol")
+
+
 @implementer(IClosable)
 class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
     """One WebSocket on the HC door.  Autobahn builds one class for every socket; onConnect
@@ -162,7 +165,9 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
     def onConnect(self, request):
         try:
             subprotocol = self._route(request)
-            self._log.debug("HC handshake on {path} from {peer} accepted", path=request.path, peer=self.peer)
+            # a Logger without a source: an event must not keep the protocol alive (Twisted buffers
+            # events until logging begins; tests/integration/test_http_door_gc.py)
+            _handshake_log.debug("HC handshake on {path} from {peer} accepted", path=request.path, peer=self.peer)
             return subprotocol
         except Denied as e:
             self._deny(e, request)
