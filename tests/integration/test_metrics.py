@@ -27,24 +27,14 @@ import relayd
 from relayd.wire import sas
 from tests.support.manage import call, manage_token, relay_of_its_own
 from tests.support.rawws import RawWS, frame, hc_url, listen, pair, token
-from tests.support.relay import LISTEN_KEY
+from tests.support.relay import LISTEN_KEY, PORT_DOOR_CONFIG
 
 EXTRA = """
 [[hybrid_connections]]
 path = "news"
 kind = "multicast"
 requires_client_authorization = false
-
-[[hybrid_connections]]
-path = "tcp"
-requires_client_authorization = false
-
-[[tcp_ports]]
-listen = "tcp:0:interface=127.0.0.1"
-mode = "port"
-entity = "tcp"
-allow_anonymous = true
-
+""" + PORT_DOOR_CONFIG + """
 [metrics]
 listen = "tcp:0:interface=127.0.0.1"
 """
