@@ -22,7 +22,6 @@ from tests.support.waits import wait_until
 from tests.integration.test_cluster_core import redis  # noqa: F401 (the fixture: a redis-server)
 
 WORKERS = 2
-ROUTING = os.path.exists(os.path.join(os.path.dirname(__file__), "..", "..", "relayd", "cluster", "routing.py"))
 
 
 class Port:
@@ -185,8 +184,6 @@ def test_workers_share_the_public_port_and_legs_go_to_the_senders_worker(cluster
     assert met[node_ports[0]], "no sender on the shared port reached the listener's worker in 12 tries"
 
 
-@pytest.mark.xfail(not ROUTING, strict=True,
-                   reason="cross-node rendezvous (issue 13 item 4: relayd/cluster/routing.py) has not landed")
 def test_a_listener_and_a_sender_on_different_workers_meet(cluster):
     workers, public, node_ports = cluster
     ctl = listen(node_ports[0], node_ports[1])
