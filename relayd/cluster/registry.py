@@ -22,6 +22,7 @@ API (what the switchboard hook and the cross-node rendezvous build on)::
     registry.register(entity_path, listener_id, max_listeners)  # Deferred[bool]: False = over the cap
     registry.unregister(entity_path, listener_id)                # Deferred
     registry.listeners(entity_path)   # Deferred[list[(node_id, listener_id)]], live nodes only
+    registry.up                       # Redis is up (as the link knows it)
     registry.count(entity_path)       # Deferred[int]
     registry.nodes()                  # Deferred[dict node_id -> node_url] of live nodes
     registry.on_listener(callback)    # callback(event "online"/"offline", entity_path, node_id, listener_id)
@@ -170,6 +171,11 @@ class Registry:
         self.rejoined = 0  # times this node found its key expired and registered its listeners again
         bus.on(LISTENER_EVENT, self._listener_event)
         link.on_up.append(self._redis_up)
+
+    @property
+    def up(self):
+        """Redis is up, as the link knows it (no read is tried while it is down)."""
+        return self.link.up
 
     def _field(self, listener_id, node_id=None):
         return "%s/%s" % (node_id or self.node_id, listener_id)

@@ -10,6 +10,16 @@ listener's node A on the bus (:data:`OFFER`).  A writes it on that listener's co
 it is; the listener opens its rendezvous leg to B, and B's switchboard pairs and splices it as on
 one node.  A relays no data byte; rejections (``sb-hc-statusCode``) reach B on the leg.
 
+* B's view of the other nodes' listeners (``registry.remote``) is kept by bus notices, so a
+  listener that has just connected on A may not be in it yet.  With no listener here and none in
+  the view, B reads the entity's listeners from Redis once (:meth:`Router.look_up`, at most
+  :data:`LOOKUP_TIMEOUT`; the senders of one entity waiting at the same time share one read) and
+  offers to one found on a live node; none found, Redis down or no answer in time: the sender
+  fails as with no listener.  The same when every listener in the view failed (it may hold one
+  that left, its "offline" notice not come yet).  The offer waits for the read; the sender's
+  rendezvous is pending (and counted) meanwhile.  Senders with a listener here or in the view
+  that takes the offer never wait for Redis.
+
 * A cannot (the listener is gone, or not taking offers): it answers :data:`OFFER_FAILED` and B
   offers the same message to another listener of another node, or fails the sender as one node
   does with no listener (404 for a WebSocket sender, 502 for an HTTP request).  A message to a
@@ -30,24 +40,27 @@ import random
 import secrets
 import weakref
 
+from twisted.internet import defer
 from twisted.logger import Logger
 from zope.interface import implementer
 
 from relayd.cluster.events import ClusterEvents, b64, unb64
 from relayd.cluster.registry import entity_key
-from relayd.cluster.redis_link import RedisDown
+from relayd.cluster.redis_link import COMMAND_TIMEOUT, RedisDown
 from relayd.interfaces import IListenerChannel, IOffer, IResponseRouter
 from relayd.switchboard import NoListener, SwitchboardError
 from relayd.wire import hc
 
 OFFER, OFFER_FAILED, RESPONSE = "offer", "offer_failed", "response"
 RESPONSE_TOO_LARGE = 502  # the status B's client gets when a control-channel response cannot cross the bus
+LOOKUP_TIMEOUT = COMMAND_TIMEOUT  # seconds a sender with no listener in view waits for Redis's list
 
 
 @implementer(IListenerChannel)
 class RemoteListener:
     """A listener of ``entity_path`` on node ``node_id``, as the switchboard of the sender's node
-    sees it: one per candidate of one rendezvous (it binds to the rendezvous it is offered)."""
+    sees it: one per candidate of one rendezvous (it binds to the rendezvous it is offered).
+    ``node_id`` None: not known yet -- offered, it reads the registry first (:meth:`Router.look_up`)."""
 
     def __init__(self, router, entity_path, node_id, listener_id):
         self.router = router
@@ -58,6 +71,7 @@ class RemoteListener:
         self.payload = None  # the last offer sent (offered again to the next listener on failure)
         self.tried = set()  # (node id, listener id) that could not take it
         self.pinned = False  # True: no other listener instead (Router.pinned)
+        self.found = None  # what the registry read found (node_id None), the pool instead of the view
 
     def offer(self, rendezvous):
         if rendezvous.offer is None:  # nothing to build a control message from
@@ -67,6 +81,8 @@ class RemoteListener:
         text = rendezvous.offer.message(self.router.node_url, rendezvous)
         if text is not None:  # None: a small request with a body goes later (offer_raw)
             self._send(text, None)
+        if self.node_id is None:
+            self.router.look_up(self)
         return True
 
     def offer_raw(self, text, body):
@@ -78,7 +94,8 @@ class RemoteListener:
     def _send(self, text, body):
         rv = self.rendezvous
         self.payload = {"entity": self.entity_path, "key": rv.key, "kind": rv.kind, "text": text, "body": b64(body)}
-        self.router.send_offer(self)
+        if self.node_id is not None:  # else sent once the registry read found a listener
+            self.router.send_offer(self)
 
     def close(self, code, reason):
         """Not this node's to close (its own node closes it)."""
@@ -86,16 +103,23 @@ class RemoteListener:
     def rendezvous_ended(self, rendezvous):
         if self.router.pending.get(rendezvous.key) is self:
             del self.router.pending[rendezvous.key]
+        self.router.lookups.get(entity_key(self.entity_path), {}).pop(self, None)
 
     def next_listener(self):
-        """This one could not take the offer: the next on another node, or the sender fails."""
+        """This one could not take the offer (or none was picked yet): the next on another node,
+        or the sender fails."""
         rv = self.rendezvous
         if rv is None or rv.done:
             return
-        self.tried.add((self.node_id, self.listener_id))
-        left = [] if self.pinned else [e for e in self.router.remote(self.entity_path) if e not in self.tried]
+        if self.node_id is not None:
+            self.tried.add((self.node_id, self.listener_id))
+        pool = self.router.remote(self.entity_path) if self.found is None else self.found
+        left = [] if self.pinned else [e for e in pool if e not in self.tried]
+        if not left and self.found is None and not self.pinned and self.router.registry.up:
+            return self.router.look_up(self)  # the view may be stale: Redis's list, once, before failing
         if not left:  # as one node answers with no listener: 404 to a sender, 502 to an HTTP request
-            why = "no listener of '%s' took it on any node of the cluster" % self.entity_path
+            why = ("no listener of '%s' took it on any node of the cluster" if self.tried else
+                   "no listener is connected to '%s' on any node of the cluster") % self.entity_path
             rv.fail(SwitchboardError(why, 502) if rv.kind == "request" else NoListener(why))
             return
         self.node_id, self.listener_id = self.router.rng.choice(sorted(left))
@@ -135,8 +159,10 @@ class Router:
         self.max_forwarded = switchboard.max_pending or 8192
         self.door = None  # the HTTP door (its exchanges by request id), from install()
         self.events = None  # relayd.cluster.events.ClusterEvents, from install()
-        # offers sent, offers a listener's node could not place, offers placed here, responses back here
-        self.counts = {"offered": 0, "offer_failed": 0, "taken": 0, "responses": 0}
+        self.lookups = {}  # entity key -> {stand-in: None} waiting for its registry read (look_up)
+        # offers sent, offers a listener's node could not place, offers placed here, responses back
+        # here, registry reads for listeners not in the view
+        self.counts = {"offered": 0, "offer_failed": 0, "taken": 0, "responses": 0, "lookups": 0}
         bus.on(OFFER, self._offer)
         bus.on(OFFER_FAILED, self._offer_failed)
         bus.on(RESPONSE, self._response)
@@ -155,17 +181,49 @@ class Router:
         live = self.registry.live_nodes
         return sorted(e for e in self.registry.remote.get(entity_key(path), ()) if not live or e[0] in live)
 
-    def candidates(self, path):
-        """Stand-ins for the switchboard, one per listener on another node."""
+    def _known(self, path):
         return [RemoteListener(self, path, node, listener) for node, listener in self.remote(path)]
+
+    def candidates(self, path):
+        """Stand-ins for the switchboard, one per listener on another node; none in the view (and
+        Redis up): one that reads the registry when offered (:meth:`look_up`)."""
+        return self._known(path) or ([RemoteListener(self, path, None, None)] if self.registry.up else [])
 
     def pinned(self, path):
         """Stand-ins for ``open_rendezvous(listener=...)``: each for its own listener only (a
         net.tcp event session replayed to every subscriber); one that cannot take it fails."""
-        stand_ins = self.candidates(path)
+        stand_ins = self._known(path)
         for stand_in in stand_ins:
             stand_in.pinned = True
         return stand_ins
+
+    def look_up(self, stand_in):
+        """Read the entity's listeners from Redis for ``stand_in`` (one read per entity at a time),
+        then offer to one on another live node, or fail its sender (:meth:`RemoteListener.next_listener`)."""
+        key = entity_key(stand_in.entity_path)
+        waiting = self.lookups.get(key)
+        if waiting is not None:
+            waiting[stand_in] = None
+            return
+        self.lookups[key] = {stand_in: None}
+        self.counts["lookups"] += 1
+        d = defer.maybeDeferred(self.registry.listeners, stand_in.entity_path)
+        d.addTimeout(LOOKUP_TIMEOUT, self.clock)
+        d.addErrback(self._unread, stand_in.entity_path)
+        d.addCallback(self._looked_up, key)
+        d.addErrback(self.log.failure, "cluster: offering after a registry read failed")
+
+    def _unread(self, failure, path):
+        if not failure.check(RedisDown, defer.TimeoutError):
+            self.log.failure("cluster: reading the listeners of {path} failed", failure, path=path)
+        return []
+
+    def _looked_up(self, entries, key):
+        live, here = self.registry.live_nodes, self.registry.node_id
+        found = sorted(e for e in entries if e[0] != here and (not live or e[0] in live))
+        for stand_in in self.lookups.pop(key, {}):
+            stand_in.found = found
+            stand_in.next_listener()
 
     def send_offer(self, stand_in):
         payload = dict(stand_in.payload, listener=stand_in.listener_id)

@@ -312,3 +312,25 @@ def test_a_lost_offer_ends_as_the_senders_timeout_and_a_killed_node_as_404_never
     assert time.monotonic() - started < ACCEPT_TIMEOUT + 2
     for ctl in ctls:
         ctl.close()
+
+
+def test_a_sender_on_node2_reaches_a_listener_the_moment_it_connected_on_node1(cluster):
+    """No wait for node 2 to hear of the listener: it reads Redis when its view has none (or
+    only the previous round's, which left)."""
+    one, two, _three = cluster
+    make(one, "fresh")
+    for i in range(20):
+        ctl = listen(one, "fresh")  # 101: registered in Redis
+        sender = RawWS(two.port).start(hc_url(two, "fresh", "connect"),
+                                       {"ServiceBusAuthorization": token(two, "fresh")})
+        try:
+            address = ctl.recv_json(timeout=ACCEPT_TIMEOUT + 2)["accept"]["address"]
+            assert urlsplit(address).port == two.port
+            leg = RawWS(two.port).start(address)
+            assert leg.finish() == 101, (i, leg.status)
+            assert sender.finish() == 101, (i, sender.status)
+            leg.close()
+        finally:
+            sender.close()
+            ctl.close()
+    assert relay_status(two)["routing"]["lookups"] >= 1

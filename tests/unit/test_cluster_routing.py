@@ -5,12 +5,15 @@ one and says so), a real switchboard on each node, the listener's control channe
 import json
 import random
 
+import pytest
+
 from twisted.internet import defer
 from twisted.internet.task import Clock
 
 from relayd.cluster.events import ClusterEvents, b64
 from relayd.cluster.redis_link import RedisDown
-from relayd.cluster.routing import BuiltOffer, Router
+from relayd.cluster.registry import entity_key
+from relayd.cluster.routing import LOOKUP_TIMEOUT, BuiltOffer, Router
 from relayd.switchboard import AcceptTimeout, NoListener, Switchboard, SwitchboardError
 from relayd.transports.http.events import MULTICAST, ONEWAY, EventPolicy
 from relayd.transports.listener.control import EVENT_SENT
@@ -50,8 +53,31 @@ class Network:
 
 
 class Registry:
-    def __init__(self):
+    """What the router reads of the registry: its view (``remote``, ``live_nodes``), kept by bus
+    notices, and ``listeners()``, a read of Redis: answered at once, held until the test answers
+    (``answer = "held"``), never (``"never"``: it times out) or failing (``"down"``)."""
+
+    def __init__(self, node_id):
+        self.node_id, self.up = node_id, True
         self.remote, self.live_nodes = {}, {}
+        self.in_redis = {}  # entity key -> [(node id, listener id)]: what a read of Redis finds
+        self.answer, self.held, self.reads = "now", [], 0
+
+    def listeners(self, entity_path):
+        self.reads += 1
+        if self.answer == "down":
+            return defer.fail(RedisDown("Redis is down"))
+        d = defer.Deferred()
+        if self.answer == "held":
+            self.held.append((d, entity_path))
+        elif self.answer == "now":
+            d.callback(sorted(self.in_redis.get(entity_key(entity_path), ())))
+        return d
+
+    def release(self):
+        held, self.held = self.held, []
+        for d, path in held:
+            d.callback(sorted(self.in_redis.get(entity_key(path), ())))
 
 
 class Channel:
@@ -105,7 +131,7 @@ class Exchange:
 
 
 def node(network, node_id, clock, seed=1):
-    bus, registry = Bus(network, node_id), Registry()
+    bus, registry = Bus(network, node_id), Registry(node_id)
     switchboard = Switchboard(clock, accept_timeout=5)
     router = Router(bus, registry, switchboard, clock, NODE_URL[node_id], rng=random.Random(seed))
     router.door = Door()
@@ -186,10 +212,14 @@ def test_a_lost_offer_ends_as_the_senders_accept_timeout():
 def test_a_request_with_no_listener_taking_it_is_502():
     clock, network, a, b, (channel,) = two_nodes()
     channel.takes = False
-    rv = b.switchboard.open_rendezvous("echo", RequestOffer("h", False, head=("/echo/x", "GET", {})), timeout=7)
-    out = []
-    rv.result.addBoth(out.append)
-    assert out[0].check(SwitchboardError) and out[0].value.status == 502
+    for in_view in (True, False):  # known and not taking it; then none in the view nor in Redis
+        if not in_view:
+            b.registry.remote.clear()
+        rv = b.switchboard.open_rendezvous("echo", RequestOffer("h", False, head=("/echo/x", "GET", {})), timeout=7)
+        out = []
+        rv.result.addBoth(out.append)
+        assert out[0].check(SwitchboardError) and out[0].value.status == 502
+    assert b.registry.reads == 2  # the view failed, then found nothing: Redis read each time
 
 
 def test_a_small_request_and_its_response_cross_nodes_and_the_id_expires_with_the_response_timeout():
@@ -288,3 +318,102 @@ def test_the_routing_objects_provide_their_interfaces():
         assert verifyObject(IListenerChannel, stand_in)
     assert verifyObject(IOffer, BuiltOffer("text"))
     assert verifyObject(IResponseRouter, ForwardingResponses(a.door, a))
+
+
+def just_connected(listeners=("l1",), answer="now"):
+    """Listeners on a that b's view does not hold yet (their "online" notice has not come), but
+    Redis does."""
+    clock, network, a, b, channels = two_nodes(listeners)
+    b.registry.remote.clear()
+    b.registry.in_redis["echo"] = [("a", name) for name in listeners]
+    b.registry.answer = answer
+    return clock, network, a, b, channels
+
+
+def test_a_listener_not_yet_in_the_view_is_read_from_the_registry_and_the_sender_pairs():
+    clock, network, a, b, (channel,) = just_connected(answer="held")
+    rv, out = connect(b)
+    assert b.registry.reads == 1 and channel.texts == [] and out == []  # the offer waits for the read
+    b.registry.release()
+    accept = json.loads(channel.texts[0])["accept"]
+    assert accept["address"].startswith("ws://10.0.0.2:9002/$hc/echo?") and "sb-hc-id=" + rv.key in accept["address"]
+    assert b.pending[rv.key].node_id == "a" and a.counts["taken"] == 1
+    rv.accept("the leg")
+    assert out == ["the leg"] and b.pending == {} and b.switchboard.pending_count() == 0
+
+
+def test_senders_waiting_for_the_same_entity_share_one_read():
+    clock, network, a, b, (channel,) = just_connected(answer="held")
+    waiting = [connect(b) for _ in range(3)]
+    assert b.registry.reads == 1
+    b.registry.release()
+    assert len(channel.texts) == 3
+    for rv, out in waiting:
+        rv.accept("leg " + rv.key)
+        assert out == ["leg " + rv.key]
+
+
+def test_a_registry_read_that_does_not_answer_is_404_at_its_deadline():
+    clock, network, a, b, (channel,) = just_connected(answer="never")
+    rv, out = connect(b)
+    clock.advance(LOOKUP_TIMEOUT - 0.1)
+    assert out == []
+    clock.advance(0.2)
+    assert len(out) == 1 and out[0].check(NoListener) and out[0].value.status == 404
+    assert channel.texts == [] and b.pending == {} and b.switchboard.pending_count() == 0
+    assert LOOKUP_TIMEOUT <= 2
+
+
+def test_redis_down_is_404_at_once():
+    clock, network, a, b, (channel,) = just_connected(answer="down")
+    rv, out = connect(b)  # Redis went down as it was read
+    assert out[0].check(NoListener) and out[0].value.status == 404 and b.switchboard.pending_count() == 0
+    b.registry.up = False  # known down: not read at all, as before the registry read existed
+    with pytest.raises(NoListener):
+        connect(b)
+    assert b.registry.reads == 1
+
+
+def test_a_registry_that_lists_only_dead_nodes_or_this_one_is_404():
+    clock, network, a, b, (channel,) = just_connected()
+    b.registry.in_redis["echo"] = [("c", "gone"), ("b", "stale")]  # c has no heartbeat; b is this node
+    rv, out = connect(b)
+    assert out[0].check(NoListener) and out[0].value.status == 404
+    assert channel.texts == [] and b.counts["offered"] == 0
+
+
+def test_a_request_whose_body_comes_before_the_read_answers_is_offered_with_it_after():
+    clock, network, a, b, (channel,) = just_connected(answer="held")
+    rv = b.switchboard.open_rendezvous("echo", RequestOffer("h", False, announce=False), timeout=7)
+    text = hc.encode_request("addr", rv.key, "/echo/x", "POST", {}, True)
+    assert rv.listener.offer_raw(text, b"body")
+    assert channel.raw == []
+    b.registry.release()
+    assert channel.raw == [(text, b"body")]
+
+
+def test_the_common_paths_do_not_read_the_registry():
+    clock, network, a, b, (channel,) = two_nodes()
+    b.registry.answer = "never"
+    rv, out = connect(b)  # known in the view: offered at once
+    assert len(channel.texts) == 1
+    rv2, out2 = connect(a)  # a local listener
+    assert len(channel.texts) == 2
+    b.registry.remote.clear()
+    assert b.pinned("echo") == []  # a pinned offer goes to known listeners only
+    assert b.registry.reads == 0 and a.registry.reads == 0
+
+
+def test_a_stale_view_is_read_again_once_before_404():
+    """b's view still holds a listener that left a (its "offline" notice not come yet); the
+    listener that took its place is in Redis only."""
+    clock, network, a, b, (channel,) = just_connected()
+    b.registry.remote["echo"] = {("a", "gone")}
+    rv, out = connect(b)
+    assert b.counts["offer_failed"] == 1 and b.registry.reads == 1
+    assert len(channel.texts) == 1 and b.pending[rv.key].listener_id == "l1"
+    rv.accept("the leg")
+    assert out == ["the leg"]
+    b.registry.in_redis["echo"] = [("a", "gone")]  # Redis lists the same stale one: 404, one read only
+    rv, out = connect(b)
+    assert out[0].check(NoListener) and b.registry.reads == 2
