@@ -81,7 +81,9 @@ class Grants:
 
     ``conn`` is a listener's control channel or a sender's transport: something whose
     ``protocol`` (or, behind the relay's wrappers, ``wrappedProtocol``) has ``close(code, reason)``
-    at the time it is revoked.  Held weakly: a connection that is gone drops out by itself."""
+    at the time it is revoked -- or that has its own ``revoke(code, reason)`` (a TCP door's
+    connection, whose ``close`` is its listener leg's end).  Held weakly: a connection that is
+    gone drops out by itself."""
 
     def __init__(self):
         self._held = weakref.WeakKeyDictionary()  # conn -> (entity path, rule name, key)
@@ -107,8 +109,9 @@ class Grants:
                 continue
             self._held.pop(conn, None)
             protocol = getattr(conn, "wrappedProtocol", None) or getattr(conn, "protocol", None)
-            if protocol is not None and hasattr(protocol, "close"):
-                protocol.close(REVOKED_CODE, REVOKED_REASON)
+            close = getattr(conn, "revoke", None) or getattr(protocol, "close", None)
+            if close is not None:
+                close(REVOKED_CODE, REVOKED_REASON)
                 closed += 1
         return closed
 

@@ -193,10 +193,11 @@ class TcpDoorProtocol(Protocol):
         if entity.requires_client_authorization and not door.allow_anonymous:
             try:
                 via_host = urlsplit(via).netloc if via else None  # the host the client addressed
-                access.authorize(door.namespace, entity, token, sas.SEND,
-                                 access.candidate_hosts(via_host, door.public_host), door.clock.seconds())
+                verified = access.authorize(door.namespace, entity, token, sas.SEND,
+                                            access.candidate_hosts(via_host, door.public_host), door.clock.seconds())
             except sas.AuthError as e:
                 return self._refuse("EndpointAccessDenied", str(e))
+            door.namespace.grants.hold(self, entity, verified)  # revoked with its rule or key: revoke()
         policy = door.event_policies.get(entity.kind)
         if policy is not None:  # an event entity: the relay answers the publisher itself
             if door.mode != "nettcp":
@@ -247,6 +248,27 @@ class TcpDoorProtocol(Protocol):
         self.rv = None
         if not self.closed:
             self._refuse("EndpointUnavailable", failure.value.message)
+
+    def revoke(self, code, reason):
+        """access.Grants: the rule or key that signed the Send token was deleted or regenerated.
+        While the relay speaks NMF with the client (waiting for a listener, publishing events) it
+        gets the ``EndpointAccessDenied`` fault; once paired (the stream is the service's, a fault
+        record would be corrupt data) its connection is reset and the listener's leg closed."""
+        if self.state == PUBLISHING:
+            return self.publisher.fault(nmf.ENDPOINT_ACCESS_DENIED, reason)
+        if self.state == ROUTING:
+            return self.fault(nmf.ENDPOINT_ACCESS_DENIED, reason)
+        partner = self.partner
+        if partner is None:
+            return
+        self._log.info("TCP {mode} door {port} from {peer}: {reason}; resetting the connection",
+                       mode=self.door.mode, port=self.door.port_label, peer=self.peer, reason=reason)
+        pipe.unsplice(self)
+        partner.close(code, reason)
+        self._to(CLOSED)
+        if self.conn is not None:
+            self.conn.set_status(code)
+        pipe.reset(self.transport)
 
     # -- half-close (pipe.HalfClose) -----------------------------------------------------------
 
