@@ -83,10 +83,11 @@ class Subscriber(threading.Thread):
     """A raw HC listener that reads every event (``request`` + binary body) in a thread and,
     with ``answer``, responds to each as a listener would to an HTTP request."""
 
-    def __init__(self, relay, path, answer=False):
+    def __init__(self, relay, path, answer=False, idle_timeout=30):
         super().__init__(daemon=True)
         self.ctl = listen(relay, path)
         self.answer = answer
+        self.idle_timeout = idle_timeout  # seconds without a message before the reader gives up
         self.events = []  # (request message, body)
         self.closed = None
         self.error = None
@@ -96,7 +97,7 @@ class Subscriber(threading.Thread):
         try:
             while True:
                 try:
-                    opcode, payload = self.ctl.recv_message(timeout=30)
+                    opcode, payload = self.ctl.recv_message(timeout=self.idle_timeout)
                 except Closed as e:
                     self.closed = (e.code, e.reason)
                     return

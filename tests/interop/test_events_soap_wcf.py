@@ -41,14 +41,16 @@ def wcf(tmp_path_factory):
 
 def test_wcf_one_way_calls_reach_every_subscriber_in_order(wcf):
     relay, build = wcf
-    subs = [Subscriber(relay, "wcfbus") for _ in range(2)]
+    # a Mono client process may take tens of seconds per call on a loaded machine (once 50 s
+    # between two calls whose 202 the relay sent in 9 ms): the subscribers wait as long as the calls may
+    subs = [Subscriber(relay, "wcfbus", idle_timeout=130) for _ in range(2)]
     try:
         assert wait_listeners(relay, "wcfbus", 2) == 2
         for i in range(3):
             result = mono_client(build, "basichttp", relay.http_url + "/wcfbus", "wcf event %d" % i, "--oneway")
             assert result.returncode == 0 and result.stdout.strip() == "sent", result.stderr
         for sub in subs:
-            assert sub.wait_for(3) == 3, sub.error
+            assert sub.wait_for(3, timeout=60) == 3, sub.error
             texts = [etree.fromstring(body).xpath("string(//*[local-name()='Body'])") for _, body in sub.events]
             assert texts == ["wcf event %d" % i for i in range(3)]
             headers = {k.lower(): v for k, v in sub.events[0][0]["requestHeaders"].items()}

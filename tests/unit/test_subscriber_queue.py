@@ -280,3 +280,24 @@ def test_what_a_subscriber_is_sent_in_one_turn_is_written_once_at_its_end():
     transport.drain()
     got = [body[:6] for op, body in frames_of(transport.read) if op == wsframe.BINARY]
     assert got == [b"%06d" % i for i in range(10)] + [b"%06d" % i for i in range(many)]
+
+
+def test_a_failed_write_does_not_keep_the_other_subscribers_waiting():
+    from twisted.internet.task import Clock
+
+    from relayd.transports.listener.subscriber_queue import SubscriberQueue, flusher
+
+    clock, written = Clock(), []
+
+    def broken(data):
+        raise OSError("the socket is gone")
+
+    schedule = flusher(clock)
+    queues = [SubscriberQueue(broken, 10, 10_000, schedule), SubscriberQueue(written.append, 10, 10_000, schedule)]
+    for queue in queues:
+        assert queue.put(b"event") is None
+    clock.advance(0)
+    assert written == [b"event"] and queues[0].pending == []
+    assert queues[0].put(b"next") is None and queues[1].put(b"next") is None  # both gather again
+    clock.advance(0)
+    assert written == [b"event", b"next"]

@@ -21,9 +21,13 @@ relay's time in those sends; docs/performance.rst, "Event fan-out").
 
 import weakref
 
+from twisted.logger import Logger
+
 from collections import deque
 
 from relayd.wire import wsframe
+
+_log = Logger(namespace="relayd.events")
 
 # Bytes a subscriber's transport may hold unwritten before the channel queues instead (the
 # transport's bufferSize): small, so that what waits for a subscriber is counted, in messages
@@ -153,7 +157,10 @@ class Flusher:
         for ref in dirty:
             queue = ref()
             if queue is not None:
-                queue.flush()
+                try:
+                    queue.flush()
+                except Exception:  # one subscriber's failed write must not leave the others unwritten
+                    _log.failure("writing a subscriber's events failed")
 
 
 _flushers = weakref.WeakKeyDictionary()
