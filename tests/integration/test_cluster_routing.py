@@ -60,12 +60,17 @@ def cluster(tmp_path):
         redis.stop()
 
 
-def make(node, path, **fields):
-    """The entity, made through ``node`` unless the config declares it (echo)."""
-    if call(node, "GET", "entities/" + path)[0] == 200 and not fields:
-        return
-    status, body = call(node, "PUT", "entities/" + path, fields)
-    assert status == 201, body
+def make(nodes, path, **fields):
+    """The entity, made through the first of ``nodes`` unless the config declares it (echo),
+    once every node has it: another node learns of it from a bus notice and reads it back from
+    Redis, a few milliseconds later (docs/deployment.rst), and a client that came sooner would
+    get a 404 there."""
+    node = nodes[0]
+    if call(node, "GET", "entities/" + path)[0] != 200 or fields:
+        status, body = call(node, "PUT", "entities/" + path, fields)
+        assert status == 201, body
+    for other in nodes[1:]:
+        assert wait_until(lambda: call(other, "GET", "entities/" + path)[0] == 200, 10), (other, path)
 
 
 def wait_known(node, path, n=1):
@@ -100,7 +105,7 @@ def request(node, method, target, body=None, headers=None):
 def test_hyco_ws_listener_on_node1_echoes_a_sender_on_node3_and_node1_relays_no_byte(cluster):
     env = node_env()
     one, _two, three = cluster
-    make(one, "echo")
+    make(cluster, "echo")
     listener = NodeListener(one.url, "echo", env)
     try:
         listener.wait_listening()
@@ -119,7 +124,7 @@ def test_hyco_ws_listener_on_node1_echoes_a_sender_on_node3_and_node1_relays_no_
 def test_http_requests_through_node2_are_answered_by_hyco_https_on_node1(cluster):
     env = node_env()
     one, two, _three = cluster
-    make(one, "web", requires_client_authorization=False)
+    make(cluster, "web", requires_client_authorization=False)
     listener = HttpsListener(one.url, "web", env)
     try:
         listener.wait_listening()
@@ -201,7 +206,7 @@ def publish(node, path, body):
 
 def test_a_multicast_event_published_on_node2_reaches_subscribers_on_nodes_1_and_3_in_order(cluster):
     one, two, three = cluster
-    make(one, "bus", kind="multicast")
+    make(cluster, "bus", kind="multicast")
     subs = [subscriber(one, "bus"), subscriber(three, "bus")]
     wait_known(two, "bus", 2)
     events = [b"event %03d" % i for i in range(100)]
@@ -215,7 +220,7 @@ def test_a_multicast_event_published_on_node2_reaches_subscribers_on_nodes_1_and
 
 def test_a_net_tcp_event_session_on_node2_reaches_bridge_subscribers_on_nodes_1_and_3(cluster, tmp_path):
     one, two, three = cluster
-    make(one, "news", kind="multicast", requires_client_authorization=False)
+    make(cluster, "news", kind="multicast", requires_client_authorization=False)
     recorders = [Recorder(), Recorder()]
     bridges = [Bridge(tmp_path, node, "-R", "news:net.tcp://127.0.0.1:%d/svc%d" % (r.port, i))
                for i, (node, r) in enumerate(zip((one, three), recorders))]
@@ -240,7 +245,7 @@ def test_a_net_tcp_event_session_on_node2_reaches_bridge_subscribers_on_nodes_1_
 
 def test_a_websocket_publisher_on_node3_reaches_subscribers_on_nodes_1_and_2_in_order(cluster):
     one, two, three = cluster
-    make(one, "wsbus", kind="multicast")
+    make(cluster, "wsbus", kind="multicast")
     subs = [subscriber(one, "wsbus"), subscriber(two, "wsbus")]
     wait_known(three, "wsbus", 2)
     pub = RawWS(three.port).start(hc_url(three, "wsbus", "connect"), {"ServiceBusAuthorization": token(three, "wsbus")})
@@ -256,7 +261,7 @@ def test_a_websocket_publisher_on_node3_reaches_subscribers_on_nodes_1_and_2_in_
 
 def test_oneway_reaches_the_one_listener_on_another_node(cluster):
     one, two, _three = cluster
-    make(one, "one", kind="oneway")
+    make(cluster, "one", kind="oneway")
     ctl = subscriber(one, "one")
     wait_known(two, "one")
     for i in range(5):
@@ -267,7 +272,7 @@ def test_oneway_reaches_the_one_listener_on_another_node(cluster):
 
 def test_the_accept_address_points_at_the_senders_node_and_a_rejection_reaches_the_sender(cluster):
     one, _two, three = cluster
-    make(one, "picky")
+    make(cluster, "picky")
     ctl = listen(one, "picky")
     wait_known(three, "picky")
     sender = RawWS(three.port).start(hc_url(three, "picky", "connect"),
@@ -292,8 +297,8 @@ def connect_status(node, path, timeout):
 
 def test_a_lost_offer_ends_as_the_senders_timeout_and_a_killed_node_as_404_never_a_hang(cluster):
     one, two, three = cluster
-    make(one, "lost")
-    make(one, "gone")
+    make(cluster, "lost")
+    make(cluster, "gone")
     ctls = [listen(one, "lost"), listen(two, "gone")]
     wait_known(three, "lost")
     wait_known(three, "gone")
@@ -318,7 +323,7 @@ def test_a_sender_on_node2_reaches_a_listener_the_moment_it_connected_on_node1(c
     """No wait for node 2 to hear of the listener: it reads Redis when its view has none (or
     only the previous round's, which left)."""
     one, two, _three = cluster
-    make(one, "fresh")
+    make(cluster, "fresh")
     for i in range(20):
         ctl = listen(one, "fresh")  # 101: registered in Redis
         sender = RawWS(two.port).start(hc_url(two, "fresh", "connect"),
