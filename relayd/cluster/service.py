@@ -96,7 +96,8 @@ class ClusterService(service.Service):
 
     def attach(self, namespace, switchboard):
         """Keep ``namespace`` in step with Redis and gate ``switchboard``'s listeners."""
-        self.sync = NamespaceSync(namespace, self.link, self.bus)
+        self.sync = NamespaceSync(namespace, self.link, self.bus, self.reactor)
+        namespace.read_through = self.sync.read_through  # a WebSocket handshake's miss reads Redis
         namespace.write = defer.maybeDeferred  # RedisStore's writes return their Deferreds
         switchboard.gate = self.gate
 

@@ -17,11 +17,12 @@ secondary key, rights, origin).
 """
 
 import json
+from collections import OrderedDict
 
 from twisted.internet import defer
 from twisted.logger import Logger
 
-from relayd.cluster.redis_link import RedisDown, dumps
+from relayd.cluster.redis_link import COMMAND_TIMEOUT, RedisDown, dumps
 from relayd.namespace import Entity
 from relayd.store import API, ENTITY_COLUMNS
 from relayd.wire import sas
@@ -29,6 +30,11 @@ from relayd.wire import sas
 ENTITIES = "relayd:ns:entities"
 RULES = "relayd:ns:rules"
 NAMESPACE_EVENT = "namespace"  # the bus kind of change notifications
+# Read-through on a handshake's miss (NamespaceSync.read_through): misses must not amplify.
+NEGATIVE_TTL = 1.0  # seconds a path found nowhere in Redis is answered "no" without a read
+NEGATIVE_CACHE = 1024  # paths remembered so (the oldest forgotten first)
+MAX_READS_IN_FLIGHT = 64  # reads at once; a miss over it is a "no" at once
+MAX_CANDIDATES = 32  # leading segments of a path looked up (an entity path is never deeper)
 
 
 def rules_key(entity):
@@ -134,9 +140,11 @@ class NamespaceSync:
 
     log = Logger()
 
-    def __init__(self, namespace, link, bus):
-        self.namespace, self.link, self.bus = namespace, link, bus
+    def __init__(self, namespace, link, bus, clock):
+        self.namespace, self.link, self.bus, self.clock = namespace, link, bus, clock
         self.loaded = 0  # full loads done
+        self._absent = OrderedDict()  # path -> until when it is known absent (bounded)
+        self._reading = {}  # path -> Deferred[bool] of the read in flight
         bus.on(NAMESPACE_EVENT, self._changed)
         link.on_up.append(self.load)
 
@@ -166,6 +174,53 @@ class NamespaceSync:
                 self.namespace.apply_entity(entity_from(text, rules_from(rules)))
 
         return d.addCallback(apply)
+
+    def read_through(self, path):
+        """A handshake for ``path`` found no entity here: it may have been made on another node
+        a moment ago (its notice not in yet).  Read the path's candidate entities from Redis (one
+        HMGET, then the found ones' rules), apply them, and fire True if one was found; False if
+        none, Redis is down, the read passes COMMAND_TIMEOUT, or MAX_READS_IN_FLIGHT are
+        already out.  Paths found nowhere are remembered for NEGATIVE_TTL (NEGATIVE_CACHE
+        paths at most), so a storm of misses costs few reads."""
+        key = path.strip("/").lower()
+        now = self.clock.seconds()
+        if self._absent.get(key, 0) > now or not self.link.up:
+            return defer.succeed(False)
+        self._absent.pop(key, None)
+        if key in self._reading:
+            return _follow(self._reading[key])
+        if len(self._reading) >= MAX_READS_IN_FLIGHT:
+            return defer.succeed(False)
+        segments = key.split("/")[:MAX_CANDIDATES]
+        candidates = ["/".join(segments[:n]) for n in range(1, len(segments) + 1)]
+        d = self.link.command("HMGET", ENTITIES, *candidates)
+        d.addCallback(self._found, candidates)
+        d.addTimeout(COMMAND_TIMEOUT, self.clock)
+        d.addErrback(lambda failure: False)  # down, failed or late: a miss, as without the read
+        self._reading[key] = d  # before _read_done, which may run at once
+        d.addCallback(self._read_done, key)
+        return _follow(d)
+
+    def _found(self, texts, candidates):
+        found = [(k, t) for k, t in zip(candidates, texts or ()) if t is not None]
+        if not found:
+            return False
+        d = defer.gatherResults([self.link.command("HGETALL", rules_key(k)) for k, _ in found], consumeErrors=True)
+
+        def apply(rules):
+            for (_, text), entity_rules in zip(found, rules):
+                self.namespace.apply_entity(entity_from(text, rules_from(entity_rules)))
+            return True
+
+        return d.addCallback(apply)
+
+    def _read_done(self, found, key):
+        self._reading.pop(key, None)
+        if not found:
+            self._absent[key] = self.clock.seconds() + NEGATIVE_TTL
+            while len(self._absent) > NEGATIVE_CACHE:
+                self._absent.popitem(last=False)
+        return found
 
     def _read_rules(self, path):
         d = self.link.command("HGETALL", rules_key(path))
@@ -203,3 +258,10 @@ class NamespaceSync:
         if failure.check(RedisDown):
             return  # reloaded when Redis is back
         self.log.failure("cluster: cannot read {what} from Redis", failure, what=what)
+
+
+def _follow(d):
+    """A Deferred firing with ``d``'s result, leaving ``d`` as it is for others to follow."""
+    out = defer.Deferred()
+    d.addBoth(lambda result: (out.callback(result), result)[1])
+    return out

@@ -162,9 +162,9 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
 
     # -- handshake ----------------------------------------------------------------------
 
-    def onConnect(self, request):
+    def onConnect(self, request, read_through=True):
         try:
-            subprotocol = self._route(request)
+            subprotocol = self._route(request, read_through)
             # a Logger without a source: an event must not keep the protocol alive (Twisted buffers
             # events until logging begins; tests/integration/test_http_door_gc.py)
             _handshake_log.debug("HC handshake on {path} from {peer} accepted", path=request.path, peer=self.peer)
@@ -219,7 +219,7 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
         self.role = role
         self.relays = role.relays
 
-    def _route(self, request):
+    def _route(self, request, read_through=True):
         f = self.factory
         path = unquote(request.path)
         if not path.startswith(HC_PREFIX):
@@ -233,6 +233,10 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
             self._take_role(role)
             return subprotocol
         entity, suffix = f.namespace.resolve(rel)
+        reader = getattr(f.namespace, "read_through", None) if read_through else None
+        if entity is None and reader is not None:  # clustered: made on another node a moment ago?
+            # the request is held only until the read's answer, not through the routing after it
+            return reader(rel).addCallback(lambda _: self.onConnect(request, read_through=False))
         token = sas.extract_token(param(request, "sb-hc-token"), request.headers)
         if entity is None and action == "listen" and f.namespace.create_on_listen and rel:
             entity = self._create_on_listen(rel, token, request)

@@ -212,3 +212,15 @@ def test_a_node_started_later_loads_the_namespace_and_one_started_without_redis_
             ws.close()
     finally:
         four.stop()
+
+
+def test_a_listener_on_an_entity_made_a_moment_ago_on_another_node_is_accepted(nodes):
+    """The pub/sub notice reaches node 2 a few ms after node 1 answers: a handshake in that
+    window reads the entity through from Redis instead of getting 404."""
+    one, two = nodes
+    for i in range(20):
+        path = "fresh-%d-%d" % (os.getpid(), i)
+        assert call(one, "PUT", "entities/" + path, {})[0] == 201
+        ctl, status = try_listen(two, path)  # at once, no wait
+        ctl.close()
+        assert status == 101, "round %d: %s on node 2" % (i, status)
