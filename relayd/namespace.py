@@ -83,6 +83,9 @@ class Conflict(NamespaceError):
 
 class Namespace:
     log = Logger()
+    # clustered: read_through(path) -> Deferred, a path missing here read from Redis
+    # (relayd.cluster.store.NamespaceSync.read_through, set by the cluster service); else None
+    read_through = None
 
     def __init__(self, store, settings, clock=None):
         self.store = store

@@ -233,7 +233,7 @@ class HybridProtocol(RelayingLeg, LeanServerProtocol, WebSocketServerProtocol):
             self._take_role(role)
             return subprotocol
         entity, suffix = f.namespace.resolve(rel)
-        reader = getattr(f.namespace, "read_through", None) if read_through else None
+        reader = f.namespace.read_through if read_through else None
         if entity is None and reader is not None:  # clustered: made on another node a moment ago?
             # the request is held only until the read's answer, not through the routing after it
             return reader(rel).addCallback(lambda _: self.onConnect(request, read_through=False))
